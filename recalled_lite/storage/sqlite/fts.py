@@ -1,0 +1,54 @@
+"""The text each event contributes to the full-text index.
+
+`events_fts` is contentless, so removing a row (erasure) needs the exact text
+that was indexed. That text must therefore be a pure function of the stored
+event row: change this module only together with a migration that rebuilds the
+index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+_decode_json = msgspec.json.decode
+
+
+def _metadata_values(value: Any, out: list[str]) -> None:
+    # Values only: keys are schema, not content, and would match every event.
+    if isinstance(value, dict):
+        for item in value.values():
+            _metadata_values(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _metadata_values(item, out)
+    elif isinstance(value, str):
+        out.append(value)
+    elif value is not None and not isinstance(value, bool):
+        out.append(str(value))
+
+
+def fts_columns(
+    action: str,
+    actor_id: str | None,
+    actor_name: str | None,
+    actor_email: str | None,
+    organization: str | None,
+    targets_json: str | None,
+    metadata_json: str | None,
+) -> tuple[str, str, str, str, str]:
+    """(action, actor, organization, targets, metadata) as indexed."""
+    actor = " ".join(v for v in (actor_id, actor_name, actor_email) if v)
+    targets = ""
+    if targets_json:
+        parts: list[str] = []
+        for t in _decode_json(targets_json):
+            parts.extend(v for v in (t.get("type"), t.get("id"), t.get("name")) if v)
+        targets = " ".join(parts)
+    metadata = ""
+    if metadata_json:
+        values: list[str] = []
+        _metadata_values(_decode_json(metadata_json), values)
+        metadata = " ".join(values)
+    return action, actor, organization or "", targets, metadata
