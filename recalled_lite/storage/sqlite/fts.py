@@ -29,6 +29,26 @@ def _metadata_values(value: Any, out: list[str]) -> None:
         out.append(str(value))
 
 
+def fts_columns_from_values(
+    action: str,
+    actor_id: str | None,
+    actor_name: str | None,
+    actor_email: str | None,
+    organization: str | None,
+    targets: list[dict[str, Any]] | None,
+    metadata: dict[str, Any] | None,
+) -> tuple[str, str, str, str, str]:
+    """(action, actor, organization, targets, metadata) as indexed."""
+    actor = " ".join(v for v in (actor_id, actor_name, actor_email) if v)
+    target_words: list[str] = []
+    for t in targets or ():
+        target_words.extend(v for v in (t.get("type"), t.get("id"), t.get("name")) if v)
+    values: list[str] = []
+    if metadata:
+        _metadata_values(metadata, values)
+    return action, actor, organization or "", " ".join(target_words), " ".join(values)
+
+
 def fts_columns(
     action: str,
     actor_id: str | None,
@@ -38,17 +58,9 @@ def fts_columns(
     targets_json: str | None,
     metadata_json: str | None,
 ) -> tuple[str, str, str, str, str]:
-    """(action, actor, organization, targets, metadata) as indexed."""
-    actor = " ".join(v for v in (actor_id, actor_name, actor_email) if v)
-    targets = ""
-    if targets_json:
-        parts: list[str] = []
-        for t in _decode_json(targets_json):
-            parts.extend(v for v in (t.get("type"), t.get("id"), t.get("name")) if v)
-        targets = " ".join(parts)
-    metadata = ""
-    if metadata_json:
-        values: list[str] = []
-        _metadata_values(_decode_json(metadata_json), values)
-        metadata = " ".join(values)
-    return action, actor, organization or "", targets, metadata
+    """The same text, from a stored row (JSON columns): what erasure must delete."""
+    return fts_columns_from_values(
+        action, actor_id, actor_name, actor_email, organization,
+        _decode_json(targets_json) if targets_json else None,
+        _decode_json(metadata_json) if metadata_json else None,
+    )

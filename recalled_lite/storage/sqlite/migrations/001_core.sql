@@ -110,6 +110,5 @@ CREATE TABLE api_keys (
     scopes       TEXT NOT NULL,               -- JSON array
     organization TEXT,
     created_at   INTEGER NOT NULL,
-    revoked_at   INTEGER,
-    last_used_at INTEGER
+    revoked_at   INTEGER
 ) WITHOUT ROWID;

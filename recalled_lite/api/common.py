@@ -1,0 +1,156 @@
+"""What every route module shares: the app context, body reading, JSON in and out."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import check_key, parse_key, require_scope
+from ..config import Config
+from ..errors import RequestTooLarge, ValidationError
+from ..schemas import ActorOut, EventOut
+from ..storage.base import ApiKeyRecord, EventRecord
+from ..timefmt import format_ms
+
+_json_encode = msgspec.json.Encoder().encode
+_Raw = msgspec.Raw
+
+
+@dataclass
+class AppContext:
+    config: Config
+    store: Any  # storage.base.Store
+    services: list[Any] = field(default_factory=list)
+    # name -> async () -> str|None (None = ready, else the reason it is not)
+    readiness_checks: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    shutting_down: bool = False
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+async def authorize(request: Request, scope: str) -> ApiKeyRecord:
+    ctx: AppContext = request.app.state.ctx
+    token, prefix = parse_key(request.headers.get("authorization"))
+    record = ctx.store.key_by_prefix(prefix)
+    if record is None:
+        # Perhaps created a moment ago by `recalled-lite keys create` in another process.
+        record = await ctx.store.load_key(prefix)
+    key = check_key(token, record)
+    require_scope(key, scope)
+    return key
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes `limit` bytes.
+
+    The middleware already refused a declared Content-Length over the limit;
+    this catches chunked bodies without reading further than the limit.
+    """
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(
+                f"request body is over the {limit}-byte limit",
+                {"limit": limit},
+                headers={"Connection": "close"},
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NON_BRACKETS = bytes(b for b in range(256) if b not in _BRACKET_DELTA)
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """True if the JSON text nests deeper than max_depth (checked before decoding).
+
+    Runs at C speed: drop strings (brackets inside them do not count), keep
+    only the brackets, and take the running maximum of the nesting level.
+    """
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    brackets = _STRING.sub(b"", body).translate(None, _NON_BRACKETS)
+    return max(accumulate(map(_BRACKET_DELTA.__getitem__, brackets)), default=0) > max_depth
+
+
+_ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
+
+
+def describe_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(field path, message) from a msgspec error, e.g. ("actor.email", "...")."""
+    text = str(exc)
+    match = _ERROR_PATH.search(text)
+    path = match.group(1) if match else ""
+    reason = text[: match.start()] if match else text
+    missing = _MISSING_FIELD.match(reason)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return path, f"{path} is required"
+    return path or "body", f"{path or 'body'}: {reason}"
+
+
+def decode_json(body: bytes, decode: Callable[[bytes], Any], max_depth: int) -> Any:
+    if not body:
+        raise ValidationError("request body is empty; send a JSON object", {"field": "body"})
+    if json_depth_exceeds(body, max_depth):
+        raise ValidationError(f"JSON is nested deeper than {max_depth} levels", {"field": "body"})
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        path, message = describe_validation_error(exc)
+        raise ValidationError(message, {"field": path}) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise ValidationError(f"request body is not valid JSON: {exc}", {"field": "body"}) from None
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json_encode(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def event_to_wire(record: EventRecord, project_id: str) -> EventOut:
+    return EventOut(
+        id=record.id,
+        project_id=project_id,
+        organization=record.organization,
+        action=record.action,
+        actor=ActorOut(record.actor_type, record.actor_id, record.actor_name, record.actor_email),
+        targets=_Raw(record.targets) if record.targets is not None else None,
+        metadata=_Raw(record.metadata) if record.metadata is not None else None,
+        ip_address=record.ip_address,
+        user_agent=record.user_agent,
+        occurred_at=format_ms(record.occurred_at),
+        received_at=format_ms(record.received_at),
+        idempotency_key=record.idempotency_key,
+        seq=record.seq,
+        hash=record.hash,
+        prev_hash=record.prev_hash,
+        signature=record.signature,
+    )
+
+
+def int_param(request: Request, name: str, *, minimum: int, maximum: int | None = None,
+              default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError.field(name, f"{name} must be an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValidationError.field(name, f"{name} must be {bounds}")
+    return value

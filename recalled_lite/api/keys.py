@@ -1,0 +1,69 @@
+"""/v1/keys: create, list, revoke API keys (SPEC §3). snake_case dialect."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..auth import ADMIN, new_key_record, normalize_scopes
+from ..errors import Forbidden, NotFound
+from ..schemas import KeyOut, decode_key_create
+from ..storage.base import ApiKeyRecord, RecordNotFound
+from ..timefmt import format_ms
+from .common import authorize, context, decode_json, json_response, read_body
+
+
+def key_to_wire(record: ApiKeyRecord, plaintext: str | None = None) -> KeyOut:
+    return KeyOut(
+        id=record.id, name=record.name, prefix=record.prefix, scopes=sorted(record.scopes),
+        organization=record.organization, created_at=format_ms(record.created_at),
+        revoked_at=format_ms(record.revoked_at) if record.revoked_at is not None else None,
+        key=plaintext,
+    )
+
+
+async def create_key(request: Request):
+    ctx = context(request)
+    caller = await authorize(request, "keys:manage")
+    body = await read_body(request, 64 * 1024)
+    payload = decode_json(body, decode_key_create, ctx.config.server.max_json_depth)
+    scopes = normalize_scopes(payload.scopes)
+    organization = payload.organization
+    if caller.organization is not None:
+        # A bound key can only mint keys for its own organization, and never
+        # more power than it has itself.
+        if organization not in (None, caller.organization):
+            raise Forbidden("this API key is bound to another organization", {"field": "organization"})
+        organization = caller.organization
+    if ADMIN not in caller.scopes and not scopes <= caller.scopes:
+        raise Forbidden("a key cannot grant scopes it does not hold", {"field": "scopes"})
+    plaintext, record = new_key_record(payload.name, scopes, organization)
+    await ctx.store.create_key(record)
+    return json_response({"data": key_to_wire(record, plaintext)}, status=201)
+
+
+async def list_keys(request: Request):
+    ctx = context(request)
+    caller = await authorize(request, "keys:manage")
+    keys = [
+        key_to_wire(k) for k in ctx.store.list_keys()
+        if caller.organization is None or k.organization == caller.organization
+    ]
+    return json_response({"data": keys, "has_more": False, "next_cursor": None})
+
+
+async def revoke_key(request: Request):
+    ctx = context(request)
+    caller = await authorize(request, "keys:manage")
+    try:
+        record = await ctx.store.revoke_key(request.path_params["key_id"], caller.organization)
+    except RecordNotFound:
+        raise NotFound("no API key with that id") from None
+    return json_response({"data": key_to_wire(record)})
+
+
+routes = [
+    Route("/v1/keys", create_key, methods=["POST"]),
+    Route("/v1/keys", list_keys, methods=["GET"]),
+    Route("/v1/keys/{key_id}", revoke_key, methods=["DELETE"]),
+]

@@ -1,0 +1,218 @@
+"""The ASGI application: routes, the one error shape, request ids, logs, lifespan.
+
+Order of shutdown (uvicorn drives the first step; the lifespan does the rest):
+stop accepting and finish in-flight requests -> stop background services
+(delivery) -> flush the writer and close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api import events as events_api
+from .api import health as health_api
+from .api import keys as keys_api
+from .api.common import AppContext, json_response
+from .config import Config
+from .errors import (
+    APIError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, StorageError,
+    StorageUnavailable, Unavailable,
+)
+from .ids import new_id
+
+log = logging.getLogger("recalled_lite")
+access_log = logging.getLogger("recalled_lite.access")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line: easy to grep, easy to ship."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if extra:
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return _encode(entry).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger("recalled_lite")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@dataclass
+class Metrics:
+    responses: Counter = field(default_factory=Counter)
+    providers: list[Callable[[], list[str]]] = field(default_factory=list)
+
+
+def _error_response(exc: APIError) -> Response:
+    return json_response(exc.body(), status=exc.status, headers=exc.headers or None)
+
+
+def _as_api_error(exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, StorageUnavailable):
+        return Unavailable(str(exc), retry_after=exc.retry_after)
+    if isinstance(exc, StorageError):
+        return InternalError("the database failed; see the server log for this request id", code="DATABASE_ERROR")
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 404:
+            return NotFound("no such route")
+        if exc.status_code == 405:
+            return MethodNotAllowed("method not allowed on this route")
+        error = APIError(str(exc.detail), code="HTTP_ERROR")
+        error.status = exc.status_code
+        return error
+    return InternalError("internal error; see the server log for this request id")
+
+
+async def _handle_exception(request: Request, exc: Exception) -> Response:
+    # Unexpected exceptions are re-raised by Starlette after this response is
+    # sent; RequestContextMiddleware logs them once, with the request id.
+    if isinstance(exc, StorageError) and not isinstance(exc, StorageUnavailable):
+        log.error("database error", exc_info=exc,
+                  extra={"fields": {"request_id": request.scope.get("state", {}).get("request_id")}})
+    return _error_response(_as_api_error(exc))
+
+
+def _valid_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= 128 and all(33 <= b <= 126 for b in value)
+
+
+class RequestContextMiddleware:
+    """Outermost layer: request id on every response, early 413, last-resort 500, access log."""
+
+    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: Metrics):
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.access_log_enabled = access_log_enabled
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id: bytes | None = None
+        content_length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and _valid_request_id(value):
+                request_id = value
+            elif name == b"content-length":
+                content_length = value
+        if request_id is None:
+            request_id = new_id("req").encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        status_holder = [0]
+        response_started = False
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            if content_length is not None:
+                try:
+                    declared = int(content_length)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_request_bytes:
+                    # Refuse before reading a byte of the body.
+                    error = RequestTooLarge(
+                        f"request body is {declared} bytes; the limit is {self.max_request_bytes}",
+                        {"limit": self.max_request_bytes, "size": declared},
+                        headers={"Connection": "close"},
+                    )
+                    await _error_response(error)(scope, receive, send_with_id)
+                    return
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc,
+                      extra={"fields": {"request_id": request_id.decode()}})
+            if not response_started:
+                await _error_response(_as_api_error(exc))(scope, receive, send_with_id)
+        finally:
+            status = status_holder[0]
+            self.metrics.responses[status] += 1
+            if self.access_log_enabled:
+                access_log.info("request", extra={"fields": {
+                    "request_id": request_id.decode(),
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }})
+
+
+def create_app(config: Config, store: Any, services: list[Any] | None = None) -> Any:
+    ctx = AppContext(config=config, store=store, services=list(services or []))
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        loop = asyncio.get_running_loop()
+        if not store.started:
+            store.start(loop)
+        started = []
+        try:
+            for service in ctx.services:
+                await service.start(ctx)
+                started.append(service)
+            yield
+        finally:
+            ctx.shutting_down = True
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(service).__name__)
+            await loop.run_in_executor(None, store.close)
+            log.info("database closed cleanly")
+
+    routes = [*health_api.routes, *keys_api.routes, *events_api.routes]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={Exception: _handle_exception, HTTPException: _handle_exception,
+                            APIError: _handle_exception, StorageError: _handle_exception},
+    )
+    app.state.ctx = ctx
+    app.state.metrics = metrics
+    return RequestContextMiddleware(
+        app,
+        max_request_bytes=config.server.max_request_bytes,
+        access_log_enabled=config.server.access_log,
+        metrics=metrics,
+    )

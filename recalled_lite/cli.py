@@ -1,0 +1,269 @@
+"""`recalled-lite` command line: serve, keys, verify, backup, version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger("recalled_lite")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (env RECALLED_CONFIG)")
+    parser.add_argument("--db", help="SQLite database path (env RECALLED_DB; default ./recalled.db)")
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> Config:
+    return load_config(args.config, db=args.db, **overrides)
+
+
+def _open_store(config: Config):
+    from .server_secret import load_or_create_secret
+    from .storage.sqlite.store import SqliteStore
+
+    secret = load_or_create_secret(config)
+    return SqliteStore(
+        config.db_path, secret=secret, synchronous=config.database.synchronous,
+        busy_timeout_ms=config.database.busy_timeout_ms, readers=config.database.readers,
+        cache_mb=config.database.cache_mb,
+    )
+
+
+def ensure_admin_key(store: Any, config: Config) -> str | None:
+    """Install RECALLED_BOOTSTRAP_KEY, or mint an admin key if none exists. Returns a new plaintext."""
+    from .auth import ADMIN, KEY_PATTERN, hash_key, new_key_record
+
+    if config.bootstrap_key:
+        match = KEY_PATTERN.match(config.bootstrap_key)
+        if match is None:
+            raise ConfigError("RECALLED_BOOTSTRAP_KEY must look like rec_live_<8 letters/digits>_<32+ letters/digits>")
+        existing = store.key_by_prefix(match.group(2))
+        if existing is None:
+            _, record = new_key_record("bootstrap", frozenset({ADMIN}), None, plaintext=config.bootstrap_key)
+            store.create_key_sync(record)
+        elif existing.secret_hash != hash_key(config.bootstrap_key):
+            raise ConfigError("RECALLED_BOOTSTRAP_KEY shares its prefix with a different stored key; pick another key")
+        return None
+    if any(ADMIN in k.scopes and k.revoked_at is None for k in store.list_keys()):
+        return None
+    plaintext, record = new_key_record("admin", frozenset({ADMIN}), None)
+    store.create_key_sync(record)
+    return plaintext
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import configure_logging, create_app
+
+    config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
+    configure_logging(config.server.log_level)
+    store = _open_store(config)
+    printed = ensure_admin_key(store, config)
+    if printed:
+        sys.stderr.write(
+            "\n  An admin API key was created. It is shown ONCE; store it now:\n\n"
+            f"    {printed}\n\n"
+            "  Create narrower keys with: recalled-lite keys create --name NAME --scopes events:write\n\n"
+        )
+        sys.stderr.flush()
+    if config.server.dev:
+        sys.stderr.write(
+            "\n  *** DEV MODE *** webhook destinations on private and loopback addresses are\n"
+            "  allowed and retry delays are short. Never run --dev on a server others can reach.\n\n"
+        )
+    app = create_app(config, store, services=_services(config))
+    server_config = uvicorn.Config(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_keep_alive=config.server.keepalive_seconds,
+        timeout_graceful_shutdown=config.server.graceful_shutdown_seconds,
+    )
+    log.info("recalled-lite listening", extra={"fields": {
+        "host": config.server.host, "port": config.server.port, "db": str(config.db_path),
+        "project_id": store.project_id, "version": __version__,
+    }})
+    server = uvicorn.Server(server_config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _services(config: Config) -> list[Any]:
+    from .services import KeyCacheRefresher
+
+    return [KeyCacheRefresher()]
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from .auth import new_key_record, normalize_scopes
+    from .errors import ValidationError
+
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        try:
+            scopes = normalize_scopes(s for s in args.scopes.split(",") if s.strip())
+        except ValidationError as exc:
+            raise ConfigError(exc.message) from None
+        plaintext, record = new_key_record(args.name, scopes, args.organization)
+        store.create_key_sync(record)
+    finally:
+        store.close()
+    sys.stderr.write(f"created key {record.id} ({', '.join(sorted(scopes))}"
+                     f"{', organization ' + args.organization if args.organization else ''}). "
+                     "It is shown once:\n")
+    print(plaintext)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        keys = store.list_keys()
+    finally:
+        store.close()
+    print(f"{'ID':<31} {'PREFIX':<9} {'NAME':<20} {'ORGANIZATION':<16} {'STATUS':<8} SCOPES")
+    for key in keys:
+        status = "revoked" if key.revoked_at is not None else "active"
+        print(f"{key.id:<31} {key.prefix:<9} {key.name[:20]:<20} {(key.organization or '-')[:16]:<16} "
+              f"{status:<8} {','.join(sorted(key.scopes))}")
+    if not keys:
+        sys.stderr.write("no keys yet; `recalled-lite serve` creates an admin key on first start\n")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from .storage.base import RecordNotFound
+
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        try:
+            record = store.revoke_key_sync(args.id, None)
+        except RecordNotFound:
+            raise ConfigError(f"no key with id {args.id}; list them with `recalled-lite keys list`") from None
+    finally:
+        store.close()
+    sys.stderr.write(f"revoked {record.id} ({record.name}); a running server refuses it within 2 seconds\n")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from .progress import Progress
+    from .server_secret import load_or_create_secret
+    from .storage.sqlite.offline import verify_file
+
+    config = _load(args)
+    if not config.db_path.exists():
+        raise ConfigError(f"no database at {config.db_path}; pass --db PATH")
+    secret = load_or_create_secret(config)
+    bar = Progress("verifying")
+    result = verify_file(config.db_path, secret, args.from_seq, args.to_seq, progress=bar.update)
+    bar.finish()
+    print(json.dumps({"data": result}, indent=2))
+    if result["valid"]:
+        sys.stderr.write(f"OK: {result['checked']:,} events verified\n")
+        return 0
+    bad = result["firstInvalid"]
+    sys.stderr.write(f"INVALID at seq {bad['seq']} ({bad['id']}): {bad['reason']}. "
+                     "Restore from a backup and compare with `recalled-lite verify --db BACKUP`.\n")
+    return 2
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .progress import Progress
+    from .storage.sqlite.offline import backup_file
+
+    config = _load(args)
+    bar = Progress("backing up (pages)")
+    backup_file(config.db_path, Path(args.dest), progress=bar.update)
+    bar.finish()
+    sys.stderr.write(
+        f"backup written to {args.dest}.\nThe server secret is NOT inside it: keep a copy of "
+        f"{config.secret_path} (or RECALLED_SECRET) with it, or signatures cannot be verified.\n"
+    )
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import sqlite3  # noqa: only to report the library version
+
+    print(f"recalled-lite {__version__} (Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recalled-lite", description="Self-hosted audit log server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    _common(serve)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--dev", action="store_true",
+                       help="allow private webhook destinations and short retries (never in production)")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key (printed once)")
+    _common(create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. events:write,events:read or admin")
+    create.add_argument("--organization", help="bind the key to one organization")
+    create.set_defaults(func=cmd_keys_create)
+    listing = keys_sub.add_parser("list", help="list keys")
+    _common(listing)
+    listing.set_defaults(func=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    _common(revoke)
+    revoke.add_argument("id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    verify = sub.add_parser("verify", help="verify the hash chain and signatures offline")
+    _common(verify)
+    verify.add_argument("--from-seq", type=int, dest="from_seq")
+    verify.add_argument("--to-seq", type=int, dest="to_seq")
+    verify.set_defaults(func=cmd_verify)
+
+    backup = sub.add_parser("backup", help="consistent online copy of the database")
+    _common(backup)
+    backup.add_argument("dest")
+    backup.set_defaults(func=cmd_backup)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"recalled-lite: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Configuration: defaults < TOML file < RECALLED_* environment < command-line flags.
+
+Every key is a field below and appears in config.example.toml with its default.
+A wrong value stops the start with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .errors import ConfigError
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+
+
+class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Allows private/loopback webhook destinations and short retry delays.
+    dev: bool = False
+    # Where the server secret lives. Empty = "<database path>.secret".
+    secret_file: str = ""
+    # Whole request bodies over this are refused with 413 before being read.
+    max_request_bytes: Positive = 5 * 1024 * 1024
+    # JSON nested deeper than this is refused before it is decoded.
+    max_json_depth: Positive = 32
+    # SIGTERM: how long in-flight requests get to finish.
+    graceful_shutdown_seconds: Annotated[float, Meta(ge=0)] = 30.0
+    # Cut keep-alive connections idle for longer than this.
+    keepalive_seconds: Annotated[float, Meta(gt=0)] = 5.0
+    access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatabaseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    path: str = "./recalled.db"
+    # FULL fsyncs at every commit: an acknowledged event survives power loss.
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    busy_timeout_ms: Annotated[int, Meta(ge=0)] = 5000
+    readers: Annotated[int, Meta(ge=1, le=64)] = 4
+    cache_mb: Annotated[int, Meta(ge=1)] = 32
+
+
+class EventsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    max_metadata_bytes: Positive = 32 * 1024
+    max_metadata_depth: Positive = 16
+    # occurred_at further in the future than this is refused.
+    max_future_seconds: Annotated[int, Meta(ge=0)] = 3600
+    max_batch: Annotated[int, Meta(ge=1, le=10000)] = 1000
+
+
+class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    # Not in the file on purpose: secrets come from the environment.
+    bootstrap_key: str | None = None
+    secret: str | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.database.path)
+
+    @property
+    def secret_path(self) -> Path:
+        if self.server.secret_file:
+            return Path(self.server.secret_file)
+        return Path(str(self.db_path) + ".secret")
+
+
+_PATH_IN_ERROR = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _key_from_error(message: str) -> tuple[str, str]:
+    match = _PATH_IN_ERROR.search(message)
+    if not match:
+        return "", message
+    return match.group(1).replace("[", ".").replace("]", ""), message[: match.start()]
+
+
+def _decode(data: dict[str, Any], source: str) -> Config:
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        key, reason = _key_from_error(str(exc))
+        unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+        if unknown:
+            key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+            reason = "unknown key"
+        raise ConfigError(f"{source}: {key or 'config'}: {reason}") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"environment: {name}: expected true/false, got {value!r}")
+
+
+def load_config(
+    config_file: str | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    db: str | None = None,
+    dev: bool | None = None,
+) -> Config:
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = config_file or env.get("RECALLED_CONFIG")
+    if path:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = msgspec.toml.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        _decode(data, path)  # name the bad key against the file itself
+    source = path or "defaults"
+
+    def put(section: str, key: str, value: Any) -> None:
+        data.setdefault(section, {})[key] = value
+
+    if "RECALLED_DB" in env:
+        put("database", "path", env["RECALLED_DB"])
+    if "RECALLED_HOST" in env:
+        put("server", "host", env["RECALLED_HOST"])
+    if "RECALLED_PORT" in env:
+        try:
+            put("server", "port", int(env["RECALLED_PORT"]))
+        except ValueError:
+            raise ConfigError(f"environment: RECALLED_PORT: expected a port number, got {env['RECALLED_PORT']!r}") from None
+    if "RECALLED_DEV" in env:
+        put("server", "dev", _env_bool("RECALLED_DEV", env["RECALLED_DEV"]))
+    if env.get("RECALLED_BOOTSTRAP_KEY"):
+        data["bootstrap_key"] = env["RECALLED_BOOTSTRAP_KEY"]
+    if env.get("RECALLED_SECRET"):
+        data["secret"] = env["RECALLED_SECRET"]
+
+    if host is not None:
+        put("server", "host", host)
+    if port is not None:
+        put("server", "port", port)
+    if db is not None:
+        put("database", "path", db)
+    if dev:
+        put("server", "dev", True)
+    return _decode(data, f"{source} + environment + flags" if path else "environment/flags")

@@ -1,0 +1,124 @@
+"""The exception tree every layer raises, and the one error shape clients see.
+
+    APIError                      -> {"error": {"code", "message", "details"}}
+      ValidationError   400 VALIDATION_ERROR
+      Unauthorized      401 UNAUTHORIZED / INVALID_API_KEY / REVOKED_API_KEY
+      Forbidden         403 FORBIDDEN
+      NotFound          404 NOT_FOUND
+      MethodNotAllowed  405 METHOD_NOT_ALLOWED
+      IdempotencyConflict 409 IDEMPOTENCY_CONFLICT
+      EventTooLarge     413 EVENT_TOO_LARGE
+      RequestTooLarge   413 REQUEST_TOO_LARGE
+      RateLimited       429 RATE_LIMITED
+      PlanLimitReached  429 PLAN_LIMIT_REACHED
+      Unavailable       503 UNAVAILABLE   (always with Retry-After)
+      InternalError     500 INTERNAL_ERROR / DATABASE_ERROR
+
+Storage raises StorageUnavailable / StorageError (no HTTP knowledge); the HTTP
+layer maps them to Unavailable / InternalError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    status: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class ValidationError(APIError):
+    status, code = 400, "VALIDATION_ERROR"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> "ValidationError":
+        return cls(message, {"field": field})
+
+
+class Unauthorized(APIError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class Forbidden(APIError):
+    status, code = 403, "FORBIDDEN"
+
+
+class NotFound(APIError):
+    status, code = 404, "NOT_FOUND"
+
+
+class MethodNotAllowed(APIError):
+    status, code = 405, "METHOD_NOT_ALLOWED"
+
+
+class IdempotencyConflict(APIError):
+    status, code = 409, "IDEMPOTENCY_CONFLICT"
+
+
+class EventTooLarge(APIError):
+    status, code = 413, "EVENT_TOO_LARGE"
+
+
+class RequestTooLarge(APIError):
+    status, code = 413, "REQUEST_TOO_LARGE"
+
+
+class RateLimited(APIError):
+    status, code = 429, "RATE_LIMITED"
+
+
+class PlanLimitReached(APIError):
+    status, code = 429, "PLAN_LIMIT_REACHED"
+
+
+class Unavailable(APIError):
+    status, code = 503, "UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after: int = 1, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("Retry-After", str(retry_after))
+
+
+class InternalError(APIError):
+    status, code = 500, "INTERNAL_ERROR"
+
+
+# --- storage-level errors (no HTTP knowledge) -------------------------------
+
+
+class StorageError(Exception):
+    """The database failed in a way retrying will not fix."""
+
+
+class StorageUnavailable(StorageError):
+    """Transient: disk full, database locked past busy_timeout, shutting down."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key."""

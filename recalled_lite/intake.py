@@ -1,0 +1,148 @@
+"""Turn a decoded EventIn into a PreparedEvent, applying every rule of SPEC §4.1.
+
+Pure and synchronous: no I/O. Everything that does not depend on the event's
+place in the chain (salted digest, search text, idempotency fingerprint) is
+computed here, so the single writer only numbers, hashes and inserts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import msgspec
+
+from .auth import write_organization
+from .config import EventsConfig
+from .errors import APIError, EventTooLarge, ValidationError
+from .integrity.chain import personal_digest, personal_document
+from .schemas import EventIn
+from .storage.base import ApiKeyRecord, PreparedEvent
+from .storage.sqlite.fts import fts_columns_from_values
+from .timefmt import parse_rfc3339_ms
+
+_encode = msgspec.json.encode
+_fingerprint_encoder = msgspec.json.Encoder(order="sorted")
+_urandom = os.urandom
+_sha256 = hashlib.sha256
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _no_nul(value: str | None, field: str) -> None:
+    if value is not None and "\x00" in value:
+        raise ValidationError.field(field, f"{field} must not contain NUL characters")
+
+
+def valid_idempotency_key(value: str, field: str = "idempotency_key") -> str:
+    if not value or len(value) > 255 or not all(" " <= ch <= "~" for ch in value):
+        raise ValidationError.field(field, "idempotency_key must be 1-255 printable ASCII characters")
+    return value
+
+
+def prepare_event(
+    event: EventIn,
+    key: ApiKeyRecord,
+    limits: EventsConfig,
+    received_at: int,
+    header_idempotency_key: str | None = None,
+) -> PreparedEvent:
+    action = event.action if event.action is not None else event.event_type
+    if action is None:
+        raise ValidationError.field("action", "action is required")
+    _no_nul(action, "action")
+
+    organization = write_organization(key, event.organization)
+    _no_nul(organization, "organization")
+
+    actor = event.actor
+    actor_type = actor_id = actor_name = actor_email = None
+    if actor is not None:
+        actor_type, actor_id, actor_name, actor_email = actor.type, actor.id, actor.name, actor.email
+        for field, value in (("type", actor_type), ("id", actor_id), ("name", actor_name), ("email", actor_email)):
+            _no_nul(value, f"actor.{field}")
+
+    targets: list[dict[str, Any]] | None = None
+    targets_json: str | None = None
+    if event.targets is not None:
+        targets = []
+        for i, t in enumerate(event.targets):
+            for field, value in (("type", t.type), ("id", t.id), ("name", t.name)):
+                _no_nul(value, f"targets[{i}].{field}")
+            if not t.type or not t.id:
+                raise ValidationError.field(f"targets[{i}]", "targets need a non-empty type and id")
+            targets.append({"type": t.type, "id": t.id, "name": t.name})
+        targets_json = _encode(targets).decode()
+
+    metadata = event.metadata if event.metadata is not None else event.data
+    metadata_json: str | None = None
+    if metadata is not None:
+        encoded = _encode(metadata)
+        if len(encoded) > limits.max_metadata_bytes:
+            raise EventTooLarge(
+                f"metadata is {len(encoded)} bytes encoded; the limit is {limits.max_metadata_bytes}",
+                {"field": "metadata", "size": len(encoded), "limit": limits.max_metadata_bytes},
+            )
+        if _depth(metadata) > limits.max_metadata_depth:
+            raise ValidationError.field(
+                "metadata", f"metadata is nested deeper than {limits.max_metadata_depth} levels"
+            )
+        metadata_json = encoded.decode()
+
+    if event.occurred_at is not None:
+        try:
+            occurred_at = parse_rfc3339_ms(event.occurred_at)
+        except ValueError as exc:
+            raise ValidationError.field("occurred_at", f"occurred_at {exc}") from None
+        if occurred_at > received_at + limits.max_future_seconds * 1000:
+            raise ValidationError.field(
+                "occurred_at", f"occurred_at is more than {limits.max_future_seconds} s in the future"
+            )
+    else:
+        occurred_at = received_at
+
+    _no_nul(event.ip_address, "ip_address")
+    _no_nul(event.user_agent, "user_agent")
+
+    idempotency_key = event.idempotency_key
+    if header_idempotency_key is not None:
+        if idempotency_key is not None and idempotency_key != header_idempotency_key:
+            raise ValidationError.field(
+                "idempotency_key", "the Idempotency-Key header and idempotency_key in the body differ"
+            )
+        idempotency_key = header_idempotency_key
+    request_digest = None
+    if idempotency_key is not None:
+        valid_idempotency_key(idempotency_key)
+        # What "the same payload" means: the fields as the client gave them
+        # (occurred_at as given, not the defaulted receive time).
+        request_digest = _sha256(_fingerprint_encoder.encode((
+            action, organization, actor_type, actor_id, actor_name, actor_email,
+            targets, metadata, event.occurred_at and occurred_at,
+            event.ip_address, event.user_agent,
+        ))).digest()
+
+    salt = _urandom(16)
+    digest = personal_digest(salt, personal_document(
+        actor_id, actor_name, actor_email, metadata, event.ip_address, event.user_agent
+    ))
+    return PreparedEvent(
+        organization=organization, action=action, actor_type=actor_type, actor_id=actor_id,
+        actor_name=actor_name, actor_email=actor_email, targets=targets, targets_json=targets_json,
+        metadata_json=metadata_json, ip_address=event.ip_address, user_agent=event.user_agent,
+        occurred_at=occurred_at, received_at=received_at, idempotency_key=idempotency_key,
+        request_digest=request_digest, personal_salt=salt, personal_digest=digest,
+        fts=fts_columns_from_values(action, actor_id, actor_name, actor_email, organization, targets, metadata),
+    )
+
+
+def error_entry(index: int, exc: APIError) -> dict[str, Any]:
+    details = exc.details or {}
+    return {"index": index, "field": details.get("field"), "message": exc.message}

@@ -1,0 +1,78 @@
+"""Chain links and the salted commitment to personal data (docs/integrity.md).
+
+Each event is hashed over a *core document* that contains everything except the
+personal fields; those enter only through `personalDigest`, a SHA-256 over a
+random per-event salt and the canonical personal document. Erasure deletes the
+personal fields and the salt, keeps the digest, and the chain still verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from .canonical import canonical
+
+_sha256 = hashlib.sha256
+_hmac_digest = hmac.digest
+
+
+def personal_document(
+    actor_id: str | None,
+    actor_name: str | None,
+    actor_email: str | None,
+    metadata: dict[str, Any] | None,
+    ip_address: str | None,
+    user_agent: str | None,
+) -> dict[str, Any]:
+    return {
+        "actorEmail": actor_email,
+        "actorId": actor_id,
+        "actorName": actor_name,
+        "ipAddress": ip_address,
+        "metadata": metadata,
+        "userAgent": user_agent,
+    }
+
+
+def personal_digest(salt: bytes, document: dict[str, Any]) -> str:
+    return "sha256:" + _sha256(salt + canonical(document)).hexdigest()
+
+
+def core_document(
+    *,
+    event_id: str,
+    seq: int,
+    project_id: str,
+    organization: str | None,
+    action: str,
+    actor_type: str | None,
+    targets: list[dict[str, Any]] | None,
+    occurred_at: str,
+    received_at: str,
+    idempotency_key: str | None,
+    personal_digest: str,
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "actorType": actor_type,
+        "id": event_id,
+        "idempotencyKey": idempotency_key,
+        "occurredAt": occurred_at,
+        "organization": organization,
+        "personalDigest": personal_digest,
+        "projectId": project_id,
+        "receivedAt": received_at,
+        "seq": seq,
+        "targets": targets,
+    }
+
+
+def link(prev_hash: str | None, core: dict[str, Any], secret: bytes) -> tuple[str, str]:
+    """(hash, signature) of one event given the previous event's hash."""
+    message = (prev_hash or "").encode("ascii") + b"\n" + canonical(core)
+    return (
+        "sha256:" + _sha256(message).hexdigest(),
+        "hmac-sha256:" + _hmac_digest(secret, message, "sha256").hex(),
+    )

@@ -1,0 +1,113 @@
+"""Walk stored events in seq order and report the first one that does not verify.
+
+Shared by `GET /v1/events/verify` and `recalled-lite verify`; the input is the
+storage-neutral EventRecord plus the salt and digest columns.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ..timefmt import format_ms
+from .chain import core_document, link, personal_digest, personal_document
+
+_decode = msgspec.json.decode
+
+
+@dataclass(slots=True)
+class Failure:
+    seq: int
+    id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ChainRow:
+    seq: int
+    id: str
+    organization: str | None
+    action: str
+    actor_type: str | None
+    actor_id: str | None
+    actor_name: str | None
+    actor_email: str | None
+    targets: str | None
+    metadata: str | None
+    ip_address: str | None
+    user_agent: str | None
+    occurred_at: int
+    received_at: int
+    idempotency_key: str | None
+    personal_salt: bytes | None
+    personal_digest: str
+    prev_hash: str | None
+    hash: str
+    signature: str
+    erased_at: int | None
+
+
+class ChainVerifier:
+    """Feed rows in ascending seq; the first failure sticks."""
+
+    def __init__(self, project_id: str, secret: bytes, prev_hash: str | None = None, prev_seq: int = 0):
+        self.project_id = project_id
+        self.secret = secret
+        self.prev_hash = prev_hash
+        self.prev_seq = prev_seq
+        self.checked = 0
+        self.failure: Failure | None = None
+
+    def feed(self, row: ChainRow) -> bool:
+        if self.failure is not None:
+            return False
+        reason = self._check(row)
+        if reason is not None:
+            self.failure = Failure(row.seq, row.id, reason)
+            return False
+        self.checked += 1
+        self.prev_hash, self.prev_seq = row.hash, row.seq
+        return True
+
+    def _check(self, row: ChainRow) -> str | None:
+        if row.seq != self.prev_seq + 1:
+            return f"seq gap: expected {self.prev_seq + 1}, found {row.seq}"
+        if row.prev_hash != self.prev_hash:
+            return "prevHash does not match the previous event's hash"
+        if row.personal_salt is not None:
+            document = personal_document(
+                row.actor_id, row.actor_name, row.actor_email,
+                _decode(row.metadata) if row.metadata is not None else None,
+                row.ip_address, row.user_agent,
+            )
+            if personal_digest(row.personal_salt, document) != row.personal_digest:
+                return "personal fields do not match personalDigest"
+        elif row.erased_at is None:
+            return "personal salt missing on an event that was not erased"
+        core = core_document(
+            event_id=row.id, seq=row.seq, project_id=self.project_id,
+            organization=row.organization, action=row.action, actor_type=row.actor_type,
+            targets=_decode(row.targets) if row.targets is not None else None,
+            occurred_at=format_ms(row.occurred_at), received_at=format_ms(row.received_at),
+            idempotency_key=row.idempotency_key, personal_digest=row.personal_digest,
+        )
+        expected_hash, expected_signature = link(self.prev_hash, core, self.secret)
+        if not hmac.compare_digest(expected_hash, row.hash):
+            return "hash mismatch"
+        if not hmac.compare_digest(expected_signature, row.signature):
+            return "signature mismatch"
+        return None
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "valid": self.failure is None,
+            "checked": self.checked,
+            "head": {"seq": self.prev_seq, "hash": self.prev_hash} if self.prev_seq else None,
+            "firstInvalid": (
+                {"seq": self.failure.seq, "id": self.failure.id, "reason": self.failure.reason}
+                if self.failure else None
+            ),
+        }

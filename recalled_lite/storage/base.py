@@ -1,0 +1,109 @@
+"""What the rest of the code may ask of storage (and nothing about SQLite).
+
+A PostgreSQL backend would implement the same Store protocol; the HTTP layer,
+CLI and delivery loop only see these records and methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Protocol
+
+
+class EventRecord(NamedTuple):
+    """One stored event, in the column order of storage.sqlite.rows.EVENT_COLUMNS."""
+
+    seq: int
+    id: str
+    organization: str | None
+    action: str
+    actor_type: str | None
+    actor_id: str | None
+    actor_name: str | None
+    actor_email: str | None
+    targets: str | None  # JSON text
+    metadata: str | None  # JSON text
+    ip_address: str | None
+    user_agent: str | None
+    occurred_at: int  # ms since epoch, UTC
+    received_at: int
+    idempotency_key: str | None
+    prev_hash: str | None
+    hash: str
+    signature: str
+
+
+@dataclass(slots=True)
+class PreparedEvent:
+    """A validated event, ready for the writer to number, chain and store.
+
+    Everything that does not depend on the position in the chain is computed
+    before the writer sees it, to keep the single writer's critical path short.
+    """
+
+    organization: str | None
+    action: str
+    actor_type: str | None
+    actor_id: str | None
+    actor_name: str | None
+    actor_email: str | None
+    targets: list[dict[str, Any]] | None
+    targets_json: str | None
+    metadata_json: str | None
+    ip_address: str | None
+    user_agent: str | None
+    occurred_at: int
+    received_at: int
+    idempotency_key: str | None
+    request_digest: bytes | None  # set iff idempotency_key is
+    personal_salt: bytes
+    personal_digest: str
+    fts: tuple[str, str, str, str, str]
+
+
+class AppendResult(NamedTuple):
+    event: EventRecord
+    deduplicated: bool
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    prefix: str
+    secret_hash: str
+    scopes: frozenset[str]
+    organization: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+class IdempotencyKeyReused(Exception):
+    """Same idempotency key, different payload."""
+
+    def __init__(self, event_id: str, index: int = 0) -> None:
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.index = index
+
+
+class RecordNotFound(Exception):
+    """The id does not exist (or is behind the caller's organization wall)."""
+
+
+# Called inside the intake transaction, on the writer thread, with the events
+# just inserted (used by the webhook outbox).
+IntakeHook = Callable[[Any, list[EventRecord]], None]
+
+
+class Store(Protocol):
+    project_id: str
+
+    async def append_events(self, events: list[PreparedEvent]) -> list[AppendResult]: ...
+    async def get_event(self, event_id: str, organization: str | None) -> EventRecord | None: ...
+    async def create_key(self, record: ApiKeyRecord) -> None: ...
+    async def revoke_key(self, key_id: str, organization: str | None) -> ApiKeyRecord | None: ...
+    def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None: ...
+    def list_keys(self) -> list[ApiKeyRecord]: ...
+    async def verify_chain(self, from_seq: int | None, to_seq: int | None) -> dict[str, Any]: ...
+    async def check_writable(self) -> None: ...

@@ -1,0 +1,37 @@
+"""Opening connections, with every pragma in one place and the reason for each."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb: int) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, because one
+    # transaction spans many requests (group commit).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # WAL: readers never block the writer and the writer never blocks readers.
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at every COMMIT, so an acknowledged event
+    # survives power loss, not just a process crash. Configurable, FULL by default.
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    # How long to wait for a lock held by another process (a backup tool, the
+    # sqlite3 CLI) before the write fails and is answered 503.
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    # Negative = KiB. Bounded so RSS stays predictable.
+    conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    # Temp b-trees (sorts) in memory: faster, and no stray temp files.
+    conn.execute("PRAGMA temp_store=MEMORY")
+    return conn
+
+
+def open_reader(path: Path, *, busy_timeout_ms: int, cache_mb: int) -> sqlite3.Connection:
+    # mode=ro: a reader can never write, whatever a bug asks of it.
+    uri = f"file:{path.resolve()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA query_only=ON")
+    return conn

@@ -1,0 +1,365 @@
+"""SqliteStore: the Store protocol over one SQLite file.
+
+Writes go through the single Writer (group commit); reads go to the ReaderPool.
+API keys are few and read on every request, so they are cached in memory; the
+cache is exact because this process is the only writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ...errors import ConfigError
+from ...ids import UlidGenerator, new_id
+from ...integrity.chain import core_document, link
+from ...integrity.verify import ChainRow, ChainVerifier
+from ...timefmt import format_ms, now_ms
+from ..base import ApiKeyRecord, AppendResult, EventRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound
+from .connection import open_writer
+from .migrate import migrate
+from .readers import ReaderPool
+from .writer import CallOp, Writer, WriteOp
+
+log = logging.getLogger("recalled_lite.store")
+
+EVENT_COLUMNS = (
+    "seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, "
+    "targets, metadata, ip_address, user_agent, occurred_at, received_at, "
+    "idempotency_key, prev_hash, hash, signature"
+)
+CHAIN_COLUMNS = (
+    "seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, "
+    "targets, metadata, ip_address, user_agent, occurred_at, received_at, "
+    "idempotency_key, personal_salt, personal_digest, prev_hash, hash, signature, erased_at"
+)
+
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, id, organization, action, actor_type, actor_id, actor_name, "
+    "actor_email, targets, metadata, ip_address, user_agent, occurred_at, received_at, "
+    "idempotency_key, request_digest, personal_salt, personal_digest, prev_hash, hash, signature) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_TARGET = "INSERT OR IGNORE INTO event_targets (seq, target_type, target_id) VALUES (?,?,?)"
+_INSERT_FTS = "INSERT INTO events_fts (rowid, action, actor, organization, targets, metadata) VALUES (?,?,?,?,?,?)"
+_FIND_IDEMPOTENT = (
+    f"SELECT {EVENT_COLUMNS}, request_digest FROM events "
+    "WHERE ifnull(organization, '') = ? AND idempotency_key = ?"
+)
+
+_make_record = EventRecord._make
+
+
+class AppendEvents(WriteOp):
+    """Number, chain and store events; replay idempotent repeats. All or nothing."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: list[PreparedEvent]) -> None:
+        self.events = events
+
+    def apply(self, conn: sqlite3.Connection, writer: Writer) -> list[AppendResult]:
+        state = writer.state
+        results: list[AppendResult | None] = [None] * len(self.events)
+        fresh: list[tuple[int, PreparedEvent]] = []
+        for index, event in enumerate(self.events):
+            if event.idempotency_key is not None:
+                # Earlier requests of this same group are visible here: same
+                # connection, same transaction. So racing repeats store one row.
+                row = conn.execute(
+                    _FIND_IDEMPOTENT, (event.organization or "", event.idempotency_key)
+                ).fetchone()
+                if row is not None:
+                    if row[-1] != event.request_digest:
+                        raise IdempotencyKeyReused(row[1], index)
+                    results[index] = AppendResult(_make_record(row[:-1]), True)
+                    continue
+            fresh.append((index, event))
+
+        if fresh:
+            project_id: str = state["project_id"]
+            secret: bytes = state["secret"]
+            ulids: UlidGenerator = state["ulids"]
+            seq: int = state["head_seq"]
+            prev_hash: str | None = state["head_hash"]
+            event_rows, target_rows, fts_rows, records = [], [], [], []
+            for index, ev in fresh:
+                seq += 1
+                event_id = "evt_" + ulids.new()
+                core = core_document(
+                    event_id=event_id, seq=seq, project_id=project_id,
+                    organization=ev.organization, action=ev.action, actor_type=ev.actor_type,
+                    targets=ev.targets, occurred_at=format_ms(ev.occurred_at),
+                    received_at=format_ms(ev.received_at), idempotency_key=ev.idempotency_key,
+                    personal_digest=ev.personal_digest,
+                )
+                event_hash, signature = link(prev_hash, core, secret)
+                event_rows.append((
+                    seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
+                    ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
+                    ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
+                    ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
+                    prev_hash, event_hash, signature,
+                ))
+                if ev.targets:
+                    target_rows.extend((seq, t["type"], t["id"]) for t in ev.targets)
+                fts_rows.append((seq, *ev.fts))
+                record = EventRecord(
+                    seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
+                    ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
+                    ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
+                    ev.idempotency_key, prev_hash, event_hash, signature,
+                )
+                records.append(record)
+                results[index] = AppendResult(record, False)
+                prev_hash = event_hash
+            conn.executemany(_INSERT_EVENT, event_rows)
+            if target_rows:
+                conn.executemany(_INSERT_TARGET, target_rows)
+            conn.executemany(_INSERT_FTS, fts_rows)
+            for hook in writer.state["intake_hooks"]:
+                hook(conn, records)
+            # Only now, with every statement done, does the head move: an
+            # exception above leaves the chain head where it was.
+            state["head_seq"], state["head_hash"] = seq, prev_hash
+        return results  # type: ignore[return-value]
+
+
+def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row[0], name=row[1], prefix=row[2], secret_hash=row[3],
+        scopes=frozenset(json.loads(row[4])), organization=row[5],
+        created_at=row[6], revoked_at=row[7],
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
+                 busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32) -> None:
+        self.path = Path(path)
+        self._secret = secret
+        self._busy_timeout_ms = busy_timeout_ms
+        self._reader_count = readers
+        self._cache_mb = cache_mb
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = open_writer(self.path, synchronous=synchronous,
+                                 busy_timeout_ms=busy_timeout_ms, cache_mb=cache_mb)
+        self.schema_version = migrate(self._conn)
+        self.writer = Writer(self._conn)
+        self.writer.state.update(secret=secret, ulids=UlidGenerator(), intake_hooks=[])
+        self.writer.reload_state = self._load_chain_head
+        self.project_id = self._init_meta()
+        self.writer.state["project_id"] = self.project_id
+        self._load_chain_head(self._conn)
+        self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
+        self.readers: ReaderPool | None = None
+        self.started = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _init_meta(self) -> str:
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        check = hmac.new(self._secret, b"recalled-lite secret check", "sha256").hexdigest()
+        if "project_id" not in meta:
+            project_id = new_id("proj")
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("project_id", project_id), ("secret_check", check), ("created_at", str(now_ms()))],
+            )
+            self._conn.execute("COMMIT")
+            return project_id
+        if not hmac.compare_digest(meta.get("secret_check", ""), check):
+            raise ConfigError(
+                "server.secret does not match the secret this database was created with; "
+                "restore the original secret file (or RECALLED_SECRET) — signatures would not verify"
+            )
+        return meta["project_id"]
+
+    def _load_chain_head(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        self.writer.state["head_seq"], self.writer.state["head_hash"] = row if row else (0, None)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.readers = ReaderPool(self.path, size=self._reader_count,
+                                  busy_timeout_ms=self._busy_timeout_ms, cache_mb=self._cache_mb)
+        self.writer.start(loop)
+        self.started = True
+
+    def close(self) -> None:
+        """Flush the writer, then close every connection. Idempotent."""
+        if self.started:
+            self.writer.stop()
+            if self.readers is not None:
+                self.readers.close()
+            self.started = False
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+        self._conn.close()
+
+    def add_intake_hook(self, hook: Callable[[sqlite3.Connection, list[EventRecord]], None]) -> None:
+        self.writer.state["intake_hooks"].append(hook)
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        self.writer.commit_listeners.append(listener)
+
+    async def write(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None) -> Any:
+        """Run `fn(conn, *args)` inside a group transaction; resolves after COMMIT."""
+        return await self.writer.submit(CallOp(fn, *args, on_commit=on_commit))
+
+    def write_sync(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None) -> Any:
+        """The same, for CLI commands that run without the event loop."""
+        return self.writer.run_sync(CallOp(fn, *args, on_commit=on_commit))
+
+    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self.readers is not None, "store not started"
+        return await self.readers.run(fn, *args)
+
+    # -- events -------------------------------------------------------------
+
+    async def append_events(self, events: list[PreparedEvent]) -> list[AppendResult]:
+        return await self.writer.submit(AppendEvents(events))
+
+    async def get_event(self, event_id: str, organization: str | None) -> EventRecord | None:
+        return await self.read(_get_event, event_id, organization)
+
+    @property
+    def head_seq(self) -> int:
+        return self.writer.state["head_seq"]
+
+    # -- keys ---------------------------------------------------------------
+
+    def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
+        return self._keys.get(prefix)
+
+    def list_keys(self) -> list[ApiKeyRecord]:
+        return sorted(self._keys.values(), key=lambda k: k.id)
+
+    async def load_key(self, prefix: str) -> ApiKeyRecord | None:
+        record = await self.read(_select_key, prefix)
+        self._remember_key(record)
+        return record
+
+    async def refresh_keys(self) -> None:
+        """Pick up keys created or revoked by another process (the CLI)."""
+        records = await self.read(_select_all_keys)
+        self._keys = {record.prefix: record for record in records}
+
+    def _remember_key(self, key: ApiKeyRecord | None) -> None:
+        if key is not None:
+            self._keys[key.prefix] = key
+
+    async def create_key(self, record: ApiKeyRecord) -> None:
+        await self.write(_insert_key, record, on_commit=lambda _: self._remember_key(record))
+
+    def create_key_sync(self, record: ApiKeyRecord) -> None:
+        self.write_sync(_insert_key, record, on_commit=lambda _: self._remember_key(record))
+
+    async def revoke_key(self, key_id: str, organization: str | None) -> ApiKeyRecord | None:
+        return await self.write(_revoke_key, key_id, organization, now_ms(), on_commit=self._remember_key)
+
+    def revoke_key_sync(self, key_id: str, organization: str | None) -> ApiKeyRecord | None:
+        return self.write_sync(_revoke_key, key_id, organization, now_ms(), on_commit=self._remember_key)
+
+    # -- integrity ----------------------------------------------------------
+
+    async def verify_chain(self, from_seq: int | None = None, to_seq: int | None = None) -> dict[str, Any]:
+        return await self.read(scan_chain, self.project_id, self._secret, from_seq, to_seq, None)
+
+    def verify_chain_sync(self, from_seq: int | None = None, to_seq: int | None = None,
+                          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        return scan_chain(self._conn, self.project_id, self._secret, from_seq, to_seq, progress)
+
+    async def check_writable(self) -> None:
+        # BEGIN IMMEDIATE takes the write lock: if this commits, writes work.
+        await self.write(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None) -> EventRecord | None:
+    row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        return None
+    record = _make_record(row)
+    if organization is not None and record.organization != organization:
+        return None  # the tenant wall: indistinguishable from a missing event
+    return record
+
+
+_KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at"
+
+
+def _select_key(conn: sqlite3.Connection, prefix: str) -> ApiKeyRecord | None:
+    row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE prefix = ?", (prefix,)).fetchone()
+    return _key_from_row(row) if row else None
+
+
+def _select_all_keys(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
+    return [_key_from_row(row) for row in conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys")]
+
+
+def _insert_key(conn: sqlite3.Connection, record: ApiKeyRecord) -> None:
+    conn.execute(
+        "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (record.id, record.name, record.prefix, record.secret_hash,
+         json.dumps(sorted(record.scopes)), record.organization, record.created_at, record.revoked_at),
+    )
+
+
+def _revoke_key(conn: sqlite3.Connection, key_id: str, organization: str | None, at: int) -> ApiKeyRecord:
+    row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    if row is None or (organization is not None and row[5] != organization):
+        raise RecordNotFound(key_id)
+    key = _key_from_row(row)
+    if key.revoked_at is None:
+        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (at, key_id))
+        key.revoked_at = at
+    return key
+
+
+def iter_chain_rows(conn: sqlite3.Connection, from_seq: int, to_seq: int | None) -> Iterator[ChainRow]:
+    sql = f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= ?"
+    params: list[Any] = [from_seq]
+    if to_seq is not None:
+        sql += " AND seq <= ?"
+        params.append(to_seq)
+    for row in conn.execute(sql + " ORDER BY seq", params):
+        yield ChainRow(*row)
+
+
+def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes, from_seq: int | None,
+               to_seq: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """Verify events [from_seq, to_seq] in one read transaction (a consistent snapshot)."""
+    conn.execute("BEGIN")
+    try:
+        start = max(from_seq or 1, 1)
+        prev_hash = None
+        if start > 1:
+            row = conn.execute("SELECT hash FROM events WHERE seq = ?", (start - 1,)).fetchone()
+            prev_hash = row[0] if row else None
+        last = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+        end = min(to_seq, last) if to_seq is not None else last
+        total = max(end - start + 1, 0)
+        verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
+        for row in iter_chain_rows(conn, start, end):
+            if not verifier.feed(row):
+                break
+            if progress is not None and verifier.checked % 5000 == 0:
+                progress(verifier.checked, total)
+        if progress is not None:
+            progress(verifier.checked, total)
+        result = verifier.result()
+        if result["valid"] and verifier.checked < total:
+            # Rows missing from the end of the range (deleted behind our back).
+            result["valid"] = False
+            result["firstInvalid"] = {"seq": start + verifier.checked, "id": None, "reason": "event missing"}
+        return result
+    finally:
+        conn.execute("COMMIT")
