@@ -6,7 +6,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ..errors import APIError, Forbidden, IdempotencyConflict, ValidationError
+from ..errors import APIError, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from ..intake import error_entry, prepare_event
 from ..schemas import BatchCreated, BatchIn, EventCreated, EventIn, decode_batch, decode_event
 from ..storage.base import IdempotencyKeyReused
@@ -164,8 +164,19 @@ async def verify_events(request: Request):
     return json_response({"data": result})
 
 
+async def get_event(request: Request):
+    ctx = context(request)
+    key = await authorize(request, "events:read")
+    record = await ctx.store.get_event(request.path_params["event_id"], key.organization)
+    if record is None:
+        raise NotFound("no event with that id")
+    return json_response({"data": event_to_wire(record, ctx.store.project_id)})
+
+
+# Literal paths (/batch, /verify) come before /{event_id} so they are not taken for ids.
 routes = [
     Route("/v1/events", create_event, methods=["POST"]),
     Route("/v1/events/batch", create_batch, methods=["POST"]),
     Route("/v1/events/verify", verify_events, methods=["GET"]),
+    Route("/v1/events/{event_id}", get_event, methods=["GET"]),
 ]

@@ -1,0 +1,64 @@
+"""A database locked by another process past busy_timeout gives 503, then writes resume."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+
+def test_locked_database_answers_503_then_recovers(make_server):
+    srv = make_server("locked", config_text="[database]\nbusy_timeout_ms = 200\n")
+    with srv.client() as c:
+        assert c.post("/v1/events", json={"action": "before"}).status_code == 200
+        outsider = sqlite3.connect(srv.db_path)
+        outsider.execute("BEGIN IMMEDIATE")  # hold the write lock, as a backup script might
+        try:
+            r = c.post("/v1/events", json={"action": "during"})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "UNAVAILABLE"
+            assert int(r.headers["retry-after"]) >= 1
+            ready = c.get("/readyz")
+            assert ready.status_code == 503
+        finally:
+            outsider.rollback()
+            outsider.close()
+        after = c.post("/v1/events", json={"action": "after"})
+        assert after.status_code == 200
+        assert after.json()["data"]["seq"] == 2
+        assert c.get("/v1/events/verify").json()["data"] == {
+            "valid": True, "checked": 2, "head": {"seq": 2, "hash": after.json()["data"]["hash"]},
+            "firstInvalid": None}
+
+
+def test_wrong_secret_refuses_to_start(make_server, tmp_path):
+    srv = make_server("secret")
+    srv.stop()
+    (srv.db_path.parent / "recalled.db.secret").write_text("f" * 64 + "\n")
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "serve", "--db", str(srv.db_path),
+                             "--port", "0"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "secret does not match" in result.stderr
+
+
+def test_backup_is_a_verifiable_copy(make_server):
+    srv = make_server("backup")
+    with srv.client() as c:
+        c.post("/v1/events/batch", json={"events": [{"action": f"a.{i}"} for i in range(300)]})
+    dest = srv.workdir / "copy.db"
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "backup", str(dest), "--db", str(srv.db_path)],
+                            capture_output=True, text=True, cwd=srv.workdir)
+    assert result.returncode == 0, result.stderr
+    assert "secret is NOT inside it" in result.stderr
+    conn = sqlite3.connect(dest)
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 300
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    # The copy verifies with the original secret.
+    env_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    check = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(dest)],
+                           capture_output=True, text=True, env={"RECALLED_SECRET": env_secret, "PATH": "/usr/bin:/bin"})
+    assert check.returncode == 0, check.stderr
+    again = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "backup", str(dest), "--db", str(srv.db_path)],
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr

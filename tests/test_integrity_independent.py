@@ -1,0 +1,162 @@
+"""An independent verifier, written from docs/integrity.md alone (no product imports).
+
+It reads the database file with Python's sqlite3 module, maps columns as §5 of
+the doc says, and checks the chain as §1-§4 say. Then the file is altered with
+the sqlite3 command-line tool (triggers dropped first) and must be rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def canonical(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def iso_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def load_events(db_path) -> tuple[str, list[dict]]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    project_id = conn.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()[0]
+    events = []
+    for row in conn.execute(
+        "SELECT seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
+        "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, personal_salt, "
+        "personal_digest, prev_hash, hash, signature, erased_at FROM events ORDER BY seq"
+    ):
+        (seq, eid, org, action, atype, aid, aname, aemail, targets, metadata, ip, ua, occurred, received,
+         idem, salt, digest, prev, h, sig, erased) = row
+        events.append({
+            "seq": seq, "id": eid, "organization": org, "action": action,
+            "actor": {"type": atype, "id": aid, "name": aname, "email": aemail},
+            "targets": json.loads(targets) if targets is not None else None,
+            "metadata": json.loads(metadata) if metadata is not None else None,
+            "ipAddress": ip, "userAgent": ua, "occurredAt": iso_ms(occurred), "receivedAt": iso_ms(received),
+            "idempotencyKey": idem, "personalSalt": salt.hex() if salt is not None else None,
+            "personalDigest": digest, "prevHash": prev, "hash": h, "signature": sig,
+            "erasedAt": erased,
+        })
+    conn.close()
+    return project_id, events
+
+
+def independent_verify(events: list[dict], project_id: str, secret: bytes | None):
+    prev = None
+    for n, e in enumerate(events, start=1):
+        if e["seq"] != n or e["prevHash"] != prev:
+            return False, e["seq"], "chain broken"
+        if e["personalSalt"]:
+            p = {"actorEmail": e["actor"]["email"], "actorId": e["actor"]["id"],
+                 "actorName": e["actor"]["name"], "ipAddress": e["ipAddress"],
+                 "metadata": e["metadata"], "userAgent": e["userAgent"]}
+            digest = "sha256:" + hashlib.sha256(bytes.fromhex(e["personalSalt"]) + canonical(p)).hexdigest()
+            if digest != e["personalDigest"]:
+                return False, e["seq"], "personal data altered"
+        elif e["erasedAt"] is None:
+            return False, e["seq"], "salt missing"
+        core = {"action": e["action"], "actorType": e["actor"]["type"], "id": e["id"],
+                "idempotencyKey": e["idempotencyKey"], "occurredAt": e["occurredAt"],
+                "organization": e["organization"], "personalDigest": e["personalDigest"],
+                "projectId": project_id, "receivedAt": e["receivedAt"], "seq": e["seq"],
+                "targets": e["targets"]}
+        message = (prev or "").encode() + b"\n" + canonical(core)
+        if "sha256:" + hashlib.sha256(message).hexdigest() != e["hash"]:
+            return False, e["seq"], "hash mismatch"
+        if secret is not None and "hmac-sha256:" + hmac.new(secret, message, "sha256").hexdigest() != e["signature"]:
+            return False, e["seq"], "signature mismatch"
+        prev = e["hash"]
+    return True, len(events), None
+
+
+def run_sql(db_path, sql: str) -> None:
+    """Alter the file the way an attacker with shell access would: the sqlite3 CLI."""
+    if shutil.which("sqlite3"):
+        subprocess.run(["sqlite3", str(db_path)], input=sql, text=True, check=True)
+    else:  # same effect through the library, on machines without the CLI
+        conn = sqlite3.connect(db_path)
+        conn.executescript(sql)
+        conn.close()
+
+
+EVENTS = [
+    {"action": "invoice.paid", "organization": "org_a",
+     "actor": {"type": "user", "id": "u1", "name": "Zoë Ångström", "email": "z@example.com"},
+     "targets": [{"type": "invoice", "id": "inv_1", "name": "Invoice “1”"}],
+     "metadata": {"amount": 4200, "ratio": 0.1, "big": 1.5e16, "tiny": 1e-7, "nested": {"b": [1, {"a": None}]},
+                  "text": "line\nbreak \"quoted\" \\ \u2028 emoji 🎉"}},
+    {"action": "user.login", "ip_address": "203.0.113.9", "user_agent": "Mozilla/5.0"},
+    {"event_type": "quick.start", "occurred_at": "2026-01-02T03:04:05.678+02:00",
+     "idempotency_key": "idem-1", "data": {"x": 1}},
+    {"action": "no.actor", "targets": [{"type": "doc", "id": "d1"}]},
+]
+
+
+def test_independent_verifier_accepts_fresh_and_rejects_altered(make_server):
+    srv = make_server("chain")
+    with srv.client() as c:
+        for body in EVENTS:
+            assert c.post("/v1/events", json=body).status_code == 200
+        batch = {"events": [{"action": f"batch.{i}", "actor": {"id": f"u{i}"}, "metadata": {"i": i}}
+                            for i in range(50)]}
+        assert c.post("/v1/events/batch", json=batch).status_code == 200
+    secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    srv.stop()
+
+    project_id, events = load_events(srv.db_path)
+    assert len(events) == 54
+    assert independent_verify(events, project_id, secret) == (True, 54, None)
+    # A wrong secret must fail the signature check: the check is real.
+    assert independent_verify(events, project_id, b"x" * 64)[2] == "signature mismatch"
+
+    # The database itself refuses tampering while the triggers exist.
+    conn = sqlite3.connect(srv.db_path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE events SET action = 'forged' WHERE seq = 3")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM events WHERE seq = 3")
+    conn.close()
+
+    # An attacker drops the triggers and edits a row with the sqlite3 CLI.
+    run_sql(srv.db_path, "DROP TRIGGER events_append_only_update; "
+                         "UPDATE events SET action = 'invoice.refunded' WHERE seq = 3;")
+    project_id, events = load_events(srv.db_path)
+    ok, seq, reason = independent_verify(events, project_id, secret)
+    assert (ok, seq, reason) == (False, 3, "hash mismatch")
+
+    # The product's offline verifier agrees and exits non-zero.
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(srv.db_path)],
+                            capture_output=True, text=True, cwd=srv.workdir)
+    assert result.returncode == 2, result.stderr
+    assert json.loads(result.stdout)["data"]["firstInvalid"]["seq"] == 3
+
+
+def test_personal_data_tamper_and_row_deletion_detected(make_server):
+    srv = make_server("chain2")
+    with srv.client() as c:
+        for i in range(5):
+            assert c.post("/v1/events", json={"action": "a.b", "actor": {"id": f"u{i}", "email": f"{i}@x.io"}}).status_code == 200
+    secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    srv.stop()
+    run_sql(srv.db_path, "DROP TRIGGER events_append_only_update; "
+                         "UPDATE events SET actor_email = 'someone@else.io' WHERE seq = 2;")
+    project_id, events = load_events(srv.db_path)
+    assert independent_verify(events, project_id, secret) == (False, 2, "personal data altered")
+
+    # Put the email back (the chain verifies again), then delete a whole row.
+    run_sql(srv.db_path, "UPDATE events SET actor_email = '1@x.io' WHERE seq = 2;")
+    assert independent_verify(*reversed(load_events(srv.db_path)), secret)[0] is True
+    run_sql(srv.db_path, "DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE seq = 4;")
+    project_id, events = load_events(srv.db_path)
+    assert independent_verify(events, project_id, secret) == (False, 5, "chain broken")
