@@ -29,3 +29,18 @@ def test_example_event_round_trip(server):
     assert event["id"].startswith("evt_") and len(event["id"]) == 30
     assert event["hash"].startswith("sha256:") and event["signature"].startswith("hmac-sha256:")
     assert response.headers["x-request-id"]
+
+
+def test_logs_are_json_lines_with_request_ids(server):
+    import json
+
+    with server.client() as c:
+        c.get("/v1/nope", headers={"x-request-id": "log-check-42"})
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+    assert lines, "no JSON log lines"
+    access = [l for l in lines if l.get("request_id") == "log-check-42"]
+    assert access and access[0]["status"] == 404 and access[0]["path"] == "/v1/nope"
+    # Every line the server writes is JSON (uvicorn's own included), except the
+    # one-time admin key banner, which this fixture does not trigger.
+    raw = [l for l in server.log_text().splitlines() if l.strip()]
+    assert all(l.startswith("{") for l in raw), [l for l in raw if not l.startswith("{")][:3]
