@@ -9,6 +9,7 @@ back in time, so ids keep the order in which they were issued.
 from __future__ import annotations
 
 import os
+from base64 import b32encode
 import secrets
 import threading
 import time
@@ -18,12 +19,14 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _MAX_RANDOM = (1 << 80) - 1
 
 
+# ULIDs are 128 bits written as 26 Crockford base32 characters (130 bits, the top
+# two zero). Left-padded to 160 bits, base64's RFC 4648 base32 yields 32 chars of
+# which the last 26 are the ULID, in RFC 4648's alphabet; translate to Crockford.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+
+
 def _encode_ulid(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode("ascii")
 
 
 class UlidGenerator:

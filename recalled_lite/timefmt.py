@@ -20,9 +20,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# (second, its text). Replaced as one tuple, so threads never see a torn pair.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_ms(ms: int) -> str:
+    global _last_second
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    # Most timestamps formatted in a row share their second: reuse its text.
+    cached_seconds, text = _last_second
+    if cached_seconds != seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{millis:03d}Z"
 
 
 def parse_rfc3339_ms(text: str) -> int:

@@ -18,9 +18,15 @@ from typing import Any
 import msgspec
 
 _sorted_encoder = msgspec.json.Encoder(order="sorted")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Unrolled-loop form: much faster than an alternation per character.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # A digit followed by "." or an exponent marker: the start of a float's fraction/exponent.
 _FLOAT = re.compile(rb"[0-9][.eE]")
+
+
+def canonical_without_floats(value: Any) -> bytes:
+    """canonical() for values that cannot hold floats (strings, ints, None, lists, dicts of those)."""
+    return _sorted_encoder.encode(value)
 
 
 def canonical(value: Any) -> bytes:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from .canonical import canonical
+from .canonical import canonical, canonical_without_floats
 
 _sha256 = hashlib.sha256
 _hmac_digest = hmac.digest
@@ -70,8 +70,12 @@ def core_document(
 
 
 def link(prev_hash: str | None, core: dict[str, Any], secret: bytes) -> tuple[str, str]:
-    """(hash, signature) of one event given the previous event's hash."""
-    message = (prev_hash or "").encode("ascii") + b"\n" + canonical(core)
+    """(hash, signature) of one event given the previous event's hash.
+
+    The core document holds only strings, integers, null and a list of string
+    objects (targets), never a float, so the fast encoder is exact here.
+    """
+    message = (prev_hash or "").encode("ascii") + b"\n" + canonical_without_floats(core)
     return (
         "sha256:" + _sha256(message).hexdigest(),
         "hmac-sha256:" + _hmac_digest(secret, message, "sha256").hex(),
