@@ -56,7 +56,13 @@ _make_record = EventRecord._make
 
 
 class AppendEvents(WriteOp):
-    """Number, chain and store events; replay idempotent repeats. All or nothing."""
+    """Number, chain and store one request's events; replay idempotent repeats.
+
+    Consecutive AppendEvents ops of a write group are applied together by
+    `apply_group`: one executemany per table for the whole group instead of a
+    SAVEPOINT and three statements per request, which halves the writer's cost
+    per single-event request (55 -> ~28 us measured in groups of 32).
+    """
 
     __slots__ = ("events",)
 
@@ -64,70 +70,120 @@ class AppendEvents(WriteOp):
         self.events = events
 
     def apply(self, conn: sqlite3.Connection, writer: Writer) -> list[AppendResult]:
+        (outcome,) = self.apply_group(conn, writer, [self])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @staticmethod
+    def apply_group(conn: sqlite3.Connection, writer: Writer,
+                    ops: list["AppendEvents"]) -> list[list[AppendResult] | Exception]:
+        """Apply many requests at once. Business errors (an idempotency conflict)
+        are returned in that request's slot before anything is written, so the
+        other requests are unaffected; a database error propagates and fails the
+        whole write group."""
         state = writer.state
-        results: list[AppendResult | None] = [None] * len(self.events)
-        fresh: list[tuple[int, PreparedEvent]] = []
-        for index, event in enumerate(self.events):
-            if event.idempotency_key is not None:
-                # Earlier requests of this same group are visible here: same
-                # connection, same transaction. So racing repeats store one row.
-                row = conn.execute(
-                    _FIND_IDEMPOTENT, (event.organization or "", event.idempotency_key)
-                ).fetchone()
+        outcomes: list[Any] = []
+        # Keyed events of earlier requests in this group are not numbered yet:
+        # (organization, key) -> (request digest, their results list, index).
+        pending: dict[tuple[str, str], tuple[bytes | None, list, int]] = {}
+        repeats: list[tuple[list, int, list, int]] = []        # filled after numbering
+        late_conflicts: list[tuple[int, list, int, int]] = []  # (op slot, origin, index)
+        fresh: list[tuple[list, int, PreparedEvent]] = []
+        for op in ops:
+            results: list[AppendResult | None] = [None] * len(op.events)
+            op_fresh: list[tuple[list, int, PreparedEvent]] = []
+            op_repeats: list[tuple[list, int, list, int]] = []
+            added: list[tuple[str, str]] = []
+            failure: Exception | tuple[list, int, int] | None = None
+            for index, event in enumerate(op.events):
+                if event.idempotency_key is None:
+                    op_fresh.append((results, index, event))
+                    continue
+                scope = (event.organization or "", event.idempotency_key)
+                earlier = pending.get(scope)
+                if earlier is not None:
+                    if earlier[0] != event.request_digest:
+                        failure = (earlier[1], earlier[2], index)
+                        break
+                    op_repeats.append((results, index, earlier[1], earlier[2]))
+                    continue
+                row = conn.execute(_FIND_IDEMPOTENT, scope).fetchone()
                 if row is not None:
                     if row[-1] != event.request_digest:
-                        raise IdempotencyKeyReused(row[1], index)
+                        failure = IdempotencyKeyReused(row[1], index)
+                        break
                     results[index] = AppendResult(_make_record(row[:-1]), True)
                     continue
-            fresh.append((index, event))
+                # (The same key twice in one request is resolved by the API layer.)
+                pending[scope] = (event.request_digest, results, index)
+                added.append(scope)
+                op_fresh.append((results, index, event))
+            if failure is not None:
+                for scope in added:
+                    del pending[scope]
+                if isinstance(failure, Exception):
+                    outcomes.append(failure)
+                else:
+                    late_conflicts.append((len(outcomes), *failure))
+                    outcomes.append(None)
+                continue
+            fresh.extend(op_fresh)
+            repeats.extend(op_repeats)
+            outcomes.append(results)
+        if not fresh:
+            return outcomes
 
-        if fresh:
-            project_id: str = state["project_id"]
-            secret: bytes = state["secret"]
-            ulids: UlidGenerator = state["ulids"]
-            seq: int = state["head_seq"]
-            prev_hash: str | None = state["head_hash"]
-            event_rows, target_rows, fts_rows, records = [], [], [], []
-            for index, ev in fresh:
-                seq += 1
-                event_id = "evt_" + ulids.new()
-                core = core_document(
-                    event_id=event_id, seq=seq, project_id=project_id,
-                    organization=ev.organization, action=ev.action, actor_type=ev.actor_type,
-                    targets=ev.targets, occurred_at=format_ms(ev.occurred_at),
-                    received_at=format_ms(ev.received_at), idempotency_key=ev.idempotency_key,
-                    personal_digest=ev.personal_digest,
-                )
-                event_hash, signature = link(prev_hash, core, secret)
-                event_rows.append((
-                    seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
-                    ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
-                    ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
-                    ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
-                    prev_hash, event_hash, signature,
-                ))
-                if ev.targets:
-                    target_rows.extend((seq, t["type"], t["id"]) for t in ev.targets)
-                fts_rows.append((seq, *ev.fts))
-                record = EventRecord(
-                    seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
-                    ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
-                    ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
-                    ev.idempotency_key, prev_hash, event_hash, signature,
-                )
-                records.append(record)
-                results[index] = AppendResult(record, False)
-                prev_hash = event_hash
-            conn.executemany(_INSERT_EVENT, event_rows)
-            if target_rows:
-                conn.executemany(_INSERT_TARGET, target_rows)
-            conn.executemany(_INSERT_FTS, fts_rows)
-            for hook in writer.state["intake_hooks"]:
-                hook(conn, records)
-            # Only now, with every statement done, does the head move: an
-            # exception above leaves the chain head where it was.
-            state["head_seq"], state["head_hash"] = seq, prev_hash
-        return results  # type: ignore[return-value]
+        project_id: str = state["project_id"]
+        secret: bytes = state["secret"]
+        ulids: UlidGenerator = state["ulids"]
+        seq: int = state["head_seq"]
+        prev_hash: str | None = state["head_hash"]
+        event_rows, target_rows, fts_rows, records = [], [], [], []
+        for results, index, ev in fresh:
+            seq += 1
+            event_id = "evt_" + ulids.new()
+            core = core_document(
+                event_id=event_id, seq=seq, project_id=project_id,
+                organization=ev.organization, action=ev.action, actor_type=ev.actor_type,
+                targets=ev.targets, occurred_at=format_ms(ev.occurred_at),
+                received_at=format_ms(ev.received_at), idempotency_key=ev.idempotency_key,
+                personal_digest=ev.personal_digest,
+            )
+            event_hash, signature = link(prev_hash, core, secret)
+            event_rows.append((
+                seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
+                ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
+                ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
+                ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
+                prev_hash, event_hash, signature,
+            ))
+            if ev.targets:
+                target_rows.extend((seq, t["type"], t["id"]) for t in ev.targets)
+            fts_rows.append((seq, *ev.fts))
+            record = EventRecord(
+                seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
+                ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
+                ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
+                ev.idempotency_key, prev_hash, event_hash, signature,
+            )
+            records.append(record)
+            results[index] = AppendResult(record, False)
+            prev_hash = event_hash
+        for results, index, origin, origin_index in repeats:
+            results[index] = AppendResult(origin[origin_index].event, True)
+        for slot, origin, origin_index, index in late_conflicts:
+            outcomes[slot] = IdempotencyKeyReused(origin[origin_index].event.id, index)
+        conn.executemany(_INSERT_EVENT, event_rows)
+        if target_rows:
+            conn.executemany(_INSERT_TARGET, target_rows)
+        conn.executemany(_INSERT_FTS, fts_rows)
+        for hook in state["intake_hooks"]:
+            hook(conn, records)
+        # Only now, with every statement done, does the head move: an exception
+        # above fails the whole group and the writer reloads the head from disk.
+        state["head_seq"], state["head_hash"] = seq, prev_hash
+        return outcomes
 
 
 def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:

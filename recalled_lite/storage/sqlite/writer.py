@@ -172,7 +172,26 @@ class Writer:
             error = classify_sqlite_error(exc)
             return [(future, None, error) for _, future in group]
         try:
-            for op, future in group:
+            position = 0
+            while position < len(group):
+                op, future = group[position]
+                apply_group = getattr(op, "apply_group", None)
+                if apply_group is not None:
+                    # Consecutive ops of a kind that knows how to batch itself
+                    # (event intake) run as one: one statement per table.
+                    end = position
+                    while end < len(group) and type(group[end][0]) is type(op):
+                        end += 1
+                    run = group[position:end]
+                    outcomes = apply_group(conn, self, [o for o, _ in run])
+                    for (_, run_future), outcome in zip(run, outcomes):
+                        if isinstance(outcome, Exception):
+                            results.append((run_future, None, outcome))
+                        else:
+                            results.append((run_future, outcome, None))
+                    position = end
+                    continue
+                position += 1
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op.apply(conn, self)
@@ -188,9 +207,13 @@ class Writer:
             started = time.perf_counter()
             conn.execute("COMMIT")
             commit_seconds = time.perf_counter() - started
-        except sqlite3.Error as exc:
-            error = classify_sqlite_error(exc)
-            log.error("write group of %d ops failed: %s", len(group), exc)
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error):
+                error: StorageError = classify_sqlite_error(exc)
+                log.error("write group of %d ops failed: %s", len(group), exc)
+            else:  # a bug in a batched op: fail the group, keep the writer alive
+                error = StorageError(f"internal error in a write group: {type(exc).__name__}")
+                log.exception("write group of %d ops failed", len(group))
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")

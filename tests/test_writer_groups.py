@@ -1,0 +1,86 @@
+"""The writer applies a group's intake requests together; idempotency must hold inside a group."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from recalled_lite.auth import new_key_record
+from recalled_lite.config import EventsConfig
+from recalled_lite.intake import prepare_event
+from recalled_lite.schemas import EventIn
+from recalled_lite.storage.base import AppendResult, IdempotencyKeyReused
+from recalled_lite.storage.sqlite.store import AppendEvents, CallOp, SqliteStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "w.db", secret=b"s" * 64)
+    yield s
+    s.close()
+
+
+_, KEY = new_key_record("k", frozenset({"admin"}), None)
+
+
+def op(action: str, key: str | None = None, org: str | None = None) -> AppendEvents:
+    event = msgspec.convert({"action": action, "idempotency_key": key, "organization": org}, EventIn)
+    return AppendEvents([prepare_event(event, KEY, EventsConfig(), 1_800_000_000_000)])
+
+
+def run_group(store, ops):
+    return [(result, error) for _, result, error in store.writer._run_group([(o, None) for o in ops])]
+
+
+def test_repeats_and_conflicts_inside_one_group(store):
+    existing = run_group(store, [op("stored", "k-old")])[0][0][0].event
+    outcomes = run_group(store, [
+        op("a", "k1"),            # fresh
+        op("a", "k1"),            # repeat of the previous request, same group
+        op("b", "k1"),            # conflict with a not-yet-numbered event
+        op("c"),                  # fresh, no key
+        op("other", "k-old"),     # conflict with a stored event
+        op("stored", "k-old"),    # repeat of a stored event
+        op("a", "k1", org="o2"),  # same key, other organization: fresh
+    ])
+    first = outcomes[0][0][0]
+    assert first.deduplicated is False
+    assert outcomes[1][0][0] == AppendResult(first.event, True)
+    assert isinstance(outcomes[2][1], IdempotencyKeyReused) and outcomes[2][1].event_id == first.event.id
+    assert outcomes[3][0][0].deduplicated is False
+    assert isinstance(outcomes[4][1], IdempotencyKeyReused) and outcomes[4][1].event_id == existing.id
+    assert outcomes[5][0][0] == AppendResult(existing, True)
+    assert outcomes[6][0][0].event.organization == "o2" and outcomes[6][0][0].deduplicated is False
+    # Exactly three new rows, numbered in request order, chained.
+    seqs = [outcomes[i][0][0].event.seq for i in (0, 3, 6)]
+    assert seqs == [2, 3, 4]
+    assert store.verify_chain_sync()["valid"] is True
+    assert store.verify_chain_sync()["checked"] == 4
+
+
+def test_plain_ops_between_intake_runs_keep_their_savepoints(store):
+    def boom(conn):
+        conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+        raise ValueError("business error")
+
+    outcomes = run_group(store, [op("a"), CallOp(boom), op("b")])
+    assert outcomes[0][1] is None and outcomes[2][1] is None
+    assert isinstance(outcomes[1][1], ValueError)
+    rows = store.write_sync(lambda conn: conn.execute("SELECT count(*) FROM meta WHERE key='x'").fetchone()[0])
+    assert rows == 0  # the failing op was rolled back alone
+    assert store.verify_chain_sync()["checked"] == 2
+
+
+def test_a_bug_in_a_batched_op_fails_the_group_and_keeps_the_chain(store):
+    run_group(store, [op("before")])
+
+    def broken_hook(conn, records):
+        raise RuntimeError("bug")
+
+    store.add_intake_hook(broken_hook)
+    outcomes = run_group(store, [op("x"), op("y")])
+    assert all(error is not None for _, error in outcomes)
+    store.writer.state["intake_hooks"].clear()
+    after = run_group(store, [op("after")])[0][0][0].event
+    assert after.seq == 2  # nothing of the failed group was kept; the head was reloaded
+    assert store.verify_chain_sync()["valid"] is True
