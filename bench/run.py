@@ -1,0 +1,679 @@
+"""recalled-lite benchmark harness: measures the spec's §7 performance bars.
+
+    python -m bench.run [--quick] [--json PATH] [--only NAME,...]
+
+wrk generates the HTTP load (C, so it is not the bottleneck); this module only
+orchestrates: it starts servers on free ports with temporary databases, runs
+the scenarios, prints progress to stderr and ONE table to stdout, and writes
+the full results as JSON (default bench/results/<UTC timestamp>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import msgspec
+
+from . import dataset, prefill, webhooks, wrkrun
+from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+SCENARIOS = ["baseline", "intake", "batch", "prefilled", "list", "search", "webhooks"]
+MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
+
+
+class NotBuilt(Exception):
+    pass
+
+
+@dataclass
+class Config:
+    quick: bool
+    duration: float          # seconds per measured wrk run
+    warmup: float            # seconds of wrk warm-up per server
+    conns: tuple[int, ...] = (32, 64)
+    batch_conns: int = 4
+    read_conns: int = 1      # p50 is measured unloaded; full mode adds a loaded run for info
+    read_loaded_conns: int = 16
+    intake_prefill: int = 5_000_000
+    read_prefill: int = 1_000_000
+    prefill_conns: int = 4
+    wh_rate: float = 500.0
+    wh_seconds: float = 20.0
+    wh_burst_events: int = 3000
+    wh_subs: int = 16
+    wrk_threads: int = 1
+
+
+def make_config(args) -> Config:
+    if args.quick:
+        cfg = Config(quick=True, duration=5, warmup=1, intake_prefill=200_000,
+                     read_prefill=200_000, wh_seconds=5, wh_burst_events=1000)
+    else:
+        cfg = Config(quick=False, duration=20, warmup=3)
+    if args.duration:
+        cfg.duration = args.duration
+    if args.prefill:
+        cfg.intake_prefill = args.prefill
+    if args.read_prefill:
+        cfg.read_prefill = args.read_prefill
+    cfg.wrk_threads = args.wrk_threads
+    return cfg
+
+
+@dataclass
+class Row:
+    scenario: str
+    figure: str
+    bar: str = "—"
+    status: str = "info"     # pass | short | info | not built | failed | errors | skipped
+
+
+@dataclass
+class Ctx:
+    cfg: Config
+    tmp: Path
+    server_bin: list[str]
+    refill: bool
+    server_config: str | None = None
+    rows: list[Row] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+    memory: list[dict] = field(default_factory=list)   # one entry per recalled-lite run
+
+    def add(self, *rows: Row) -> None:
+        for r in rows:
+            r.figure = " ".join(r.figure.split())
+            self.rows.append(r)
+            progress(f"  => {r.scenario}: {r.figure} [{r.status}]")
+
+
+# -- helpers -----------------------------------------------------------------
+
+def new_key() -> str:
+    alnum = string.ascii_letters + string.digits
+    return "rec_live_bench001_" + "".join(secrets.choice(alnum) for _ in range(32))
+
+
+def human_n(n: int) -> str:
+    if n >= 1_000_000 and n % 100_000 == 0:
+        return f"{n / 1_000_000:g}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return f"{n:,}"
+
+
+def verdict(ok: bool) -> str:
+    return "pass" if ok else "short"
+
+
+def error_note(res: dict) -> str | None:
+    bad = res["non_2xx"] + res["socket_errors"]
+    if res["requests"] and bad / res["requests"] > MAX_ERROR_RATE:
+        return f"{res['non_2xx']} non-2xx, {res['socket_errors']} socket errors of {res['requests']}"
+    return None
+
+
+def lat_str(res: dict) -> str:
+    out = f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+    if res.get("server_cpu_pct") is not None:
+        out += f", server CPU {res['server_cpu_pct']:.0f}%"
+    return out
+
+
+def start_recalled(ctx: Ctx, name: str, data_dir: Path, key: str, *, dev: bool = False,
+                   timeout: float = 60.0) -> Server:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [*ctx.server_bin, "serve", "--db", str(data_dir / "recalled.db"),
+            "--host", "127.0.0.1", "--port", str(port)]
+    if dev:
+        argv.append("--dev")
+    if ctx.server_config:
+        argv += ["--config", ctx.server_config]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")}
+    env["RECALLED_BOOTSTRAP_KEY"] = key
+    progress(f"starting recalled-lite ({name}) on :{port}")
+    server = Server(f"recalled-lite ({name})", argv, env=env, cwd=data_dir,
+                    log_path=ctx.tmp / f"server-{name}.log", port=port)
+    return server.start(timeout=timeout)
+
+
+def stop_recalled(ctx: Ctx, server: Server, scenario: str, timeout: float = 30.0) -> bool:
+    mem = server.memory()
+    clean = server.stop(timeout=timeout)
+    ctx.memory.append({"scenario": scenario, **mem, "clean_exit": clean,
+                       "exit_code": server.returncode})
+    return clean
+
+
+def probe(port: int, method: str, path: str, body: bytes | None, key: str) -> dict | None:
+    """One request before the load: a missing route means "not built"; any other
+    non-200 means the figure would be meaningless."""
+    status, _, data = request(port, method, path, body, key=key)
+    if status in (404, 405):
+        raise NotBuilt(f"{method} {path.split('?')[0]} -> {status}")
+    if status != 200:
+        raise RuntimeError(f"probe {method} {path.split('?')[0]} -> {status}: {short(data)}")
+    return json_or_none(data)
+
+
+def run_wrk(server: Server, script: str, conns: int, duration: float, ctx: Ctx, label: str,
+            path: str = "/", env: dict | None = None) -> dict:
+    progress(f"wrk {label}: {conns} conns, {duration:g}s")
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    res = wrkrun.run(f"http://127.0.0.1:{server.port}{path}", script, conns=conns,
+                     duration=duration, threads=ctx.cfg.wrk_threads, env=env)
+    # Server CPU use during the run: ~100 % means the server is the bottleneck
+    # (one event loop); well below means something else is (machine busy, wrk).
+    res["server_cpu_pct"] = round(100 * (server.cpu_seconds() - cpu0) / (time.monotonic() - t0), 1)
+    if not server.alive():
+        head = f"{server.name} died during the load (exit {server.proc.poll()})"
+        raise ServerFailed(f"{head}: {server.tail()}", f"{head}: {server.tail(1)}")
+    return res
+
+
+SINGLE_EVENT = msgspec.json.encode({
+    "action": "invoice.paid", "organization": "org_acme",
+    "actor": {"type": "user", "id": "user_123", "name": "Ada", "email": "ada@example.com"},
+    "targets": [{"type": "invoice", "id": "inv_42"}],
+    "metadata": {"amount": 4200, "currency": "EUR"}})
+
+
+# -- scenarios -----------------------------------------------------------------
+
+def scen_baseline(ctx: Ctx) -> None:
+    port = free_port()
+    srv = Server("baseline echo", [sys.executable, "-m", "bench.baseline_app", "--host",
+                                   "127.0.0.1", "--port", str(port)],
+                 cwd=REPO, log_path=ctx.tmp / "baseline.log", port=port)
+    progress(f"starting baseline echo app on :{port}")
+    srv.start(timeout=30)
+    try:
+        probe(port, "POST", "/v1/events", SINGLE_EVENT, "")
+        run_wrk(srv, "post_event.lua", max(ctx.cfg.conns), ctx.cfg.warmup, ctx, "baseline warm-up")
+        for c in ctx.cfg.conns:
+            srv.phase_reset()
+            res = run_wrk(srv, "post_event.lua", c, ctx.cfg.duration, ctx, f"baseline {c}")
+            res["peak_rss_mb"] = srv.phase_peak_mb()
+            ctx.raw[f"baseline_{c}"] = res
+            note = error_note(res)
+            ctx.add(Row(f"baseline echo, {c} conns",
+                        f"{res['ok_rps']:,.0f} req/s, {lat_str(res)}" + (f" ({note})" if note else ""),
+                        "—", "errors" if note else "info"))
+    finally:
+        ctx.raw["baseline_memory"] = srv.memory()
+        srv.stop(5)
+
+
+def measure_single(ctx: Ctx, server: Server, key: str, conns: tuple[int, ...], tag: str) -> dict:
+    probe(server.port, "POST", "/v1/events", SINGLE_EVENT, key)
+    env = {"BENCH_KEY": key}
+    run_wrk(server, "post_event.lua", max(conns), ctx.cfg.warmup, ctx, f"{tag} warm-up", env=env)
+    out = {}
+    for c in conns:
+        server.phase_reset()
+        res = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx, f"{tag} {c}", env=env)
+        res["peak_rss_mb"] = server.phase_peak_mb()
+        out[c] = res
+    return out
+
+
+def measure_batch(ctx: Ctx, server: Server, key: str, tag: str) -> dict:
+    body_file = ctx.tmp / "batch-1000.json"
+    if not body_file.exists():
+        body_file.write_bytes(dataset.batch_body(424242, 1000))
+    probe(server.port, "POST", "/v1/events/batch", dataset.batch_body(1, 10), key)
+    env = {"BENCH_KEY": key, "BENCH_BODY_FILE": str(body_file)}
+    run_wrk(server, "post_batch.lua", ctx.cfg.batch_conns, ctx.cfg.warmup, ctx,
+            f"{tag} warm-up", env=env)
+    server.phase_reset()
+    res = run_wrk(server, "post_batch.lua", ctx.cfg.batch_conns, ctx.cfg.duration, ctx,
+                  tag, env=env)
+    res["events_per_s"] = round(res["ok_rps"] * 1000, 1)
+    res["peak_rss_mb"] = server.phase_peak_mb()
+    return res
+
+
+def scen_intake(ctx: Ctx) -> None:
+    key = new_key()
+    server = start_recalled(ctx, "intake", ctx.tmp / "intake", key)
+    try:
+        results = measure_single(ctx, server, key, ctx.cfg.conns, "intake")
+    finally:
+        stop_recalled(ctx, server, "intake")
+    for c, res in results.items():
+        ctx.raw[f"intake_{c}"] = res
+        base = ctx.raw.get(f"baseline_{c}")
+        note = error_note(res)
+        fig = f"{res['ok_rps']:,.0f} req/s, {lat_str(res)}"
+        if base and base["ok_rps"]:
+            ratio = res["ok_rps"] / base["ok_rps"]
+            res["ratio_to_baseline"] = round(ratio, 3)
+            fig = f"{ratio:.3f}x baseline ({fig})"
+            status = verdict(ratio >= 0.70)
+        else:
+            fig += " (no baseline in this run)"
+            status = "info"
+        if note:
+            fig, status = fig + f" ({note})", "errors"
+        ctx.add(Row(f"single-event intake, {c} conns", fig, ">= 0.70x baseline", status))
+
+
+def scen_batch(ctx: Ctx) -> None:
+    key = new_key()
+    server = start_recalled(ctx, "batch", ctx.tmp / "batch", key)
+    try:
+        res = measure_batch(ctx, server, key, "batch 1000/req")
+    finally:
+        stop_recalled(ctx, server, "batch")
+    ctx.raw["batch"] = res
+    note = error_note(res)
+    ctx.add(Row(f"batch intake, 1000/req, {ctx.cfg.batch_conns} conns",
+                f"{res['events_per_s']:,.0f} events/s (per request {lat_str(res)})"
+                + (f" ({note})" if note else ""),
+                ">= 40,000 events/s", "errors" if note else verdict(res["events_per_s"] >= 40_000)))
+
+
+def ensure_prefill(ctx: Ctx, events: int) -> Path:
+    """A cached database holding `events` events, built (or topped up) if needed."""
+    mk = prefill.marker()
+    if ctx.refill and not ctx.raw.get("_refilled", {}).get(events):
+        shutil.rmtree(prefill.cache_dir(events), ignore_errors=True)
+        ctx.raw.setdefault("_refilled", {})[events] = True
+    cached = prefill.find_cached(events)
+    if cached:
+        progress(f"prefill: reusing cached {human_n(events)}-event database {cached.name}")
+        return cached
+    prefill.drop_stale()
+    # Build the smaller standard level first (1M on the way to 5M), so both get cached.
+    for level in sorted({ctx.cfg.read_prefill, ctx.cfg.intake_prefill}):
+        if level < events and not prefill.find_cached(level):
+            ensure_prefill(ctx, level)
+    prefill.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    base = prefill.smaller_cached(events)
+    build = prefill.DATA_DIR / f".build-{mk}-{events}-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    have, key = 0, new_key()
+    if base:
+        meta = prefill.read_meta(base)
+        have, key = meta["events"], meta["key"]
+        progress(f"prefill: topping up cached {human_n(have)} database to {human_n(events)}")
+        prefill.clone(base, build)
+    else:
+        progress(f"prefill: building a {human_n(events)}-event database through the batch API "
+                 f"({ctx.cfg.prefill_conns} connections); cached under bench/data/ for next time")
+    try:
+        server = start_recalled(ctx, f"prefill-{human_n(events)}", build, key, timeout=600)
+        try:
+            stats = prefill.load_batches(
+                server.port, key, events - have, conns=ctx.cfg.prefill_conns,
+                on_progress=prefill.progress_printer(events - have, "prefill"),
+                time_limit=3 * 3600)
+        except prefill.NotBuilt as exc:
+            raise NotBuilt(str(exc)) from exc
+        finally:
+            clean = stop_recalled(ctx, server, f"prefill {human_n(events)}", timeout=300)
+        if not clean:
+            progress("prefill: server did not exit cleanly after SIGTERM; the copy is still "
+                     "consistent (committed data is in the db + WAL)")
+        stats.update(events_total=events, key=key, marker=mk, created=now_iso(),
+                     from_cache=base.name if base else None)
+        ctx.raw.setdefault("prefill_builds", []).append({k: v for k, v in stats.items() if k != "key"})
+        (build / "meta.json").write_bytes(msgspec.json.encode(stats))
+        (build / "COMPLETE").write_text(now_iso() + "\n")
+        dest = prefill.cache_dir(events)
+        shutil.rmtree(dest, ignore_errors=True)
+        build.rename(dest)
+        progress(f"prefill: {stats['events']:,} events in {stats['seconds']}s "
+                 f"({stats['events_per_s']:,.0f}/s); cached as {dest.name}")
+        return dest
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def scen_prefilled(ctx: Ctx) -> None:
+    n = ctx.cfg.intake_prefill
+    label = human_n(n) + ("*" if n != 5_000_000 else "")
+    c = max(ctx.cfg.conns)
+    cache = ensure_prefill(ctx, n)
+    key = prefill.read_meta(cache)["key"]
+    work = ctx.tmp / "prefilled"
+    progress(f"cloning {cache.name} for the intake run")
+    prefill.clone(cache, work)
+    try:
+        server = start_recalled(ctx, f"prefilled-{human_n(n)}", work, key, timeout=600)
+        try:
+            single = measure_single(ctx, server, key, (c,), f"intake on {human_n(n)}")[c]
+            batch = measure_batch(ctx, server, key, f"batch on {human_n(n)}")
+        finally:
+            stop_recalled(ctx, server, f"prefilled {human_n(n)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    empty_single = ctx.raw.get(f"intake_{c}")
+    empty_batch = ctx.raw.get("batch")
+    if not empty_single or not empty_batch:
+        key2 = new_key()
+        server = start_recalled(ctx, "empty", ctx.tmp / "empty", key2)
+        try:
+            empty_single = empty_single or measure_single(ctx, server, key2, (c,), "intake empty")[c]
+            empty_batch = empty_batch or measure_batch(ctx, server, key2, "batch empty")
+        finally:
+            stop_recalled(ctx, server, "empty")
+    ctx.raw["prefilled"] = {"events": n, "single": single, "batch": batch,
+                            "empty_single": empty_single, "empty_batch": empty_batch}
+    for kind, full, empty, unit, field_ in (
+            ("single-event", single, empty_single, "req/s", "ok_rps"),
+            ("batch", batch, empty_batch, "events/s", "events_per_s")):
+        ratio = full[field_] / empty[field_] if empty[field_] else 0.0
+        note = error_note(full) or error_note(empty)
+        ctx.add(Row(f"{kind} intake, {label} stored vs empty",
+                    f"{ratio:.3f} ({full[field_]:,.0f} vs {empty[field_]:,.0f} {unit})"
+                    + (f" ({note})" if note else ""),
+                    ">= 0.85", "errors" if note else verdict(ratio >= 0.85)))
+
+
+def scen_read(ctx: Ctx, which: list[str]) -> None:
+    n = ctx.cfg.read_prefill
+    label = human_n(n) + ("*" if n != 1_000_000 else "")
+    cache = ensure_prefill(ctx, n)
+    key = prefill.read_meta(cache)["key"]
+    work = ctx.tmp / "read"
+    progress(f"cloning {cache.name} for the read runs")
+    prefill.clone(cache, work)
+    specs = {"list": ("list page (50, org+action)", dataset.list_paths(), 5.0),
+             "search": ("search", dataset.search_paths(), 30.0)}
+    try:
+        server = start_recalled(ctx, f"read-{human_n(n)}", work, key, timeout=600)
+        try:
+            for name in which:
+                title, paths, bar = specs[name]
+                scenario = f"{title}, {label} events"
+                try:
+                    for p in paths[:8]:
+                        probe(server.port, "GET", p, None, key)
+                except NotBuilt as exc:
+                    ctx.add(Row(scenario, f"not built ({exc})", f"p50 <= {bar:g} ms", "not built"))
+                    continue
+                paths_file = ctx.tmp / f"{name}-paths.txt"
+                paths_file.write_text("\n".join(paths) + "\n")
+                env = {"BENCH_KEY": key, "BENCH_PATHS_FILE": str(paths_file)}
+                run_wrk(server, "get_paths.lua", ctx.cfg.read_conns, ctx.cfg.warmup, ctx,
+                        f"{name} warm-up", env=env)
+                server.phase_reset()
+                res = run_wrk(server, "get_paths.lua", ctx.cfg.read_conns, ctx.cfg.duration,
+                              ctx, name, env=env)
+                res["peak_rss_mb"] = server.phase_peak_mb()
+                res["paths"] = paths
+                ctx.raw[name] = res
+                if not ctx.cfg.quick:
+                    loaded = run_wrk(server, "get_paths.lua", ctx.cfg.read_loaded_conns,
+                                     ctx.cfg.duration / 2, ctx, f"{name} loaded", env=env)
+                    ctx.raw[f"{name}_loaded"] = loaded
+                note = error_note(res)
+                ctx.add(Row(scenario,
+                            f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms "
+                            f"({res['ok_rps']:,.0f} req/s at {ctx.cfg.read_conns} conn)"
+                            + (f" ({note})" if note else ""),
+                            f"p50 <= {bar:g} ms", "errors" if note else verdict(res["p50_ms"] <= bar)))
+        finally:
+            stop_recalled(ctx, server, f"read {human_n(n)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def scen_webhooks(ctx: Ctx) -> None:
+    cfg = ctx.cfg
+    rows = (f"webhook deliveries/s ({cfg.wh_subs} subscriptions)",
+            f"webhook event->receiver p50 at {cfg.wh_rate:.0f} events/s")
+    key = new_key()
+    server = start_recalled(ctx, "webhooks", ctx.tmp / "webhooks", key, dev=True)
+    receiver = None
+    try:
+        probe(server.port, "POST", "/v1/events", SINGLE_EVENT, key)
+        receiver = webhooks.Receiver(ctx.tmp / "receiver.log")
+        try:
+            res = webhooks.run(server, key, receiver, rate=cfg.wh_rate,
+                               rate_seconds=cfg.wh_seconds, burst_events=cfg.wh_burst_events,
+                               burst_subs=cfg.wh_subs)
+        except NotImplementedError as exc:
+            for r in rows:
+                ctx.add(Row(r, f"not built ({exc})", "", "not built"))
+            ctx.rows[-2].bar, ctx.rows[-1].bar = ">= 2,000/s", "<= 20 ms"
+            return
+    finally:
+        if receiver:
+            receiver.stop()
+        stop_recalled(ctx, server, "webhooks")
+    ctx.raw["webhooks"] = res
+    tp, lat = res["throughput"], res["latency"]
+    dps = tp["deliveries_per_s"] or 0.0
+    fig = (f"{dps:,.0f}/s ({tp['delivered']:,}/{tp['expected_deliveries']:,} delivered "
+           f"in {tp['seconds_first_post_to_last_delivery']}s)")
+    ctx.add(Row(rows[0], fig, ">= 2,000/s",
+                verdict(dps >= 2000 and tp["complete"]) if tp["delivered"] else "failed"))
+    p50 = lat["p50_ms_from_receivedAt"]
+    if p50 is None:
+        ctx.add(Row(rows[1], f"nothing delivered ({lat['delivered']} of "
+                             f"{lat['events_acknowledged']} events)", "<= 20 ms", "failed"))
+    else:
+        complete = lat["delivered"] >= lat["events_acknowledged"]
+        ctx.add(Row(rows[1],
+                    f"p50 {p50:.1f} ms, p99 {lat['p99_ms_from_receivedAt']:.1f} ms "
+                    f"(sent {lat['sender']['achieved_rate']:.0f}/s, "
+                    f"{lat['delivered']}/{lat['events_acknowledged']} delivered)",
+                    "<= 20 ms", verdict(p50 <= 20 and complete)))
+
+
+def rss_row(ctx: Ctx) -> None:
+    runs = [m for m in ctx.memory if m.get("peak_rss_mb_sampled")]
+    if not runs:
+        return
+    worst = max(runs, key=lambda m: max(m["peak_rss_mb_sampled"], m["vm_hwm_mb"]))
+    peak = max(worst["peak_rss_mb_sampled"], worst["vm_hwm_mb"])
+    ctx.add(Row("server peak RSS under load", f"{peak:.0f} MB (in: {worst['scenario']})",
+                "<= 200 MB", verdict(peak <= 200)))
+
+
+# -- machine, output -----------------------------------------------------------
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def machine_info(server_bin: list[str]) -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    import sqlite3
+    versions = {}
+    for mod in ("starlette", "uvicorn", "msgspec", "uvloop", "httptools", "recalled-lite"):
+        try:
+            from importlib.metadata import version
+            versions[mod] = version(mod)
+        except Exception:
+            versions[mod] = None
+    git = {}
+    try:
+        git["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                       capture_output=True, text=True, timeout=10).stdout.strip()
+        git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                           cwd=REPO, capture_output=True, text=True,
+                                           timeout=10).stdout.strip())
+    except Exception:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": mem_gb, "loadavg_at_start": loadavg(),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version, "wrk": wrkrun.wrk_version(),
+            "packages": versions, "git": git, "server_cmd": server_bin}
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except OSError:
+        return None
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ("scenario", "figure", "bar (spec §7)", "result")
+    cells = [head] + [(r.scenario, r.figure, r.bar, r.status) for r in rows]
+    widths = [min(max(len(c[i]) for c in cells), 90) for i in range(4)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    for n, c in enumerate(cells):
+        print(" " + " | ".join(c[i].ljust(widths[i]) for i in range(4)))
+        if n == 0:
+            print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="short runs and a 200k prefill (< 2 min once the prefill is cached)")
+    ap.add_argument("--json", metavar="PATH", help="results file (default bench/results/<UTC>.json)")
+    ap.add_argument("--only", metavar="NAMES", help="comma list of: " + ",".join(SCENARIOS))
+    ap.add_argument("--duration", type=float, help="seconds per measured wrk run")
+    ap.add_argument("--prefill", type=int, help="events stored before the prefilled intake run")
+    ap.add_argument("--read-prefill", type=int, help="events stored for the list/search runs")
+    ap.add_argument("--refill", action="store_true", help="rebuild cached prefilled databases")
+    ap.add_argument("--data-dir", help="prefill cache directory (default bench/data)")
+    ap.add_argument("--server-bin", help="recalled-lite executable (default: beside this python)")
+    ap.add_argument("--server-config", metavar="TOML",
+                    help="passed to the server as --config (e.g. to lift rate limits or quotas)")
+    ap.add_argument("--wrk-threads", type=int, default=1,
+                    help="wrk threads (default 1: on 2 cores the server gets the other)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep temp dirs and server logs")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if any bar is short or failed")
+    args = ap.parse_args(argv)
+
+    only = SCENARIOS
+    if args.only:
+        only = [s.strip() for s in args.only.split(",") if s.strip()]
+        unknown = [s for s in only if s not in SCENARIOS]
+        if unknown:
+            ap.error(f"unknown scenario(s) {unknown}; choose from {SCENARIOS}")
+    if not shutil.which("wrk"):
+        print("wrk not found: run `make bench-deps` (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    cfg = make_config(args)
+    if args.data_dir:
+        prefill.DATA_DIR = Path(args.data_dir).resolve()
+    server_bin = [args.server_bin] if args.server_bin else [str(Path(sys.executable).parent / "recalled-lite")]
+    started = time.monotonic()
+    date = now_iso()
+    machine = machine_info(server_bin)
+    tmp = Path(tempfile.mkdtemp(prefix="recalled-bench-"))
+    ctx = Ctx(cfg=cfg, tmp=tmp, server_bin=server_bin, refill=args.refill,
+              server_config=str(Path(args.server_config).resolve()) if args.server_config else None)
+    header = (f"recalled-lite bench {'--quick ' if cfg.quick else ''}{date} | {machine['cpu']}, "
+              f"{machine['cores']} cores, {machine['ram_gb']} GB RAM | Python {machine['python']}, "
+              f"SQLite {machine['sqlite']}, {machine['wrk']} | git {machine['git'].get('commit')}"
+              f"{' (dirty)' if machine['git'].get('dirty') else ''}")
+    progress(header)
+    busy = ""
+    if machine["loadavg_at_start"] and machine["loadavg_at_start"][0] > 0.7:
+        busy = (f"WARNING: the machine was busy when the run started (load average "
+                f"{machine['loadavg_at_start'][0]:.2f}); figures may be low and noisy")
+        progress(busy)
+    progress(f"temp dir {tmp}; wrk {cfg.duration:g}s per run, {cfg.wrk_threads} thread(s)")
+
+    def guarded(name: str, titles: list[tuple[str, str]], fn, *fargs) -> None:
+        progress(f"--- {name}")
+        try:
+            fn(ctx, *fargs)
+        except NotBuilt as exc:
+            ctx.add(*(Row(t, f"not built ({exc})", bar, "not built") for t, bar in titles))
+        except ServerFailed as exc:
+            ctx.raw.setdefault("errors", {})[name] = str(exc)
+            text = exc.brief if len(exc.brief) <= 240 else exc.brief[:235] + " ..."
+            ctx.add(*(Row(t, text, bar, "failed") for t, bar in titles))
+        except Exception as exc:  # noqa: BLE001 - one broken scenario must not sink the rest
+            traceback.print_exc(file=sys.stderr)
+            ctx.raw.setdefault("errors", {})[name] = traceback.format_exc()
+            ctx.add(*(Row(t, f"error: {type(exc).__name__}: {exc}", bar, "failed")
+                      for t, bar in titles))
+        ctx.raw.setdefault("seconds", {})[name] = round(time.monotonic() - t_start[0], 1)
+
+    t_start = [0.0]
+    plan = [
+        ("baseline", [("baseline echo", "—")], scen_baseline),
+        ("intake", [(f"single-event intake, {c} conns", ">= 0.70x baseline") for c in cfg.conns],
+         scen_intake),
+        ("batch", [(f"batch intake, 1000/req, {cfg.batch_conns} conns", ">= 40,000 events/s")],
+         scen_batch),
+        ("prefilled", [(f"intake, {human_n(cfg.intake_prefill)} stored vs empty", ">= 0.85")],
+         scen_prefilled),
+    ]
+    read_which = [s for s in ("list", "search") if s in only]
+    if read_which:
+        plan.append(("+".join(read_which),
+                     [(f"{s}, {human_n(cfg.read_prefill)} events",
+                       "p50 <= 5 ms" if s == "list" else "p50 <= 30 ms") for s in read_which],
+                     lambda c: scen_read(c, read_which)))
+    plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
+    try:
+        for name, titles, fn in plan:
+            if name in only or name == "+".join(read_which):
+                t_start[0] = time.monotonic()
+                guarded(name, titles, fn)
+        rss_row(ctx)
+    finally:
+        if args.keep_tmp:
+            progress(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    elapsed = round(time.monotonic() - started, 1)
+    out_path = Path(args.json) if args.json else RESULTS_DIR / (date.replace(":", "").replace("-", "") + ".json")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ctx.raw.pop("_refilled", None)
+    result = {"date": date, "quick": cfg.quick, "elapsed_s": elapsed, "machine": machine,
+              "config": msgspec.structs.asdict(cfg) if hasattr(cfg, "__struct_fields__") else cfg.__dict__,
+              "rows": [r.__dict__ for r in ctx.rows], "server_memory": ctx.memory, "raw": ctx.raw}
+    result["machine"]["loadavg_at_end"] = loadavg()
+    out_path.write_bytes(msgspec.json.format(msgspec.json.encode(result)))
+
+    print(header)
+    if busy:
+        print(busy)
+    print_table(ctx.rows)
+    notes = []
+    if any("*" in r.scenario and "stored vs empty" in r.scenario for r in ctx.rows):
+        notes.append(f"{human_n(cfg.intake_prefill)} events stored for the intake comparison (bar: 5M)")
+    if any("*" in r.scenario and "events" in r.scenario for r in ctx.rows):
+        notes.append(f"{human_n(cfg.read_prefill)} events for list/search (bar: 1M)")
+    if notes:
+        print(" * smaller dataset than the spec's bar: " + "; ".join(notes) + ". Indicative only.")
+    print(f"({elapsed:.0f}s; full results in {out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path})")
+    if args.strict and any(r.status in ("short", "failed", "errors") for r in ctx.rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
