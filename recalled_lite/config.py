@@ -56,10 +56,54 @@ class EventsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     max_batch: Annotated[int, Meta(ge=1, le=10000)] = 1000
 
 
+Delay = Annotated[float, Meta(ge=0, le=7 * 24 * 3600)]
+
+
+class WebhooksConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Webhook delivery (SPEC §5; docs/webhooks.md). `server.dev` implies
+    allow_private_destinations = true and dev_retry_schedule."""
+
+    # Allow destinations on loopback/private/link-local/CGNAT addresses (SSRF guard off).
+    allow_private_destinations: bool = False
+    # Whole attempt (connect + send + response) must finish within this; else it failed.
+    timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 15.0
+    # Delays between attempts, after the first try; when exhausted the message is failed.
+    retry_schedule: Annotated[list[Delay], Meta(max_length=50)] = msgspec.field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000])
+    # The schedule used with --dev (server.dev = true).
+    dev_retry_schedule: Annotated[list[Delay], Meta(max_length=50)] = msgspec.field(
+        default_factory=lambda: [1, 2, 4, 8, 16])
+    # Each scheduled delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    jitter: Annotated[float, Meta(ge=0, lt=1)] = 0.2
+    # Deliveries in flight at once, over all subscriptions / per subscription.
+    max_in_flight: Annotated[int, Meta(ge=1, le=4096)] = 64
+    max_in_flight_per_subscription: Annotated[int, Meta(ge=1, le=1024)] = 4
+    # A subscription whose attempts keep failing with no success for this long becomes invalid.
+    disable_after_seconds: Annotated[float, Meta(gt=0)] = 432000.0
+    # After POST .../secret/rotate the old secret keeps signing (a second signature) this long.
+    secret_rotation_overlap_seconds: Annotated[float, Meta(ge=0)] = 86400.0
+    # Receiver response bodies: stored up to max_response_body_bytes, never read past
+    # max_response_read_bytes.
+    max_response_body_bytes: Annotated[int, Meta(ge=0, le=1024 * 1024)] = 20480
+    max_response_read_bytes: Annotated[int, Meta(ge=0, le=16 * 1024 * 1024)] = 65536
+    # A claimed delivery row is leased for this long (informative: after a crash or restart
+    # every unfinished row is sent again at once, with the same webhook-id).
+    lease_seconds: Annotated[float, Meta(gt=0)] = 120.0
+    # Deliveries handed from intake to the sender in memory (beyond: read back from the table).
+    handoff_limit: Annotated[int, Meta(ge=0, le=1_000_000)] = 4096
+    # recover / replay_missing jobs process this many rows per write transaction.
+    job_chunk_size: Annotated[int, Meta(ge=1, le=100_000)] = 500
+    # A job pauses while its subscription has this many deliveries waiting.
+    job_max_backlog: Annotated[int, Meta(ge=1)] = 10000
+    # SIGTERM: in-flight deliveries get this long to finish; the rest are sent again on start.
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=300)] = 5.0
+
+
 class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     # Not in the file on purpose: secrets come from the environment.
     bootstrap_key: str | None = None
     secret: str | None = None

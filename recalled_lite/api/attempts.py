@@ -1,0 +1,106 @@
+"""Message attempts and resend (spec §5.3).
+
+    GET  /v1/event_subscriptions/{sub_id}/attempts?status=&begin=&end=&limit=&cursor=
+    GET  /v1/events/{event_id}/attempts?status=&begin=&end=&event_subscription_id=&limit=&cursor=
+    POST /v1/events/{event_id}/event_subscriptions/{sub_id}/resend
+
+Lists are newest first and include the open (pending/sending) attempt of every delivery
+still on its way. An organization-bound key sees only its organization's subscriptions
+and their attempts; everything else is 404.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..errors import NotFound, ValidationError
+from ..storage.base import RecordNotFound
+from ..storage.sqlite.webhooks import InvalidWebhookOperation
+from ..webhook_schemas import Page, decode_cursor, encode_cursor
+from .common import authorize, int_param, json_response
+from .subscriptions import SCOPE, attempt_to_wire, delivery, time_param, visible_subscription
+
+ATTEMPT_STATUSES = ("pending", "sending", "success", "failed")
+
+
+def _filters(request: Request) -> tuple[str | None, int | None, int | None, tuple[int, str] | None, int]:
+    status = request.query_params.get("status") or None
+    if status is not None:
+        status = status.lower()
+        if status not in ATTEMPT_STATUSES:
+            raise ValidationError.field("status", f"status must be one of {', '.join(ATTEMPT_STATUSES)}")
+    begin = time_param(request, "begin", upper=False)
+    end = time_param(request, "end", upper=True)
+    limit = int_param(request, "limit", minimum=1, maximum=200, default=50)
+    assert limit is not None
+    cursor = None
+    token = request.query_params.get("cursor") or None
+    if token is not None:
+        try:
+            created, _, attempt_id = decode_cursor("a", token).partition(":")
+            cursor = (int(created), attempt_id)
+        except ValueError:
+            raise ValidationError.field("cursor", "cursor is not one this server issued") from None
+    return status, begin, end, cursor, limit
+
+
+def _page(rows: list[tuple], limit: int):
+    page, more = rows[:limit], len(rows) > limit
+    cursor = encode_cursor("a", f"{page[-1][12]}:{page[-1][0]}") if more else None
+    return json_response(Page([attempt_to_wire(r) for r in page], more, cursor))
+
+
+async def subscription_attempts(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    sub = visible_subscription(svc, request.path_params["sub_id"], key)
+    status, begin, end, cursor, limit = _filters(request)
+    assert svc.storage is not None
+    rows = await svc.storage.list_attempts(sub_ids=[sub.id], event_id=None, status=status, begin=begin,
+                                           end=end, cursor=cursor, limit=limit)
+    return _page(rows or [], limit)
+
+
+async def event_attempts(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    event_id = request.path_params["event_id"]
+    status, begin, end, cursor, limit = _filters(request)
+    only = request.query_params.get("event_subscription_id") or None
+    if only is not None:
+        sub_ids = [visible_subscription(svc, only, key).id]
+    else:
+        sub_ids = [s.id for s in svc.subs.values() if s.visible_to(key.organization)]
+    assert svc.storage is not None
+    if not await svc.storage.event_visible(event_id, key.organization):
+        raise NotFound("no event with that id")
+    rows = await svc.storage.list_attempts(sub_ids=sub_ids, event_id=event_id, status=status, begin=begin,
+                                           end=end, cursor=cursor, limit=limit)
+    if rows is None:
+        raise NotFound("no event with that id")
+    return _page(rows, limit)
+
+
+async def resend(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    sub_id = request.path_params["sub_id"]
+    event_id = request.path_params["event_id"]
+    visible_subscription(svc, sub_id, key)
+    assert svc.storage is not None
+    try:
+        row = await svc.storage.resend(event_id, sub_id, key.organization)
+    except RecordNotFound as exc:
+        what = "event" if str(exc) == event_id else "event subscription"
+        raise NotFound(f"no {what} with that id") from None
+    except InvalidWebhookOperation as exc:
+        raise ValidationError.field(exc.field, str(exc)) from None
+    return json_response({"data": attempt_to_wire(row)}, status=202)
+
+
+routes = [
+    Route("/v1/event_subscriptions/{sub_id}/attempts", subscription_attempts, methods=["GET"]),
+    Route("/v1/events/{event_id}/attempts", event_attempts, methods=["GET"]),
+    Route("/v1/events/{event_id}/event_subscriptions/{sub_id}/resend", resend, methods=["POST"]),
+]
