@@ -22,9 +22,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .api import actors as actors_api
+from .api import attempts as attempts_api
+from .api import embed as embed_api
 from .api import events as events_api
+from .api import exports as exports_api
 from .api import health as health_api
 from .api import keys as keys_api
+from .api import subscriptions as subscriptions_api
 from .api.common import AppContext, json_response
 from .config import Config
 from .errors import (
@@ -203,7 +208,9 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
             await loop.run_in_executor(None, store.close)
             log.info("database closed cleanly")
 
-    routes = [*health_api.routes, *keys_api.routes, *events_api.routes]
+    # Webhook routes first: /v1/events/{id}/attempts and .../resend before /v1/events/{id}.
+    routes = [*health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
+              *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,4 +1,4 @@
-"""`recalled-lite` command line: serve, keys, verify, backup, version."""
+"""`recalled-lite` command line: serve, keys, verify, export, backup, version."""
 
 from __future__ import annotations
 
@@ -103,9 +103,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _services(config: Config) -> list[Any]:
+    from .delivery.service import DeliveryService
     from .services import KeyCacheRefresher
 
-    return [KeyCacheRefresher()]
+    return [KeyCacheRefresher(), DeliveryService(config)]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -187,6 +188,54 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from .exporting import Renderer
+    from .progress import Progress
+    from .search_query import QueryError, parse_date_bound
+    from .storage.sqlite.filters import ListFilters
+    from .storage.sqlite.offline import export_file
+
+    config = _load(args)
+    try:
+        date_from = parse_date_bound(args.date_from, upper=False) if args.date_from else None
+        date_to = parse_date_bound(args.date_to, upper=True) if args.date_to else None
+    except QueryError as exc:
+        raise ConfigError(f"--date-from/--date-to: {exc}") from None
+    filters = ListFilters(
+        organization=args.organization, actor_id=args.actor_id, action=args.action,
+        target_type=args.target_type, target_id=args.target_id,
+        date_from_ms=date_from, date_to_ms=date_to,
+    )
+    bar = Progress("exporting (seq)")
+    if args.output in (None, "-"):
+        try:
+            count, head_seq, _ = export_file(config.db_path, filters, lambda pid: Renderer(args.format, pid),
+                                             sys.stdout.buffer.write, progress=bar.update)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `recalled-lite export | head`: the reader left, stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        destination = "stdout"
+    else:
+        # Written beside the target and renamed at the end: no half file under the real name.
+        partial = args.output + ".partial"
+        try:
+            with open(partial, "wb") as out:
+                count, head_seq, _ = export_file(config.db_path, filters, lambda pid: Renderer(args.format, pid),
+                                                 out.write, progress=bar.update)
+            os.replace(partial, args.output)
+        except BaseException:
+            if os.path.exists(partial):
+                os.unlink(partial)
+            raise
+        destination = args.output
+    bar.finish()
+    sys.stderr.write(f"exported {count:,} events ({args.format}, chain head seq {head_seq}) to {destination}\n")
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .storage.sqlite.offline import backup_file
@@ -242,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--from-seq", type=int, dest="from_seq")
     verify.add_argument("--to-seq", type=int, dest="to_seq")
     verify.set_defaults(func=cmd_verify)
+
+    export = sub.add_parser("export", help="export events offline (read-only), with a progress bar")
+    _common(export)
+    export.add_argument("--format", choices=["ndjson", "csv", "json"], default="ndjson",
+                        help="ndjson (default), csv or json; the formats of GET /v1/exports")
+    export.add_argument("--output", "-o", help="file to write (default: stdout)")
+    export.add_argument("--organization")
+    export.add_argument("--actor-id", dest="actor_id")
+    export.add_argument("--action", help="exact, or a prefix ending with *")
+    export.add_argument("--target-type", dest="target_type")
+    export.add_argument("--target-id", dest="target_id")
+    export.add_argument("--date-from", dest="date_from", help="RFC 3339 or a date (inclusive)")
+    export.add_argument("--date-to", dest="date_to", help="RFC 3339 or a date (inclusive: the whole day)")
+    export.set_defaults(func=cmd_export)
 
     backup = sub.add_parser("backup", help="consistent online copy of the database")
     _common(backup)

@@ -1,4 +1,4 @@
-"""POST /v1/events, POST /v1/events/batch, GET /v1/events/verify (SPEC §4.1-4.4)."""
+"""POST /v1/events, /batch; GET /v1/events (list), /search, /verify, /{id} (SPEC §4.1-4.6)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .common import (
     authorize, context, decode_json, describe_validation_error, event_to_wire, int_param,
     json_response, read_body,
 )
+from .reading import cursor_param, list_page, search_page
 
 _decode_event_raw = msgspec.json.Decoder(EventIn).decode
 
@@ -173,10 +174,28 @@ async def get_event(request: Request):
     return json_response({"data": event_to_wire(record, ctx.store.project_id)})
 
 
-# Literal paths (/batch, /verify) come before /{event_id} so they are not taken for ids.
+async def list_events(request: Request):
+    """GET /v1/events: newest first (occurredAt, then seq), or `after_seq` tailing (seq ascending)."""
+    ctx = context(request)
+    key = await authorize(request, "events:read")
+    page = await list_page(request, ctx.store, key.organization, cursor_param(request, ("list", "tail")))
+    return json_response(page)
+
+
+async def search_events(request: Request):
+    """GET /v1/events/search?q=: full text plus qualifiers (search_query.py), newest first."""
+    ctx = context(request)
+    key = await authorize(request, "events:read")
+    page = await search_page(request, ctx.store, key.organization, cursor_param(request, ("search",)))
+    return json_response(page)
+
+
+# Literal paths (/batch, /search, /verify) come before /{event_id} so they are not taken for ids.
 routes = [
     Route("/v1/events", create_event, methods=["POST"]),
+    Route("/v1/events", list_events, methods=["GET"]),
     Route("/v1/events/batch", create_batch, methods=["POST"]),
+    Route("/v1/events/search", search_events, methods=["GET"]),
     Route("/v1/events/verify", verify_events, methods=["GET"]),
     Route("/v1/events/{event_id}", get_event, methods=["GET"]),
 ]

@@ -61,6 +61,32 @@ class PreparedEvent:
     fts: tuple[str, str, str, str, str]
 
 
+class ExportRecord(NamedTuple):
+    """An EventRecord plus what an offline verifier needs (docs/integrity.md §4)."""
+
+    seq: int
+    id: str
+    organization: str | None
+    action: str
+    actor_type: str | None
+    actor_id: str | None
+    actor_name: str | None
+    actor_email: str | None
+    targets: str | None
+    metadata: str | None
+    ip_address: str | None
+    user_agent: str | None
+    occurred_at: int
+    received_at: int
+    idempotency_key: str | None
+    prev_hash: str | None
+    hash: str
+    signature: str
+    personal_salt: bytes | None  # NULL once erased
+    personal_digest: str
+    erased_at: int | None
+
+
 class AppendResult(NamedTuple):
     event: EventRecord
     deduplicated: bool
@@ -106,4 +132,14 @@ class Store(Protocol):
     def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None: ...
     def list_keys(self) -> list[ApiKeyRecord]: ...
     async def verify_chain(self, from_seq: int | None, to_seq: int | None) -> dict[str, Any]: ...
+    # Read side (§4.5-4.8). `filters` is a storage.sqlite.filters.ListFilters (plain data);
+    # `organization_wall` is the organization of a bound key (every row belongs to it).
+    async def list_events(self, filters: Any, organization_wall: str | None) -> tuple[list[EventRecord], bool]: ...
+    async def search_events(self, query: Any, organization_wall: str | None, limit: int,
+                            cursor: Any) -> tuple[list[EventRecord], bool]: ...
+    async def chain_head(self) -> tuple[int, str | None]: ...
+    async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
+                           render: Callable[[list[ExportRecord]], Any]) -> tuple[Any, int | None]: ...
+    async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int) -> int: ...
+    def derive_key(self, purpose: str) -> bytes: ...
     async def check_writable(self) -> None: ...

@@ -23,6 +23,13 @@ def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb:
     conn.execute("PRAGMA foreign_keys=ON")
     # Temp b-trees (sorts) in memory: faster, and no stray temp files.
     conn.execute("PRAGMA temp_store=MEMORY")
+    # Zero deleted content and freed pages as they are freed, so no stale copy
+    # of a row (left behind by a b-tree split or an FTS5 segment merge) survives
+    # in the file. Erasure relies on it: with this off, erased personal data
+    # can linger in free space (tests/test_erasure.py greps the file). Debian
+    # builds SQLite with this on by default, so there it changes nothing; the
+    # pragma makes it hold on every build.
+    conn.execute("PRAGMA secure_delete=ON")
     return conn
 
 

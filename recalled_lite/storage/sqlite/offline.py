@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ...errors import ConfigError
 from .connection import open_reader
+from .reads import chain_head, export_chunk
 from .store import scan_chain
 
 
@@ -51,3 +52,30 @@ def backup_file(source: Path, destination: Path,
     finally:
         dst.close()
         src.close()
+
+
+def export_file(path: Path, filters: Any, make_renderer: Callable[[str], Any], write: Callable[[bytes], Any],
+                progress: Callable[[int, int], None] | None = None) -> tuple[int, int, str | None]:
+    """Write an export of the file, read-only, the way GET /v1/exports does (safe while serving).
+
+    `make_renderer(project_id)` gives an exporting.Renderer. Returns (events written,
+    head seq, head hash); the export covers the log up to the head at its start.
+    """
+    _check_database(path)
+    conn = open_reader(path, busy_timeout_ms=5000, cache_mb=16)
+    try:
+        project_id = conn.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()[0]
+        head_seq, head_hash = chain_head(conn)
+        renderer = make_renderer(project_id)
+        write(renderer.header())
+        after: int | None = 0
+        while after is not None and after < head_seq:
+            data, after = export_chunk(conn, filters, None, after, head_seq, renderer.chunk)
+            if data:
+                write(data)
+            if progress is not None:
+                progress(after if after is not None else head_seq, head_seq)
+        write(renderer.footer(head_seq, head_hash))
+        return renderer.count, head_seq, head_hash
+    finally:
+        conn.close()

@@ -23,6 +23,7 @@ from ...timefmt import format_ms, now_ms
 from ..base import ApiKeyRecord, AppendResult, EventRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound
 from .connection import open_writer
 from .migrate import migrate
+from . import erasure, reads
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp
 
@@ -110,7 +111,9 @@ class AppendEvents(WriteOp):
                     continue
                 row = conn.execute(_FIND_IDEMPOTENT, scope).fetchone()
                 if row is not None:
-                    if row[-1] != event.request_digest:
+                    # A NULL digest: the event was erased, and with it the fingerprint
+                    # that told payloads apart; a repeat is replayed, never stored again.
+                    if row[-1] is not None and row[-1] != event.request_digest:
                         failure = IdempotencyKeyReused(row[1], index)
                         break
                     results[index] = AppendResult(_make_record(row[:-1]), True)
@@ -140,9 +143,9 @@ class AppendEvents(WriteOp):
         seq: int = state["head_seq"]
         prev_hash: str | None = state["head_hash"]
         event_rows, target_rows, fts_rows, records = [], [], [], []
-        for results, index, ev in fresh:
+        for (results, index, ev), ulid in zip(fresh, ulids.batch(len(fresh))):
             seq += 1
-            event_id = "evt_" + ulids.new()
+            event_id = "evt_" + ulid
             core = core_document(
                 event_id=event_id, seq=seq, project_id=project_id,
                 organization=ev.organization, action=ev.action, actor_type=ev.actor_type,
@@ -215,6 +218,7 @@ class SqliteStore:
         self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
+        self._purge_lock: asyncio.Lock | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -290,6 +294,55 @@ class SqliteStore:
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
+    # -- read side: list, search, export (§4.5-4.7) ----------------------------
+
+    async def list_events(self, filters: Any, organization_wall: str | None) -> tuple[list[EventRecord], bool]:
+        return await self.read(reads.list_page, filters, organization_wall)
+
+    async def search_events(self, query: Any, organization_wall: str | None, limit: int,
+                            cursor: Any) -> tuple[list[EventRecord], bool]:
+        return await self.read(reads.search_page, query, organization_wall, limit, cursor)
+
+    async def chain_head(self) -> tuple[int, str | None]:
+        """The newest event readers can see: (seq, hash), or (0, None)."""
+        return await self.read(reads.chain_head)
+
+    async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
+                           render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
+        return await self.read(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
+
+    # -- erasure (§4.7) -------------------------------------------------------
+
+    async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int) -> int:
+        """Erase the actor's personal fields on every matching event; returns the count.
+
+        One chunk per write transaction, then the purge (storage/sqlite/erasure.py).
+        Concurrent erasures share a purge when their rows were committed before it ran.
+        """
+        total = 0
+        while True:
+            done = await self.write(erasure.erase_chunk, actor_id, organization, erased_at)
+            total += done
+            if done < erasure.ERASE_CHUNK:
+                break
+        if self._purge_lock is None:
+            self._purge_lock = asyncio.Lock()
+        async with self._purge_lock:
+            # Also repairs a purge left owed by a crash between chunks and purge.
+            purged = await self.write(_purge_if_pending)
+            if purged:
+                loop = asyncio.get_running_loop()
+                emptied = await loop.run_in_executor(None, _checkpoint_after_purge, self.path,
+                                                     self._busy_timeout_ms)
+                if not emptied:
+                    log.warning("erasure: the WAL could not be truncated (long-running readers); "
+                                "old page images stay in it until the next checkpoint")
+        return total
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
+        return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
+
     # -- keys ---------------------------------------------------------------
 
     def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
@@ -336,6 +389,27 @@ class SqliteStore:
     async def check_writable(self) -> None:
         # BEGIN IMMEDIATE takes the write lock: if this commits, writes work.
         await self.write(lambda conn: conn.execute("SELECT 1").fetchone())
+
+
+def _purge_if_pending(conn: sqlite3.Connection) -> bool:
+    if not erasure.purge_pending(conn):
+        return False
+    erasure.purge(conn)
+    return True
+
+
+def _checkpoint_after_purge(path: Path, busy_timeout_ms: int) -> bool:
+    # PASSIVE first copies most frames without blocking writers; the TRUNCATE
+    # that follows then only has the tail left to copy while it holds them off.
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
+    return erasure.checkpoint_truncate(path, busy_timeout_ms=min(busy_timeout_ms, 1000), attempts=10)
 
 
 def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None) -> EventRecord | None:

@@ -1,0 +1,44 @@
+"""DELETE /v1/actors/{id}[?organization=] (SPEC §4.7): GDPR erasure of one actor's personal data.
+
+Response (snake_case: the SDK reads these keys):
+``{"data": {"actor_id", "anonymized_events", "erased_at"}}``. What is erased and how
+the chain still verifies: storage/sqlite/erasure.py, docs/api.md, docs/integrity.md.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..auth import write_organization
+from ..errors import ValidationError
+from ..timefmt import format_ms, now_ms
+from .common import authorize, context, json_response
+
+MAX_ACTOR_ID = 255
+
+
+async def delete_actor(request: Request):
+    ctx = context(request)
+    key = await authorize(request, "actors:delete")
+    actor_id = request.path_params["actor_id"]
+    if not actor_id:
+        raise ValidationError.field("id", "the actor id is required: DELETE /v1/actors/{id}")
+    if len(actor_id) > MAX_ACTOR_ID:
+        raise ValidationError.field("id", f"the actor id is longer than {MAX_ACTOR_ID} characters")
+    requested = request.query_params.get("organization") or None
+    if requested is not None and len(requested) > 128:
+        raise ValidationError.field("organization", "organization is longer than 128 characters")
+    # Erasure is a write: a bound key erases only within its organization (403 for another).
+    organization = write_organization(key, requested)
+    erased_at = now_ms()
+    count = await ctx.store.erase_actor(actor_id, organization, erased_at)
+    return json_response({"data": {
+        "actor_id": actor_id,
+        "anonymized_events": count,
+        "erased_at": format_ms(erased_at),
+    }})
+
+
+# `:path`: actor ids may contain '/' (sent percent-encoded by the SDK).
+routes = [Route("/v1/actors/{actor_id:path}", delete_actor, methods=["DELETE"])]
