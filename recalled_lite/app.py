@@ -76,7 +76,6 @@ def configure_logging(level: str) -> None:
 @dataclass
 class Metrics:
     responses: Counter = field(default_factory=Counter)
-    providers: list[Callable[[], list[str]]] = field(default_factory=list)
 
 
 def _error_response(exc: APIError) -> Response:

@@ -44,3 +44,31 @@ def test_logs_are_json_lines_with_request_ids(server):
     # one-time admin key banner, which this fixture does not trigger.
     raw = [l for l in server.log_text().splitlines() if l.strip()]
     assert all(l.startswith("{") for l in raw), [l for l in raw if not l.startswith("{")][:3]
+
+
+def test_metrics_count_writes_and_webhook_deliveries(make_server):
+    from webhook_receiver import Receiver, wait_until
+
+    srv = make_server("metrics", args=["--dev"])
+    receiver = Receiver()
+    try:
+        with srv.client() as c:
+            sub = c.post("/v1/event_subscriptions", json={"url": receiver.url(), "event_types": []})
+            assert sub.status_code in (200, 201), sub.text
+            for _ in range(3):
+                assert c.post("/v1/events", json={"action": "metric.check"}).status_code == 200
+            wait_until(lambda: len(receiver.received()) >= 3, message="3 deliveries")
+
+            def scrape() -> dict[str, float]:
+                text = c.get("/metrics").text
+                return {line.split(" ")[0]: float(line.split(" ")[1])
+                        for line in text.splitlines() if line and not line.startswith("#")}
+
+            values = wait_until(lambda: (v := scrape())["recalled_webhook_deliveries_total"] >= 3 and v,
+                                message="delivery counter")
+            assert values["recalled_events_stored"] == 3
+            assert values["recalled_writer_ops_total"] >= 3
+            assert values['recalled_http_requests_total{status="200"}'] >= 3
+            assert "recalled_webhook_in_flight" in values
+    finally:
+        receiver.close()

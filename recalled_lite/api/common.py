@@ -29,6 +29,8 @@ class AppContext:
     services: list[Any] = field(default_factory=list)
     # name -> async () -> str|None (None = ready, else the reason it is not)
     readiness_checks: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # Each returns Prometheus text lines for GET /metrics (services register theirs).
+    metrics_providers: list[Callable[[], list[str]]] = field(default_factory=list)
     shutting_down: bool = False
 
 

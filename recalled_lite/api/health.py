@@ -55,7 +55,7 @@ async def metrics(request: Request):
     ]
     for status, count in sorted(metrics_state.responses.items()):
         lines.append(f'recalled_http_requests_total{{status="{status}"}} {count}')
-    for provider in metrics_state.providers:
+    for provider in ctx.metrics_providers:
         lines.extend(provider())
     return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

@@ -175,6 +175,7 @@ class DeliveryService:
             asyncio.create_task(self._jobs_loop(), name="webhook-jobs"),
         ]
         ctx.readiness_checks["delivery"] = self._readiness
+        ctx.metrics_providers.append(self._metrics)
         self._wake.set()
         if due or jobs:
             log.info("webhook delivery resumed", extra={"fields": {
@@ -563,6 +564,19 @@ class DeliveryService:
         self._record(AttemptOutcome(item, True, sub.url, status, response_body, error, duration,
                                     started_at, retry_after))
         self._release(item.subscription_id)
+
+    def _metrics(self) -> list[str]:
+        return [
+            "# HELP recalled_webhook_deliveries_total Webhook attempts that got a 2xx.",
+            "# TYPE recalled_webhook_deliveries_total counter",
+            f"recalled_webhook_deliveries_total {self.delivered}",
+            "# HELP recalled_webhook_failed_attempts_total Webhook attempts that failed (retried or final).",
+            "# TYPE recalled_webhook_failed_attempts_total counter",
+            f"recalled_webhook_failed_attempts_total {self.failed_attempts}",
+            "# HELP recalled_webhook_in_flight Webhook attempts in flight now.",
+            "# TYPE recalled_webhook_in_flight gauge",
+            f"recalled_webhook_in_flight {self.inflight_total}",
+        ]
 
     async def _read_body(self, stream: Any) -> str:
         """The response body, read no further than max_response_read_bytes and stored up to
