@@ -157,3 +157,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
     yield srv
     srv.kill()
+
+
+@pytest.fixture(scope="module")
+def rx():
+    """A loopback webhook receiver shared by a test module (tests/webhook_receiver.py)."""
+    from webhook_receiver import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()

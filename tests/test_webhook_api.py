@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 
 import pytest
 
 from conftest import ServerProcess
-from webhook_receiver import Receiver, wait_until
+from webhook_receiver import tag, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -18,17 +17,6 @@ def srv(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("wh_api"), args=["--dev"]).start()
     yield server
     server.kill()
-
-
-@pytest.fixture(scope="module")
-def rx():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 def create(c, url, **fields):

@@ -9,7 +9,6 @@ the slow ones overlap), then checked by its own test.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime
 
 import httpx
@@ -18,7 +17,7 @@ import standardwebhooks
 import svix.webhooks
 
 from conftest import ServerProcess
-from webhook_receiver import Receiver, Reply, wait_until
+from webhook_receiver import Reply, tag, wait_until
 
 SCHEDULE = [0.3, 0.6, 1.2]  # seconds between attempts; 4 attempts in all
 CONFIG = f"""
@@ -38,17 +37,6 @@ def srv(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("wh_delivery"), config_text=CONFIG).start()
     yield server
     server.kill()
-
-
-@pytest.fixture(scope="module")
-def rx():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 def subscribe(c, url, patterns):

@@ -30,13 +30,6 @@ def srv(tmp_path_factory):
     server.kill()
 
 
-@pytest.fixture(scope="module")
-def rx():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
 def now_iso() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"

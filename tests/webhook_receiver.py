@@ -11,9 +11,15 @@ import json
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+
+def tag() -> str:
+    """A short unique marker, so tests sharing a server do not see each other's data."""
+    return uuid.uuid4().hex[:10]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05,
