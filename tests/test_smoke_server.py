@@ -34,12 +34,18 @@ def test_example_event_round_trip(server):
 def test_logs_are_json_lines_with_request_ids(server):
     import json
 
+    from webhook_receiver import wait_until
+
     with server.client() as c:
         c.get("/v1/nope", headers={"x-request-id": "log-check-42"})
-    lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
-    assert lines, "no JSON log lines"
-    access = [l for l in lines if l.get("request_id") == "log-check-42"]
-    assert access and access[0]["status"] == 404 and access[0]["path"] == "/v1/nope"
+
+    def access_lines():
+        # The access line is written once the response has gone out: poll for it.
+        lines = [json.loads(line) for line in server.log_text().splitlines() if line.startswith("{")]
+        return [entry for entry in lines if entry.get("request_id") == "log-check-42"]
+
+    access = wait_until(access_lines, timeout=5, message="the access log line")
+    assert access[0]["status"] == 404 and access[0]["path"] == "/v1/nope"
     # Every line the server writes is JSON (uvicorn's own included), except the
     # one-time admin key banner, which this fixture does not trigger.
     raw = [l for l in server.log_text().splitlines() if l.strip()]
