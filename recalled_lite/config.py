@@ -46,6 +46,10 @@ class DatabaseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     busy_timeout_ms: Annotated[int, Meta(ge=0)] = 5000
     readers: Annotated[int, Meta(ge=1, le=64)] = 4
     cache_mb: Annotated[int, Meta(ge=1)] = 32
+    # Cap on the database file in pages (PRAGMA max_page_count; 0 = no cap). Past it, writes get
+    # 503 UNAVAILABLE as on a full disk. A guard against one file eating the disk; raise it and
+    # restart to resume.
+    max_page_count: Annotated[int, Meta(ge=0)] = 0
 
 
 class EventsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -99,11 +103,33 @@ class WebhooksConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=300)] = 5.0
 
 
+class KeyRateLimit(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    per_second: Annotated[float, Meta(ge=0)]
+    # 0 = per_second rounded up (at least 1).
+    burst: Annotated[int, Meta(ge=0)] = 0
+
+
+class LimitsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Rate limits per API key and monthly quotas per organization (docs/api.md#limits)."""
+
+    # Requests per second per API key (token bucket); 0 = no rate limit.
+    rate_limit_per_second: Annotated[float, Meta(ge=0)] = 0.0
+    # Bucket size: requests a key may send at once after being idle; 0 = per_second rounded up.
+    rate_limit_burst: Annotated[int, Meta(ge=0)] = 0
+    # Per-key overrides, by key id ("key_...") or key prefix (the 8 characters after rec_live_).
+    keys: dict[str, KeyRateLimit] = msgspec.field(default_factory=dict)
+    # Events an organization may store per calendar month (UTC); 0 = unlimited.
+    monthly_events_default: Annotated[int, Meta(ge=0)] = 0
+    # Per-organization monthly quotas; "" is the quota of events without an organization.
+    monthly_events: dict[str, Annotated[int, Meta(ge=0)]] = msgspec.field(default_factory=dict)
+
+
 class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     # Not in the file on purpose: secrets come from the environment.
     bootstrap_key: str | None = None
     secret: str | None = None

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, ValidationError
+from ..limits import Limits
 from ..schemas import ActorOut, EventOut
 from ..storage.base import ApiKeyRecord, EventRecord
 from ..timefmt import format_ms
@@ -32,6 +33,12 @@ class AppContext:
     # Each returns Prometheus text lines for GET /metrics (services register theirs).
     metrics_providers: list[Callable[[], list[str]]] = field(default_factory=list)
     shutting_down: bool = False
+    # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
+    limits: Any = None
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = Limits.from_config(self.config.limits)
 
 
 def context(request: Request) -> AppContext:
@@ -46,6 +53,9 @@ async def authorize(request: Request, scope: str) -> ApiKeyRecord:
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
         record = await ctx.store.load_key(prefix)
     key = check_key(token, record)
+    rate = ctx.limits.rate
+    if rate is not None:
+        rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
     require_scope(key, scope)
     return key
 

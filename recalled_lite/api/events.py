@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from ..errors import APIError, Forbidden, IdempotencyConflict, NotFound, ValidationError
 from ..intake import error_entry, prepare_event
+from ..limits import append_within_quota
 from ..schemas import BatchCreated, BatchIn, EventCreated, EventIn, decode_batch, decode_event
 from ..storage.base import IdempotencyKeyReused
 from ..timefmt import now_ms
@@ -45,8 +46,12 @@ async def create_event(request: Request):
     prepared = prepare_event(
         event, key, ctx.config.events, received_at, request.headers.get("idempotency-key")
     )
+    quotas = ctx.limits.quotas
     try:
-        (result,) = await ctx.store.append_events([prepared])
+        if quotas is None:
+            (result,) = await ctx.store.append_events([prepared])
+        else:
+            (result,) = await append_within_quota(quotas, ctx.store, [prepared], received_at)
     except IdempotencyKeyReused as exc:
         raise _conflict(exc, batch=False) from None
     headers = {"Idempotent-Replayed": "true"} if result.deduplicated else None
@@ -123,8 +128,12 @@ async def create_batch(request: Request):
         raise ValidationError(f"{len(errors)} of {len(items)} events are invalid", {"errors": errors})
 
     unique = [ev for i, ev in enumerate(prepared) if i not in repeats]
+    quotas = ctx.limits.quotas
     try:
-        stored = await ctx.store.append_events(unique)
+        if quotas is None:
+            stored = await ctx.store.append_events(unique)
+        else:
+            stored = await append_within_quota(quotas, ctx.store, unique, received_at)
     except IdempotencyKeyReused as exc:
         # Map the index back from the de-duplicated list to the request's.
         original = [i for i in range(len(prepared)) if i not in repeats][exc.index]
