@@ -32,7 +32,7 @@ def _open_store(config: Config):
     return SqliteStore(
         config.db_path, secret=secret, synchronous=config.database.synchronous,
         busy_timeout_ms=config.database.busy_timeout_ms, readers=config.database.readers,
-        cache_mb=config.database.cache_mb,
+        cache_mb=config.database.cache_mb, max_page_count=config.database.max_page_count,
     )
 
 

@@ -6,7 +6,8 @@ import sqlite3
 from pathlib import Path
 
 
-def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb: int) -> sqlite3.Connection:
+def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb: int,
+                max_page_count: int = 0) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, because one
     # transaction spans many requests (group commit).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -30,6 +31,10 @@ def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb:
     # builds SQLite with this on by default, so there it changes nothing; the
     # pragma makes it hold on every build.
     conn.execute("PRAGMA secure_delete=ON")
+    # database.max_page_count: a cap on the file, per connection (not stored in it). Past it
+    # SQLite answers SQLITE_FULL, which the writer maps to 503 like a full disk.
+    if max_page_count > 0:
+        conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
     return conn
 
 

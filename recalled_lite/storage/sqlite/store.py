@@ -199,7 +199,8 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
 
 class SqliteStore:
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
-                 busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32) -> None:
+                 busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
+                 max_page_count: int = 0) -> None:
         self.path = Path(path)
         self._secret = secret
         self._busy_timeout_ms = busy_timeout_ms
@@ -207,7 +208,8 @@ class SqliteStore:
         self._cache_mb = cache_mb
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = open_writer(self.path, synchronous=synchronous,
-                                 busy_timeout_ms=busy_timeout_ms, cache_mb=cache_mb)
+                                 busy_timeout_ms=busy_timeout_ms, cache_mb=cache_mb,
+                                 max_page_count=max_page_count)
         self.schema_version = migrate(self._conn)
         self.writer = Writer(self._conn)
         self.writer.state.update(secret=secret, ulids=UlidGenerator(), intake_hooks=[])
