@@ -30,6 +30,7 @@ from .api import exports as exports_api
 from .api import health as health_api
 from .api import keys as keys_api
 from .api import subscriptions as subscriptions_api
+from . import openapi
 from .api.common import AppContext, json_response
 from .config import Config
 from .errors import (
@@ -209,7 +210,8 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
 
     # Webhook routes first: /v1/events/{id}/attempts and .../resend before /v1/events/{id}.
     routes = [*health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
-              *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes]
+              *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
+              *openapi.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import configure_logging, create_app
+    from .http_protocol import protocol_class
 
     config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
     configure_logging(config.server.log_level)
@@ -85,7 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol plus a deadline for the request head and size caps.
+        http=protocol_class(config.server.header_timeout_seconds, config.server.max_url_bytes,
+                            config.server.max_header_bytes),
         lifespan="on",
         access_log=False,
         log_config=None,

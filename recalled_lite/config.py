@@ -35,6 +35,13 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     graceful_shutdown_seconds: Annotated[float, Meta(ge=0)] = 30.0
     # Cut keep-alive connections idle for longer than this.
     keepalive_seconds: Annotated[float, Meta(gt=0)] = 5.0
+    # A request head (request line + headers) must arrive within this long of its first byte (or
+    # of the connection opening), else 408 and the connection is closed: slow clients cannot
+    # hold connections (recalled_lite/http_protocol.py; uvicorn has no such setting).
+    header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    # Longer request URLs (path + query) get 414; larger headers (all names + values) get 431.
+    max_url_bytes: Annotated[int, Meta(ge=256)] = 16 * 1024
+    max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

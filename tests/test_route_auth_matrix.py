@@ -34,6 +34,8 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, tuple]] = {
     ("GET", "/healthz"): (PUBLIC, {}, ()),
     ("GET", "/readyz"): (PUBLIC, {}, ()),
     ("GET", "/metrics"): (PUBLIC, {}, ()),
+    ("GET", "/openapi.json"): (PUBLIC, {}, ()),
+    ("GET", "/docs"): (PUBLIC, {}, ()),
     ("OPTIONS", "/v1/embed/events"): (PUBLIC, {}, ()),
     ("GET", "/v1/embed/events"): ("embed-token", {}, ()),
     ("POST", "/v1/keys"): ("keys:manage",

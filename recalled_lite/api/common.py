@@ -20,6 +20,7 @@ from ..storage.base import ApiKeyRecord, EventRecord
 from ..timefmt import format_ms
 
 _json_encode = msgspec.json.Encoder().encode
+MAX_SQL_INT = 2**63 - 1
 _Raw = msgspec.Raw
 
 
@@ -162,7 +163,9 @@ def int_param(request: Request, name: str, *, minimum: int, maximum: int | None 
         value = int(raw)
     except ValueError:
         raise ValidationError.field(name, f"{name} must be an integer") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+    if maximum is None:
+        maximum = MAX_SQL_INT  # larger would overflow SQLite's INTEGER: a 400, not a 500
+    if value < minimum or value > maximum:
+        bounds = f"between {minimum} and {maximum}"
         raise ValidationError.field(name, f"{name} must be {bounds}")
     return value
