@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
+from ...ids import ulids as shared_ulids
 from ...integrity.chain import core_document, link
 from ...integrity.verify import ChainRow, ChainVerifier
 from ...timefmt import format_ms, now_ms
@@ -217,6 +218,7 @@ class SqliteStore:
         self.project_id = self._init_meta()
         self.writer.state["project_id"] = self.project_id
         self._load_chain_head(self._conn)
+        self._continue_ids_after_last_event()
         self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
@@ -242,6 +244,14 @@ class SqliteStore:
                 "restore the original secret file (or RECALLED_SECRET) — signatures would not verify"
             )
         return meta["project_id"]
+
+    def _continue_ids_after_last_event(self) -> None:
+        # A clock set back across a restart must not give new events ids below stored ones.
+        row = self._conn.execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None:
+            last = row[0].partition("_")[2]
+            self.writer.state["ulids"].continue_after(last)
+            shared_ulids.continue_after(last)
 
     def _load_chain_head(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
