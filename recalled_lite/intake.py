@@ -16,6 +16,7 @@ import msgspec
 from .auth import write_organization
 from .config import EventsConfig
 from .errors import APIError, EventTooLarge, ValidationError
+from .integrity.canonical import may_hold_floats
 from .integrity.chain import personal_digest, personal_document
 from .schemas import EventIn
 from .storage.base import ApiKeyRecord, PreparedEvent
@@ -66,16 +67,19 @@ def prepare_event(
     actor_type = actor_id = actor_name = actor_email = None
     if actor is not None:
         actor_type, actor_id, actor_name, actor_email = actor.type, actor.id, actor.name, actor.email
-        for field, value in (("type", actor_type), ("id", actor_id), ("name", actor_name), ("email", actor_email)):
-            _no_nul(value, f"actor.{field}")
+        # One scan of the four fields; the field names are built only for an error.
+        if "\x00" in f"{actor_type}{actor_id}{actor_name}{actor_email}":
+            for field, value in (("type", actor_type), ("id", actor_id), ("name", actor_name), ("email", actor_email)):
+                _no_nul(value, f"actor.{field}")
 
     targets: list[dict[str, Any]] | None = None
     targets_json: str | None = None
     if event.targets is not None:
         targets = []
         for i, t in enumerate(event.targets):
-            for field, value in (("type", t.type), ("id", t.id), ("name", t.name)):
-                _no_nul(value, f"targets[{i}].{field}")
+            if "\x00" in f"{t.type}{t.id}{t.name}":
+                for field, value in (("type", t.type), ("id", t.id), ("name", t.name)):
+                    _no_nul(value, f"targets[{i}].{field}")
             if not t.type or not t.id:
                 raise ValidationError.field(f"targets[{i}]", "targets need a non-empty type and id")
             targets.append({"type": t.type, "id": t.id, "name": t.name})
@@ -83,6 +87,7 @@ def prepare_event(
 
     metadata = event.metadata if event.metadata is not None else event.data
     metadata_json: str | None = None
+    floats = False
     if metadata is not None:
         encoded = _encode(metadata)
         if len(encoded) > limits.max_metadata_bytes:
@@ -90,11 +95,15 @@ def prepare_event(
                 f"metadata is {len(encoded)} bytes encoded; the limit is {limits.max_metadata_bytes}",
                 {"field": "metadata", "size": len(encoded), "limit": limits.max_metadata_bytes},
             )
-        if _depth(metadata) > limits.max_metadata_depth:
+        # Nesting depth is at most the number of opening brackets (those inside
+        # strings only add to the count), so the walk runs only when it could fail.
+        if (encoded.count(b"{") + encoded.count(b"[") > limits.max_metadata_depth
+                and _depth(metadata) > limits.max_metadata_depth):
             raise ValidationError.field(
                 "metadata", f"metadata is nested deeper than {limits.max_metadata_depth} levels"
             )
         metadata_json = encoded.decode()
+        floats = may_hold_floats(encoded)
 
     if event.occurred_at is not None:
         try:
@@ -130,9 +139,10 @@ def prepare_event(
         ))).digest()
 
     salt = _urandom(16)
+    # Only metadata can hold a number; the other personal fields are strings or null.
     digest = personal_digest(salt, personal_document(
         actor_id, actor_name, actor_email, metadata, event.ip_address, event.user_agent
-    ))
+    ), floats=floats)
     return PreparedEvent(
         organization=organization, action=action, actor_type=actor_type, actor_id=actor_id,
         actor_name=actor_name, actor_email=actor_email, targets=targets, targets_json=targets_json,

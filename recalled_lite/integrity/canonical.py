@@ -29,8 +29,13 @@ def canonical_without_floats(value: Any) -> bytes:
     return _sorted_encoder.encode(value)
 
 
+def may_hold_floats(encoded: bytes) -> bool:
+    """False when JSON text `encoded` has no non-integer number outside its strings."""
+    return _FLOAT.search(encoded) is not None and _FLOAT.search(_STRING.sub(b'""', encoded)) is not None
+
+
 def canonical(value: Any) -> bytes:
     out = _sorted_encoder.encode(value)
-    if _FLOAT.search(out) is None or _FLOAT.search(_STRING.sub(b'""', out)) is None:
+    if not may_hold_floats(out):
         return out
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -36,8 +36,11 @@ def personal_document(
     }
 
 
-def personal_digest(salt: bytes, document: dict[str, Any]) -> str:
-    return "sha256:" + _sha256(salt + canonical(document)).hexdigest()
+def personal_digest(salt: bytes, document: dict[str, Any], *, floats: bool = True) -> str:
+    """floats=False: the caller knows the document holds no float (intake checks the
+    metadata it has already encoded), so the float scan of canonical() is skipped."""
+    encoded = canonical(document) if floats else canonical_without_floats(document)
+    return "sha256:" + _sha256(salt + encoded).hexdigest()
 
 
 def core_document(

@@ -45,7 +45,15 @@ def fts_columns_from_values(
         target_words.extend(v for v in (t.get("type"), t.get("id"), t.get("name")) if v)
     values: list[str] = []
     if metadata:
-        _metadata_values(metadata, values)
+        # The flat case inline (one call per event, not one per value); nesting recurses.
+        for item in metadata.values():
+            kind = type(item)
+            if kind is str:
+                values.append(item)
+            elif kind is int:
+                values.append(str(item))
+            else:
+                _metadata_values(item, values)
     return action, actor, organization or "", " ".join(target_words), " ".join(values)
 
 
