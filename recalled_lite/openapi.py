@@ -303,6 +303,8 @@ ERRORS = {
     "503": "UNAVAILABLE: shutting down, disk full, database locked",
 }
 _HEADER = {"schema": {"type": "string"}}
+_REQUEST_ID = {"x-request-id": {"description": "yours, echoed, or a fresh req_...", "required": True,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 128}}}
 _RATE_HEADERS = {
     "Retry-After": {"description": "seconds to wait", **_HEADER},
     "RateLimit-Reset": {"description": "seconds until a request is allowed (RATE_LIMITED)", **_HEADER},
@@ -314,10 +316,11 @@ _RATE_HEADERS = {
 def _error_response(status: str) -> dict:
     response: dict[str, Any] = {"description": ERRORS[status],
                                 "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+    response["headers"] = dict(_REQUEST_ID)
     if status == "429":
-        response["headers"] = _RATE_HEADERS
+        response["headers"].update(_RATE_HEADERS)
     if status == "503":
-        response["headers"] = {"Retry-After": {"description": "seconds to wait", "required": True, **_HEADER}}
+        response["headers"]["Retry-After"] = {"description": "seconds to wait", "required": True, **_HEADER}
     return response
 
 
@@ -345,7 +348,7 @@ def build_document() -> dict[str, Any]:
             "summary": summary,
             "tags": [tag],
             "parameters": params,
-            "responses": {str(status): {"description": "success"}},
+            "responses": {str(status): {"description": "success", "headers": dict(_REQUEST_ID)}},
         }
         content = _content(response)
         if content is not None:
