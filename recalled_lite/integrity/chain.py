@@ -9,13 +9,11 @@ personal fields and the salt, keeps the digest, and the chain still verifies.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import Any
 
 from .canonical import canonical, canonical_without_floats
 
 _sha256 = hashlib.sha256
-_hmac_digest = hmac.digest
 
 
 def personal_document(
@@ -81,5 +79,29 @@ def link(prev_hash: str | None, core: dict[str, Any], secret: bytes) -> tuple[st
     message = (prev_hash or "").encode("ascii") + b"\n" + canonical_without_floats(core)
     return (
         "sha256:" + _sha256(message).hexdigest(),
-        "hmac-sha256:" + _hmac_digest(secret, message, "sha256").hex(),
+        "hmac-sha256:" + hmac_sha256_hex(secret, message),
     )
+
+
+_hmac_pads: dict[bytes, tuple[Any, Any]] = {}
+
+
+def hmac_sha256_hex(secret: bytes, message: bytes) -> str:
+    """HMAC-SHA256 (RFC 2104), the same bytes as hmac.digest(secret, message, "sha256").
+
+    The keyed inner and outer hash states are computed once per secret and copied
+    per message: 0.7 us instead of 1.7 us (OpenSSL 3 looks the digest up by name
+    on every hmac.digest call). The writer signs every event with it.
+    """
+    pads = _hmac_pads.get(secret)
+    if pads is None:
+        key = _sha256(secret).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\0")
+        pads = (_sha256(bytes(b ^ 0x36 for b in key)), _sha256(bytes(b ^ 0x5C for b in key)))
+        if len(_hmac_pads) < 16:  # one secret per store in practice; bounded anyway
+            _hmac_pads[secret] = pads
+    inner = pads[0].copy()
+    inner.update(message)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
