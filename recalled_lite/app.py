@@ -38,6 +38,7 @@ from .errors import (
     StorageUnavailable, Unavailable,
 )
 from .ids import new_id
+from .timefmt import format_ms
 
 log = logging.getLogger("recalled_lite")
 access_log = logging.getLogger("recalled_lite.access")
@@ -61,6 +62,39 @@ class JsonLineFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _encode(entry).decode()
+
+
+_lib_log = logging.getLogger("recalled_lite")
+_INFO = logging.INFO
+
+
+def write_access_line(fields: dict[str, Any]) -> None:
+    """The access line, the same JSON as JsonLineFormatter makes of access_log.info("request").
+
+    While logging is as configure_logging() left it (one JSON stream handler on
+    "recalled_lite", nothing on the access logger), the line is written straight to that
+    handler's stream: ~2 us instead of ~9 us through Logger.info (LogRecord, findCaller).
+    Any other setup (a test's handler, a filter, another formatter) takes the logging path.
+    """
+    handlers = _lib_log.handlers
+    if (len(handlers) == 1 and not access_log.handlers and access_log.propagate
+            and not _lib_log.propagate and not access_log.filters and not _lib_log.filters):
+        handler = handlers[0]
+        if (type(handler) is logging.StreamHandler and type(handler.formatter) is JsonLineFormatter
+                and not handler.filters and handler.level <= _INFO and access_log.isEnabledFor(_INFO)):
+            line = _encode({"ts": format_ms(time.time_ns() // 1_000_000), "level": "info",
+                            "logger": access_log.name, "msg": "request", **fields})
+            try:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write(line.decode() + "\n")
+                    handler.stream.flush()
+                return
+            except Exception:
+                pass  # let logging report the failure its own way
+        else:
+            if not access_log.isEnabledFor(_INFO):
+                return
+    access_log.info("request", extra={"fields": fields})
 
 
 def configure_logging(level: str) -> None:
@@ -174,13 +208,13 @@ class RequestContextMiddleware:
             status = status_holder[0]
             self.metrics.responses[status] += 1
             if self.access_log_enabled:
-                access_log.info("request", extra={"fields": {
+                write_access_line({
                     "request_id": request_id.decode(),
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
-                }})
+                })
 
 
 def create_app(config: Config, store: Any, services: list[Any] | None = None) -> Any:
@@ -209,7 +243,8 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
             log.info("database closed cleanly")
 
     # Webhook routes first: /v1/events/{id}/attempts and .../resend before /v1/events/{id}.
-    routes = [*health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
+    # Intake first: most requests are intake, and Starlette tries routes in order.
+    routes = [*events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
               *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
               *openapi.routes]
     app = Starlette(

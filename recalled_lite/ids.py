@@ -8,10 +8,11 @@ going back in time, so ids keep the order in which they were issued.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
+
+from .randbuf import random_bytes
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -65,7 +66,7 @@ class UlidGenerator:
         now_ms = time.time_ns() // 1_000_000
         with self._lock:
             # 78 random bits leave room to count up within the millisecond.
-            start = (now_ms << 80) | (int.from_bytes(os.urandom(10), "big") >> 2)
+            start = (now_ms << 80) | (int.from_bytes(random_bytes(10), "big") >> 2)
             if start <= self._last:  # same millisecond, or the clock went back
                 start = self._last + 1
             self._last = start + n - 1

@@ -8,7 +8,6 @@ computed here, so the single writer only numbers, hashes and inserts.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ from .config import EventsConfig
 from .errors import APIError, EventTooLarge, ValidationError
 from .integrity.canonical import may_hold_floats
 from .integrity.chain import personal_digest, personal_document
+from .randbuf import random_bytes
 from .schemas import EventIn
 from .storage.base import ApiKeyRecord, PreparedEvent
 from .storage.sqlite.fts import fts_columns_from_values
@@ -25,7 +25,7 @@ from .timefmt import parse_rfc3339_ms
 
 _encode = msgspec.json.encode
 _fingerprint_encoder = msgspec.json.Encoder(order="sorted")
-_urandom = os.urandom
+_urandom = random_bytes  # buffered os.urandom (randbuf.py)
 _sha256 = hashlib.sha256
 
 
