@@ -21,6 +21,14 @@ def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb:
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     # Negative = KiB. Bounded so RSS stays predictable.
     conn.execute(f"PRAGMA cache_size={-int(cache_mb) * 1024}")
+    # Checkpoint (copy the WAL into the database file) every ~40 MB of WAL, not the
+    # default ~4 MB: every small group commit rewrites the same hot pages (the
+    # b-trees' right edges, the FTS structure record), and a longer WAL copies each
+    # of them once per checkpoint instead of ten times. Single-event intake, in
+    # process: ~5.2k -> ~6.1k req/s, writer system time ~39 -> ~29 us/event.
+    # Durability is unchanged: with synchronous=FULL the WAL is fsynced at every
+    # COMMIT whatever its length.
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     conn.execute("PRAGMA foreign_keys=ON")
     # Temp b-trees (sorts) in memory: faster, and no stray temp files.
     conn.execute("PRAGMA temp_store=MEMORY")
