@@ -39,10 +39,11 @@ def fts_columns_from_values(
     metadata: dict[str, Any] | None,
 ) -> tuple[str, str, str, str, str]:
     """(action, actor, organization, targets, metadata) as indexed."""
-    actor = " ".join(v for v in (actor_id, actor_name, actor_email) if v)
+    # List comprehensions, not generator expressions: a third of the cost per event.
+    actor = " ".join([v for v in (actor_id, actor_name, actor_email) if v])
     target_words: list[str] = []
     for t in targets or ():
-        target_words.extend(v for v in (t.get("type"), t.get("id"), t.get("name")) if v)
+        target_words += [v for v in (t.get("type"), t.get("id"), t.get("name")) if v]
     values: list[str] = []
     if metadata:
         # The flat case inline (one call per event, not one per value); nesting recurses.
