@@ -1,7 +1,7 @@
 """Walk stored events in seq order and report the first one that does not verify.
 
 Shared by `GET /v1/events/verify` and `recalled-lite verify`; the input is the
-storage-neutral EventRecord plus the salt and digest columns.
+storage-neutral ExportRecord (an event plus its salt, digest and erasure mark).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from ..storage.base import ExportRecord
 from ..timefmt import format_ms
 from .chain import core_document, link, personal_digest, personal_document
 
@@ -25,31 +26,6 @@ class Failure:
     reason: str
 
 
-@dataclass(slots=True)
-class ChainRow:
-    seq: int
-    id: str
-    organization: str | None
-    action: str
-    actor_type: str | None
-    actor_id: str | None
-    actor_name: str | None
-    actor_email: str | None
-    targets: str | None
-    metadata: str | None
-    ip_address: str | None
-    user_agent: str | None
-    occurred_at: int
-    received_at: int
-    idempotency_key: str | None
-    personal_salt: bytes | None
-    personal_digest: str
-    prev_hash: str | None
-    hash: str
-    signature: str
-    erased_at: int | None
-
-
 class ChainVerifier:
     """Feed rows in ascending seq; the first failure sticks."""
 
@@ -61,7 +37,7 @@ class ChainVerifier:
         self.checked = 0
         self.failure: Failure | None = None
 
-    def feed(self, row: ChainRow) -> bool:
+    def feed(self, row: ExportRecord) -> bool:
         if self.failure is not None:
             return False
         reason = self._check(row)
@@ -72,7 +48,7 @@ class ChainVerifier:
         self.prev_hash, self.prev_seq = row.hash, row.seq
         return True
 
-    def _check(self, row: ChainRow) -> str | None:
+    def _check(self, row: ExportRecord) -> str | None:
         if row.seq != self.prev_seq + 1:
             return f"seq gap: expected {self.prev_seq + 1}, found {row.seq}"
         if row.prev_hash != self.prev_hash:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from recalled_lite.cursors import Cursor
+from recalled_lite.storage.base import EventRecord
 from recalled_lite.search_query import (
     ActionTerm,
     ActorTerm,
@@ -51,26 +52,8 @@ __all__ = [
 # The columns every list/search query returns, in this order. It is the field
 # order of storage.base.EventRecord (and store.EVENT_COLUMNS), so
 # `EventRecord._make(row)` works on every row.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "seq",
-    "id",
-    "organization",
-    "action",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_email",
-    "targets",
-    "metadata",
-    "ip_address",
-    "user_agent",
-    "occurred_at",
-    "received_at",
-    "idempotency_key",
-    "prev_hash",
-    "hash",
-    "signature",
-)
+# The columns of an EventRecord, in its field order, so `EventRecord._make(row)` works.
+EVENT_COLUMNS: tuple[str, ...] = EventRecord._fields
 COLUMN_INDEX: dict[str, int] = {name: i for i, name in enumerate(EVENT_COLUMNS)}
 _SELECT_COLUMNS = "SELECT " + ", ".join(f"events.{c}" for c in EVENT_COLUMNS)
 _SELECT = _SELECT_COLUMNS + " FROM events"

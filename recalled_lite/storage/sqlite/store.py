@@ -19,9 +19,11 @@ from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
 from ...ids import ulids as shared_ulids
 from ...integrity.chain import core_document, link
-from ...integrity.verify import ChainRow, ChainVerifier
+from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
-from ..base import ApiKeyRecord, AppendResult, EventRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound
+from ..base import (
+    ApiKeyRecord, AppendResult, EventRecord, ExportRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound,
+)
 from .connection import open_writer
 from .migrate import migrate
 from . import erasure, reads
@@ -30,16 +32,9 @@ from .writer import CallOp, Writer, WriteOp
 
 log = logging.getLogger("recalled_lite.store")
 
-EVENT_COLUMNS = (
-    "seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, "
-    "targets, metadata, ip_address, user_agent, occurred_at, received_at, "
-    "idempotency_key, prev_hash, hash, signature"
-)
-CHAIN_COLUMNS = (
-    "seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, "
-    "targets, metadata, ip_address, user_agent, occurred_at, received_at, "
-    "idempotency_key, personal_salt, personal_digest, prev_hash, hash, signature, erased_at"
-)
+EVENT_COLUMNS = ", ".join(EventRecord._fields)
+# An event row plus what verification needs (salt, digest, erasure mark).
+CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 
 _INSERT_EVENT = (
     "INSERT INTO events (seq, id, organization, action, actor_type, actor_id, actor_name, "
@@ -55,6 +50,7 @@ _FIND_IDEMPOTENT = (
 )
 
 _make_record = EventRecord._make
+_make_export = ExportRecord._make
 
 
 class AppendEvents(WriteOp):
@@ -466,14 +462,14 @@ def _revoke_key(conn: sqlite3.Connection, key_id: str, organization: str | None,
     return key
 
 
-def iter_chain_rows(conn: sqlite3.Connection, from_seq: int, to_seq: int | None) -> Iterator[ChainRow]:
+def iter_chain_rows(conn: sqlite3.Connection, from_seq: int, to_seq: int | None) -> Iterator[ExportRecord]:
     sql = f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= ?"
     params: list[Any] = [from_seq]
     if to_seq is not None:
         sql += " AND seq <= ?"
         params.append(to_seq)
     for row in conn.execute(sql + " ORDER BY seq", params):
-        yield ChainRow(*row)
+        yield _make_export(row)
 
 
 def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes, from_seq: int | None,
