@@ -116,3 +116,28 @@ def test_bad_environment_names_the_variable():
         load_config(None, environ={"RECALLED_PORT": "http"})
     with pytest.raises(ConfigError, match="RECALLED_DEV"):
         load_config(None, environ={"RECALLED_DEV": "maybe"})
+
+
+def test_example_config_lists_every_key_with_its_default():
+    import msgspec
+
+    from conftest import ROOT
+    from recalled_lite.config import Config
+
+    path = ROOT / "config.example.toml"
+    written = msgspec.toml.decode(path.read_bytes())
+    defaults = msgspec.to_builtins(Config())
+    for section, values in defaults.items():
+        if not isinstance(values, dict):
+            continue  # secrets come from the environment, not the file
+        assert section in written, f"[{section}] missing from config.example.toml"
+        text = path.read_text()
+        assert set(written[section]) <= set(values), f"[{section}] has keys the Config struct lacks"
+        for key, value in values.items():
+            if key not in written[section] and value == {}:
+                # An empty table by default, shown as a commented example.
+                assert f"[{section}.{key}" in text, f"{section}.{key} is not documented"
+                continue
+            assert key in written[section], f"{section}.{key} missing from config.example.toml"
+            assert written[section][key] == value, f"{section}.{key}: example says {written[section][key]!r}, default is {value!r}"
+    assert load_config(str(path), environ={}) == load_config(None, environ={})
