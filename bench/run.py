@@ -27,12 +27,12 @@ from pathlib import Path
 
 import msgspec
 
-from . import dataset, prefill, webhooks, wrkrun
+from . import dataset, durability, prefill, sql_floor, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ["baseline", "intake", "batch", "prefilled", "list", "search", "webhooks"]
+SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -93,6 +93,7 @@ class Ctx:
     rows: list[Row] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
     memory: list[dict] = field(default_factory=list)   # one entry per recalled-lite run
+    audits: list[dict] = field(default_factory=list)   # one per server that took intake load
 
     def add(self, *rows: Row) -> None:
         for r in rows:
@@ -149,14 +150,28 @@ def start_recalled(ctx: Ctx, name: str, data_dir: Path, key: str, *, dev: bool =
     progress(f"starting recalled-lite ({name}) on :{port}")
     server = Server(f"recalled-lite ({name})", argv, env=env, cwd=data_dir,
                     log_path=ctx.tmp / f"server-{name}.log", port=port)
-    return server.start(timeout=timeout)
+    server.start(timeout=timeout)
+    # For the durability audit at stop: where the chain stood, and how many events
+    # the load generator saw acknowledged (run_wrk and the probes add to it).
+    server.key, server.db = key, data_dir / "recalled.db"
+    server.base_seq, server.acked = durability.head_seq(port), 0
+    return server
 
 
 def stop_recalled(ctx: Ctx, server: Server, scenario: str, timeout: float = 30.0) -> bool:
     mem = server.memory()
+    acked = getattr(server, "acked", 0)
+    settings = durability.storage_info(server.port, server.key) if acked and server.alive() else {}
     clean = server.stop(timeout=timeout)
     ctx.memory.append({"scenario": scenario, **mem, "clean_exit": clean,
                        "exit_code": server.returncode})
+    if acked:
+        progress(f"durability audit ({scenario}): {acked:,} acknowledged events")
+        result = durability.audit(ctx.server_bin, server.db, base_seq=server.base_seq,
+                                  acknowledged=acked, settings=settings)
+        ctx.audits.append({"scenario": scenario, **result})
+        if not result["ok"]:
+            progress(f"durability audit ({scenario}) FAILED: {'; '.join(result['problems'])}")
     return clean
 
 
@@ -172,7 +187,7 @@ def probe(port: int, method: str, path: str, body: bytes | None, key: str) -> di
 
 
 def run_wrk(server: Server, script: str, conns: int, duration: float, ctx: Ctx, label: str,
-            path: str = "/", env: dict | None = None) -> dict:
+            path: str = "/", env: dict | None = None, events_per_request: int = 0) -> dict:
     progress(f"wrk {label}: {conns} conns, {duration:g}s")
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
     res = wrkrun.run(f"http://127.0.0.1:{server.port}{path}", script, conns=conns,
@@ -180,6 +195,8 @@ def run_wrk(server: Server, script: str, conns: int, duration: float, ctx: Ctx, 
     # Server CPU use during the run: ~100 % means the server is the bottleneck
     # (one event loop); well below means something else is (machine busy, wrk).
     res["server_cpu_pct"] = round(100 * (server.cpu_seconds() - cpu0) / (time.monotonic() - t0), 1)
+    if events_per_request:
+        server.acked += res["ok"] * events_per_request
     if not server.alive():
         head = f"{server.name} died during the load (exit {server.proc.poll()})"
         raise ServerFailed(f"{head}: {server.tail()}", f"{head}: {server.tail(1)}")
@@ -221,12 +238,15 @@ def scen_baseline(ctx: Ctx) -> None:
 
 def measure_single(ctx: Ctx, server: Server, key: str, conns: tuple[int, ...], tag: str) -> dict:
     probe(server.port, "POST", "/v1/events", SINGLE_EVENT, key)
+    server.acked += 1
     env = {"BENCH_KEY": key}
-    run_wrk(server, "post_event.lua", max(conns), ctx.cfg.warmup, ctx, f"{tag} warm-up", env=env)
+    run_wrk(server, "post_event.lua", max(conns), ctx.cfg.warmup, ctx, f"{tag} warm-up", env=env,
+            events_per_request=1)
     out = {}
     for c in conns:
         server.phase_reset()
-        res = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx, f"{tag} {c}", env=env)
+        res = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx, f"{tag} {c}", env=env,
+                      events_per_request=1)
         res["peak_rss_mb"] = server.phase_peak_mb()
         out[c] = res
     return out
@@ -237,12 +257,13 @@ def measure_batch(ctx: Ctx, server: Server, key: str, tag: str) -> dict:
     if not body_file.exists():
         body_file.write_bytes(dataset.batch_body(424242, 1000))
     probe(server.port, "POST", "/v1/events/batch", dataset.batch_body(1, 10), key)
+    server.acked += 10
     env = {"BENCH_KEY": key, "BENCH_BODY_FILE": str(body_file)}
     run_wrk(server, "post_batch.lua", ctx.cfg.batch_conns, ctx.cfg.warmup, ctx,
-            f"{tag} warm-up", env=env)
+            f"{tag} warm-up", env=env, events_per_request=1000)
     server.phase_reset()
     res = run_wrk(server, "post_batch.lua", ctx.cfg.batch_conns, ctx.cfg.duration, ctx,
-                  tag, env=env)
+                  tag, env=env, events_per_request=1000)
     res["events_per_s"] = round(res["ok_rps"] * 1000, 1)
     res["peak_rss_mb"] = server.phase_peak_mb()
     return res
@@ -286,6 +307,18 @@ def scen_batch(ctx: Ctx) -> None:
                 f"{res['events_per_s']:,.0f} events/s (per request {lat_str(res)})"
                 + (f" ({note})" if note else ""),
                 ">= 40,000 events/s", "errors" if note else verdict(res["events_per_s"] >= 40_000)))
+
+
+def scen_floor(ctx: Ctx) -> None:
+    """SQLite alone (bench/sql_floor.py): the ceiling the intake rows sit under."""
+    n = ctx.cfg.intake_prefill
+    for label, source in (("empty", None), (f"{human_n(n)}{'*' if n != 5_000_000 else ''} stored",
+                                             ensure_prefill(ctx, n))):
+        progress(f"SQLite floor on the {label} database")
+        results = sql_floor.floor(source, ctx.tmp / "floor", n=20_000)
+        ctx.raw[f"sql_floor_{'empty' if source is None else 'prefilled'}"] = results
+        ctx.add(Row(f"SQLite alone, {label} (no HTTP, no Python)",
+                    sql_floor.describe(results), "ceiling for intake", "info"))
 
 
 def ensure_prefill(ctx: Ctx, events: int) -> Path:
@@ -478,6 +511,24 @@ def scen_webhooks(ctx: Ctx) -> None:
                     "<= 20 ms", verdict(p50 <= 20 and complete)))
 
 
+def durability_row(ctx: Ctx) -> None:
+    if not ctx.audits:
+        return
+    ctx.raw["durability"] = ctx.audits
+    bad = [a for a in ctx.audits if not a["ok"]]
+    acked = sum(a["acknowledged"] for a in ctx.audits)
+    stored = sum(a["stored"] for a in ctx.audits)
+    if bad:
+        fig = "; ".join(f"{a['scenario']}: {', '.join(a['problems'])}" for a in bad)
+    else:
+        s = ctx.audits[0]["settings"]
+        fig = (f"{len(ctx.audits)} servers, all synchronous={s['synchronous']}, {s['journal_mode'].upper()}, "
+               f"FTS on: {acked:,} events acknowledged, {stored:,} stored, "
+               f"one FTS row each, chain verified")
+    ctx.add(Row("durability of every intake run", fig, "FULL + FTS + chain, nothing lost",
+                verdict(not bad)))
+
+
 def rss_row(ctx: Ctx) -> None:
     runs = [m for m in ctx.memory if m.get("peak_rss_mb_sampled")]
     if not runs:
@@ -626,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
          scen_intake),
         ("batch", [(f"batch intake, 1000/req, {cfg.batch_conns} conns", ">= 40,000 events/s")],
          scen_batch),
+        ("floor", [("SQLite alone", "ceiling for intake")], scen_floor),
         ("prefilled", [(f"intake, {human_n(cfg.intake_prefill)} stored vs empty", ">= 0.85")],
          scen_prefilled),
     ]
@@ -641,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in only or name == "+".join(read_which):
                 t_start[0] = time.monotonic()
                 guarded(name, titles, fn)
+        durability_row(ctx)
         rss_row(ctx)
     finally:
         if args.keep_tmp:

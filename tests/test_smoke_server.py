@@ -76,5 +76,7 @@ def test_metrics_count_writes_and_webhook_deliveries(make_server):
             assert values["recalled_writer_ops_total"] >= 3
             assert values['recalled_http_requests_total{status="200"}'] >= 3
             assert "recalled_webhook_in_flight" in values
+            # What the server really runs with, read back from SQLite: the defaults.
+            assert values['recalled_storage_info{fts="on",journal_mode="wal",secure_delete="on",synchronous="FULL"}'] == 1
     finally:
         receiver.close()

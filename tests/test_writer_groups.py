@@ -84,3 +84,15 @@ def test_a_bug_in_a_batched_op_fails_the_group_and_keeps_the_chain(store):
     after = run_group(store, [op("after")])[0][0][0].event
     assert after.seq == 2  # nothing of the failed group was kept; the head was reloaded
     assert store.verify_chain_sync()["valid"] is True
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_durability_settings_are_read_back_from_sqlite(tmp_path, synchronous):
+    # /metrics reports these and `make bench` refuses figures without FULL/WAL/FTS,
+    # so they must come from SQLite itself, not echo the config.
+    s = SqliteStore(tmp_path / "d.db", secret=b"s" * 64, synchronous=synchronous)
+    try:
+        assert s.durability == {"journal_mode": "wal", "synchronous": synchronous,
+                                "secure_delete": "on", "fts": "on"}
+    finally:
+        s.close()

@@ -50,6 +50,9 @@ async def metrics(request: Request):
         "# HELP recalled_writer_ops_total Write operations committed (several per group).",
         "# TYPE recalled_writer_ops_total counter",
         f"recalled_writer_ops_total {writer.ops_committed}",
+        "# HELP recalled_storage_info What the write connection runs with, read back from SQLite.",
+        "# TYPE recalled_storage_info gauge",
+        "recalled_storage_info{" + ",".join(f'{k}="{v}"' for k, v in sorted(ctx.store.durability.items())) + "} 1",
         "# HELP recalled_http_requests_total HTTP responses by status code.",
         "# TYPE recalled_http_requests_total counter",
     ]

@@ -124,6 +124,8 @@ IntakeHook = Callable[[Any, list[EventRecord]], None]
 
 class Store(Protocol):
     project_id: str
+    # The effective journal_mode, synchronous, secure_delete and FTS state (for /metrics).
+    durability: dict[str, str]
 
     async def append_events(self, events: list[PreparedEvent]) -> list[AppendResult]: ...
     async def get_event(self, event_id: str, organization: str | None) -> EventRecord | None: ...

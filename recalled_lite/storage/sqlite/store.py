@@ -186,6 +186,24 @@ class AppendEvents(WriteOp):
         return outcomes
 
 
+_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def _durability_settings(conn: sqlite3.Connection) -> dict[str, str]:
+    """What the write connection really runs with, read back from SQLite (not from
+    the config), for /metrics: `make bench` checks it so that no figure comes
+    from a server with durability or the full-text index turned off."""
+    fts = conn.execute(
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'events_fts' AND sql LIKE '%fts5%'"
+    ).fetchone()[0]
+    return {
+        "journal_mode": str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower(),
+        "synchronous": _SYNCHRONOUS_NAMES.get(conn.execute("PRAGMA synchronous").fetchone()[0], "?"),
+        "secure_delete": "on" if conn.execute("PRAGMA secure_delete").fetchone()[0] else "off",
+        "fts": "on" if fts else "off",
+    }
+
+
 def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row[0], name=row[1], prefix=row[2], secret_hash=row[3],
@@ -208,6 +226,7 @@ class SqliteStore:
                                  busy_timeout_ms=busy_timeout_ms, cache_mb=cache_mb,
                                  max_page_count=max_page_count)
         self.schema_version = migrate(self._conn)
+        self.durability = _durability_settings(self._conn)
         self.writer = Writer(self._conn)
         self.writer.state.update(secret=secret, ulids=UlidGenerator(), intake_hooks=[])
         self.writer.reload_state = self._load_chain_head

@@ -1,0 +1,142 @@
+"""The SQLite floor: what the storage alone costs per event, with no HTTP and no Python per event.
+
+The rows are the ones the server would write (real `prepare_event`, real chain, the
+bench's own event shape), captured from `AppendEvents.apply_group` and then inserted
+with `executemany` on a connection opened by the server's own `open_writer` (the
+same pragmas: WAL, synchronous=FULL, secure_delete, the cache size), committed in
+groups of 32, 64 or 1000 events, which is the group commit's size under 32 or 64
+single-event clients and under batch requests. The intake figures can be no better
+than this; BENCHMARKS.md compares them.
+
+Run by `make bench` next to the intake rows, or alone:
+    .venv/bin/python -m bench.sql_floor [DB_DIR ...]   (an empty database if none)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from recalled_lite.config import EventsConfig
+from recalled_lite.intake import prepare_event
+from recalled_lite.schemas import decode_event
+from recalled_lite.storage.base import ApiKeyRecord
+from recalled_lite.storage.sqlite import store as S
+from recalled_lite.storage.sqlite.connection import open_writer
+
+from . import dataset
+
+GROUPS = (32, 64, 1000)
+_KEY = ApiKeyRecord(id="key_floor", name="floor", prefix="floor000", secret_hash="",
+                    scopes=frozenset({"events:write"}), organization=None, created_at=0,
+                    revoked_at=None)
+
+
+class _Capture:
+    """Stands in for the connection: keeps the rows apply_group would insert."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.rows = conn, {}
+
+    def executemany(self, sql, rows) -> None:
+        self.rows.setdefault(sql, []).extend(rows)
+
+    def execute(self, *args):
+        return self.conn.execute(*args)
+
+
+def _rows(db: Path, secret: bytes, n: int, seed: int) -> dict[str, list]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    prepared = [prepare_event(decode_event(msgspec.json.encode(dataset.make_event(rng))), _KEY,
+                              EventsConfig(), now + i) for i in range(n)]
+    store = S.SqliteStore(db, secret=secret)
+    try:
+        capture = _Capture(store._conn)
+        op = S.AppendEvents(prepared)
+        S.AppendEvents.apply_group(capture, store.writer, [op])
+        return capture.rows
+    finally:
+        store.close()
+
+
+def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1) -> dict:
+    """Append n events to `db` in commits of `group` events. Returns events/s and
+    CPU µs per event (insert and COMMIT apart)."""
+    rows = _rows(db, secret, n, seed)
+    events, targets, fts = rows[S._INSERT_EVENT], rows.get(S._INSERT_TARGET, []), rows[S._INSERT_FTS]
+    conn = open_writer(db, synchronous="FULL", busy_timeout_ms=5000, cache_mb=32)
+    insert_s = commit_s = 0.0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    t_index = 0
+    try:
+        for start in range(0, len(events), group):
+            chunk = events[start:start + group]
+            last_seq = chunk[-1][0]
+            t_end = t_index
+            while t_end < len(targets) and targets[t_end][0] <= last_seq:
+                t_end += 1
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(S._INSERT_EVENT, chunk)
+            if t_end > t_index:
+                conn.executemany(S._INSERT_TARGET, targets[t_index:t_end])
+            conn.executemany(S._INSERT_FTS, fts[start:start + group])
+            t1 = time.perf_counter()
+            conn.execute("COMMIT")
+            insert_s += t1 - t0
+            commit_s += time.perf_counter() - t1
+            t_index = t_end
+    finally:
+        conn.close()
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    return {"group": group, "events": n, "events_per_s": round(n / wall),
+            "insert_us": round(insert_s / n * 1e6, 1), "commit_us": round(commit_s / n * 1e6, 1),
+            "cpu_us": round(cpu / n * 1e6, 1)}
+
+
+def floor(source: Path | None, work: Path, n: int = 10_000) -> list[dict]:
+    """Measure every group size. `source`: a database directory to copy (prefilled),
+    or None for an empty database (a fresh one per group size)."""
+    out = []
+    for i, group in enumerate(GROUPS):
+        if source is None or i == 0:
+            shutil.rmtree(work, ignore_errors=True)
+            if source is None:
+                work.mkdir(parents=True)
+            else:
+                shutil.copytree(source, work)
+        db = work / "recalled.db"
+        secret_file = work / "recalled.db.secret"
+        secret = secret_file.read_bytes().strip() if secret_file.exists() else b"f" * 64
+        out.append(measure(db, secret, group, n, seed=group))
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def describe(results: list[dict]) -> str:
+    return ", ".join(f"{r['events_per_s']:,}/s at {r['group']}/commit" for r in results)
+
+
+def main(argv: list[str]) -> int:
+    sources = [Path(a) if a else None for a in argv] or [None]
+    for source in sources:
+        with tempfile.TemporaryDirectory(prefix="recalled-floor-") as tmp:
+            label = str(source) if source else "empty database"
+            for r in floor(source, Path(tmp) / "db"):
+                print(f"{label}: {r['group']:>5} events/commit: {r['events_per_s']:>7,} events/s "
+                      f"(insert {r['insert_us']} µs + COMMIT {r['commit_us']} µs per event, "
+                      f"CPU {r['cpu_us']} µs)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
