@@ -318,7 +318,7 @@ def scen_floor(ctx: Ctx) -> None:
         results = sql_floor.floor(source, ctx.tmp / "floor", n=20_000)
         ctx.raw[f"sql_floor_{'empty' if source is None else 'prefilled'}"] = results
         ctx.add(Row(f"SQLite alone, {label} (no HTTP, no Python)",
-                    sql_floor.describe(results), "ceiling for intake", "info"))
+                    sql_floor.describe(results), "— (compare intake)", "info"))
 
 
 def ensure_prefill(ctx: Ctx, events: int) -> Path:
@@ -677,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
          scen_intake),
         ("batch", [(f"batch intake, 1000/req, {cfg.batch_conns} conns", ">= 40,000 events/s")],
          scen_batch),
-        ("floor", [("SQLite alone", "ceiling for intake")], scen_floor),
+        ("floor", [("SQLite alone", "— (compare intake)")], scen_floor),
         ("prefilled", [(f"intake, {human_n(cfg.intake_prefill)} stored vs empty", ">= 0.85")],
          scen_prefilled),
     ]

@@ -10,6 +10,10 @@ than this; BENCHMARKS.md compares them.
 
 Run by `make bench` next to the intake rows, or alone:
     .venv/bin/python -m bench.sql_floor [DB_DIR ...]   (an empty database if none)
+    .venv/bin/python -m bench.sql_floor --attribute DB_DIR
+The second form is for attribution only: it repeats the measurement with one index
+(or the FTS index, or the target rows) left out at a time, on copies of DB_DIR, to
+show what each costs. No shipped configuration leaves anything out.
 """
 
 from __future__ import annotations
@@ -67,12 +71,34 @@ def _rows(db: Path, secret: bytes, n: int, seed: int) -> dict[str, list]:
         store.close()
 
 
-def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1) -> dict:
+# For --attribute: what to leave out. "fts" and "targets" skip those inserts.
+VARIANTS = {
+    "as shipped": (),
+    "without FTS": ("fts",),
+    "without events_by_actor": ("DROP INDEX events_by_actor",),
+    "without events_by_org_action_time": ("DROP INDEX events_by_org_action_time",),
+    "without event_targets rows": ("targets",),
+    "without events_by_org_time": ("DROP INDEX events_by_org_time",),
+    "without events_by_time": ("DROP INDEX events_by_time",),
+    "without actor, org+action, targets": ("DROP INDEX events_by_actor",
+                                           "DROP INDEX events_by_org_action_time", "targets"),
+    "without those three and FTS": ("DROP INDEX events_by_actor",
+                                    "DROP INDEX events_by_org_action_time", "targets", "fts"),
+}
+
+
+def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1,
+            leave_out: tuple[str, ...] = ()) -> dict:
     """Append n events to `db` in commits of `group` events. Returns events/s and
     CPU µs per event (insert and COMMIT apart)."""
     rows = _rows(db, secret, n, seed)
     events, targets, fts = rows[S._INSERT_EVENT], rows.get(S._INSERT_TARGET, []), rows[S._INSERT_FTS]
+    if "targets" in leave_out:
+        targets = []
     conn = open_writer(db, synchronous="FULL", busy_timeout_ms=5000, cache_mb=32)
+    for statement in leave_out:
+        if statement.startswith("DROP"):
+            conn.execute(statement)
     insert_s = commit_s = 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     t_index = 0
@@ -88,7 +114,8 @@ def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1) -> dict:
             conn.executemany(S._INSERT_EVENT, chunk)
             if t_end > t_index:
                 conn.executemany(S._INSERT_TARGET, targets[t_index:t_end])
-            conn.executemany(S._INSERT_FTS, fts[start:start + group])
+            if "fts" not in leave_out:
+                conn.executemany(S._INSERT_FTS, fts[start:start + group])
             t1 = time.perf_counter()
             conn.execute("COMMIT")
             insert_s += t1 - t0
@@ -126,7 +153,27 @@ def describe(results: list[dict]) -> str:
     return ", ".join(f"{r['events_per_s']:,}/s at {r['group']}/commit" for r in results)
 
 
+def attribute(source: Path, groups: tuple[int, ...] = (2000, 32), n: int = 20_000) -> None:
+    with tempfile.TemporaryDirectory(prefix="recalled-floor-") as tmp:
+        work = Path(tmp) / "db"
+        for group in groups:
+            for name, leave_out in VARIANTS.items():
+                shutil.rmtree(work, ignore_errors=True)
+                shutil.copytree(source, work)
+                secret = (work / "recalled.db.secret").read_bytes().strip()
+                r = measure(work / "recalled.db", secret, group, n, seed=group, leave_out=leave_out)
+                print(f"{group:>5}/commit, {name:36s} CPU {r['cpu_us']:6.1f} µs/event, "
+                      f"{r['events_per_s']:>7,} events/s", flush=True)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--attribute"]:
+        if len(argv) != 2:
+            print("usage: python -m bench.sql_floor --attribute DB_DIR (a prefilled bench/data/ directory)",
+                  file=sys.stderr)
+            return 2
+        attribute(Path(argv[1]))
+        return 0
     sources = [Path(a) if a else None for a in argv] or [None]
     for source in sources:
         with tempfile.TemporaryDirectory(prefix="recalled-floor-") as tmp:
