@@ -1,5 +1,10 @@
 """A lean httpcore network backend on plain asyncio protocols, for the webhook sender.
 
+The sender itself speaks HTTP through ``http1.Http1Pool`` over these streams (dialled by
+``ssrf.GuardedBackend``); they keep httpcore's stream interface so that the guard and
+``ssrf.GuardedTransport`` (httpx over the same guard) work with them unchanged. What
+follows is why this layer exists rather than anyio's.
+
 ``GuardedTransport`` (ssrf.py) resolves and checks every destination itself and then asks
 a *delegate* backend to dial the checked IP address; httpcore's default delegate goes
 through anyio. On the delivery hot path that layer costs more CPU than the HTTP exchange:

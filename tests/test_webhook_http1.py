@@ -1,0 +1,223 @@
+"""The webhook sender's HTTP/1.1 client (delivery/http1.py) over the SSRF guard and the
+asyncio socket layer: keep-alive reuse, chunked, close-delimited and large bodies, the read
+limit, receivers that close or answer garbage, timeouts, refusals, TLS. Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from recalled_lite.delivery.http1 import Http1Pool
+from recalled_lite.delivery.netstream import AsyncioBackend
+from recalled_lite.delivery.ssrf import DestinationRefusedError, GuardedBackend
+from test_webhook_netstream import Handler, serve
+
+
+@pytest.fixture(scope="module")
+def plain():
+    server = serve()
+    yield server
+    server.shutdown()
+
+
+def pool(allow_private: bool = True, ssl_context=None) -> Http1Pool:
+    return Http1Pool(GuardedBackend(allow_private, delegate=AsyncioBackend()), ssl_context,
+                     max_idle=4, keepalive_expiry=30)
+
+
+async def post(p: Http1Pool, url: str, body: bytes = b"x", limit: int = 1 << 20):
+    response = await p.post(httpx.URL(url), {"content-type": "application/json"}, body, limit)
+    return response.status, response.body
+
+
+def raw_server(script):
+    """A one-shot TCP server: for each accepted connection, reads one request head and
+    calls script(conn, request_bytes). Returns (port, requests seen)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    seen: list[bytes] = []
+
+    def run():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            seen.append(data)
+            script(conn, data)
+
+    threading.Thread(target=run, daemon=True).start()
+    return server, server.getsockname()[1], seen
+
+
+def test_keepalive_chunked_big_and_read_limit(plain):
+    url = f"http://127.0.0.1:{plain.server_address[1]}"
+
+    async def main():
+        p = pool()
+        Handler.connections.clear()
+        for i in range(20):
+            assert await post(p, url + "/echo", f"m{i}".encode()) == (200, f"echo:m{i}".encode())
+        assert len(Handler.connections) == 1  # one connection, reused
+        assert await post(p, url + "/chunked") == (200, b"hello chunked world")
+        status, body = await post(p, url + "/big", limit=2_000_000)
+        assert status == 200 and len(body) == 1_000_000
+        # the read limit: read no further, keep at most `limit` bytes, drop the connection
+        Handler.connections.clear()
+        status, body = await post(p, url + "/big", limit=65536)
+        assert status == 200 and len(body) == 65536
+        assert await post(p, url + "/echo", b"after") == (200, b"echo:after")
+        assert len(Handler.connections) == 2  # the cut connection was not reused
+        # limit 0: the status only
+        assert await post(p, url + "/echo", b"z", limit=0) == (200, b"")
+        await p.aclose()
+
+    asyncio.run(main())
+
+
+def test_request_head_is_exact():
+    def reply(conn, data):
+        conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        conn.close()
+
+    server, port, seen = raw_server(reply)
+
+    async def main():
+        p = pool()
+        assert await post(p, f"http://127.0.0.1:{port}/hook/a?x=1%20y", b'{"a":1}') == (204, b"")
+        await p.aclose()
+
+    asyncio.run(main())
+    server.close()
+    head, _, _ = seen[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /hook/a?x=1%20y HTTP/1.1"
+    assert f"Host: 127.0.0.1:{port}".encode() in lines
+    assert b"Content-Length: 7" in lines
+    assert b"content-type: application/json" in lines
+
+
+def test_receiver_closing_or_answering_garbage():
+    cases = {
+        "close-delimited body": (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", (200, b"all of it")),
+        "closed before answering": (b"", httpx.RemoteProtocolError),
+        "closed mid-head": (b"HTTP/1.1 200 OK\r\nContent-Le", httpx.RemoteProtocolError),
+        "closed mid-body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", httpx.RemoteProtocolError),
+        "garbage": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", httpx.RemoteProtocolError),
+    }
+    for name, (answer, expected) in cases.items():
+        def reply(conn, data, answer=answer):
+            if answer:
+                conn.sendall(answer)
+            conn.close()
+
+        server, port, _ = raw_server(reply)
+
+        async def main():
+            p = pool()
+            try:
+                if isinstance(expected, tuple):
+                    assert await post(p, f"http://127.0.0.1:{port}/") == expected, name
+                else:
+                    with pytest.raises(expected):
+                        await post(p, f"http://127.0.0.1:{port}/")
+            finally:
+                await p.aclose()
+
+        asyncio.run(main())
+        server.close()
+
+
+def test_connections_the_receiver_closed_are_not_reused(plain):
+    url = f"http://127.0.0.1:{plain.server_address[1]}"
+
+    def reply(conn, data):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.2)
+        conn.close()  # idle close, no Connection: close header
+
+    server, port, seen = raw_server(reply)
+
+    async def main():
+        p = pool()
+        assert await post(p, url + "/close") == (200, b"bye")  # Connection: close
+        for _ in range(3):
+            assert await post(p, url + "/echo", b"again") == (200, b"echo:again")
+        assert await post(p, f"http://127.0.0.1:{port}/") == (200, b"ok")
+        await asyncio.sleep(0.5)
+        assert await post(p, f"http://127.0.0.1:{port}/") == (200, b"ok")  # a new connection
+        await p.aclose()
+
+    asyncio.run(main())
+    assert len(seen) == 2
+    server.close()
+
+
+def test_timeouts_and_refusals(plain):
+    url = f"http://127.0.0.1:{plain.server_address[1]}"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+
+    async def main():
+        p = pool()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await post(p, url + "/slow")
+        assert time.monotonic() - started < 0.6
+        with pytest.raises(httpx.ConnectError):
+            await post(p, f"http://127.0.0.1:{closed_port}/")
+        await p.aclose()
+        guarded = pool(allow_private=False)
+        with pytest.raises(DestinationRefusedError):
+            await post(guarded, url + "/echo")
+        await guarded.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_with_sni_and_certificate_checks(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    server = serve(server_ctx)
+    port = server.server_address[1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def main():
+        p = pool(ssl_context=trusting)
+        for _ in range(3):
+            assert await post(p, f"https://127.0.0.1:{port}/echo", b"tls") == (200, b"echo:tls")
+        assert await post(p, f"https://127.0.0.1:{port}/chunked") == (200, b"hello chunked world")
+        await p.aclose()
+        strict = pool(ssl_context=ssl.create_default_context())  # does not trust it
+        with pytest.raises(httpx.ConnectError):
+            await post(strict, f"https://127.0.0.1:{port}/echo")
+        await strict.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.shutdown()
