@@ -5,10 +5,8 @@ limit, receivers that close or answer garbage, timeouts, refusals, TLS. Loopback
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
@@ -18,7 +16,7 @@ import pytest
 from recalled_lite.delivery.http1 import Http1Pool
 from recalled_lite.delivery.netstream import AsyncioBackend
 from recalled_lite.delivery.ssrf import DestinationRefusedError, GuardedBackend
-from test_webhook_netstream import Handler, serve
+from test_webhook_netstream import Handler, needs_openssl, serve, tls_server, unused_port
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +168,7 @@ def test_connections_the_receiver_closed_are_not_reused(plain):
 
 def test_timeouts_and_refusals(plain):
     url = f"http://127.0.0.1:{plain.server_address[1]}"
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    closed_port = closed.getsockname()[1]
-    closed.close()
+    closed_port = unused_port()
 
     async def main():
         p = pool()
@@ -193,18 +188,9 @@ def test_timeouts_and_refusals(plain):
     asyncio.run(main())
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+@needs_openssl
 def test_tls_with_sni_and_certificate_checks(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    server = serve(server_ctx)
-    port = server.server_address[1]
-    trusting = ssl.create_default_context(cafile=str(cert))
+    server, port, trusting = tls_server(tmp_path)
 
     async def main():
         p = pool(ssl_context=trusting)

@@ -78,6 +78,13 @@ def plain():
     server.shutdown()
 
 
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def transport(**kwargs):
     return make_guarded_transport(True, delegate=AsyncioBackend(), max_connections=4,
                                   max_keepalive_connections=4, **kwargs)
@@ -171,10 +178,7 @@ def test_idle_connection_closed_server_side_is_detected():
 
 def test_timeouts_and_refusals(plain):
     url = f"http://127.0.0.1:{plain.server_address[1]}"
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    closed_port = closed.getsockname()[1]
-    closed.close()
+    closed_port = unused_port()
 
     async def main():
         t = transport()
@@ -196,8 +200,13 @@ def test_timeouts_and_refusals(plain):
     asyncio.run(main())
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
-def test_tls_with_sni_and_certificate_checks(tmp_path):
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="needs the openssl command to make a certificate")
+
+
+def tls_server(tmp_path):
+    """Handler over TLS with a fresh self-signed certificate for 127.0.0.1/localhost.
+    Returns (server, port, a client context that trusts exactly that certificate)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
@@ -206,8 +215,12 @@ def test_tls_with_sni_and_certificate_checks(tmp_path):
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     server = serve(server_ctx)
-    port = server.server_address[1]
-    trusting = ssl.create_default_context(cafile=str(cert))
+    return server, server.server_address[1], ssl.create_default_context(cafile=str(cert))
+
+
+@needs_openssl
+def test_tls_with_sni_and_certificate_checks(tmp_path):
+    server, port, trusting = tls_server(tmp_path)
 
     async def main():
         t = transport(ssl_context=trusting)
