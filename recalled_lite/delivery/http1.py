@@ -25,11 +25,13 @@ import httpcore
 import httptools
 import httpx
 
-from .ssrf import GuardedBackend, _map_exception
+from .ssrf import GuardedBackend, map_exception
 
 __all__ = ["Http1Pool", "Http1Response"]
 
 _READ_SIZE = 64 * 1024
+# A receiver could stream headers forever; h11 (what httpcore used) stops at 16 KiB too.
+MAX_HEAD_BYTES = 16 * 1024
 
 
 class Http1Response(typing.NamedTuple):
@@ -98,7 +100,7 @@ class Http1Pool:
         try:
             return await self._post(url, headers, body, read_limit, progress)
         except Exception as exc:
-            mapped = _map_exception(exc, None)
+            mapped = map_exception(exc, None)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -121,6 +123,7 @@ class Http1Pool:
         head += (b"Content-Length: ", b"%d" % len(body), b"\r\n\r\n")
         stream = connection.stream
         keep = ended_by_close = False
+        head_bytes = 0
         try:
             await stream.write(b"".join(head) + body)
             exchange = _Exchange()
@@ -137,6 +140,8 @@ class Http1Pool:
                     raise httpcore.RemoteProtocolError(
                         "the receiver closed the connection before a complete response")
                 headers_were_done = exchange.headers_done
+                if not headers_were_done:
+                    head_bytes += len(data)
                 try:
                     parser.feed_data(data)
                 except httptools.HttpParserUpgrade:
@@ -145,6 +150,9 @@ class Http1Pool:
                     raise httpcore.RemoteProtocolError(f"malformed response: {exc}") from None
                 if progress is not None and exchange.headers_done and not headers_were_done:
                     progress.append(parser.get_status_code())
+                if not exchange.headers_done and head_bytes > MAX_HEAD_BYTES:
+                    raise httpcore.RemoteProtocolError(
+                        f"the response head is over {MAX_HEAD_BYTES} bytes")
             status = parser.get_status_code()
             # (httptools' should_keep_alive() is only meaningful inside its callbacks.)
             connection_header = exchange.headers.get("connection", "").lower()

@@ -560,7 +560,7 @@ def _httpcore_to_httpx() -> tuple[tuple[type[Exception], type[httpx.HTTPError]],
 _EXC_MAP = _httpcore_to_httpx()
 
 
-def _map_exception(exc: Exception, request: httpx.Request | None) -> Exception | None:
+def map_exception(exc: Exception, request: httpx.Request | None) -> Exception | None:
     if isinstance(exc, DestinationRefused):
         return DestinationRefusedError(exc, request)
     for source, target in _EXC_MAP:
@@ -579,7 +579,7 @@ class _ResponseStream(httpx.AsyncByteStream):
             async for part in self._stream:
                 yield part
         except Exception as exc:
-            mapped = _map_exception(exc, self._request)
+            mapped = map_exception(exc, self._request)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -638,7 +638,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._pool.handle_async_request(core_request)
         except Exception as exc:
-            mapped = _map_exception(exc, request)
+            mapped = map_exception(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
