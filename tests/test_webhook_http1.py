@@ -113,6 +113,9 @@ def test_request_head_is_exact():
 def test_receiver_closing_or_answering_garbage():
     cases = {
         "close-delimited body": (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", (200, b"all of it")),
+        "interim responses first": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                                    b"Link: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone",
+                                    (201, b"done")),
         "closed before answering": (b"", httpx.RemoteProtocolError),
         "closed mid-head": (b"HTTP/1.1 200 OK\r\nContent-Le", httpx.RemoteProtocolError),
         "closed mid-body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", httpx.RemoteProtocolError),
@@ -144,6 +147,26 @@ def test_receiver_closing_or_answering_garbage():
 
         asyncio.run(main())
         server.close()
+
+
+def test_interim_response_in_its_own_packet():
+    def reply(conn, data):
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(0.1)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+        conn.close()
+
+    server, port, _ = raw_server(reply)
+
+    async def main():
+        p = pool()
+        progress: list[int] = []
+        response = await p.post(httpx.URL(f"http://127.0.0.1:{port}/"), {}, b"x", 1024, progress)
+        assert (response.status, response.body, progress) == (200, b"final", [200])
+        await p.aclose()
+
+    asyncio.run(main())
+    server.close()
 
 
 def test_connections_the_receiver_closed_are_not_reused(plain):

@@ -46,6 +46,10 @@ class _Exchange:
     __slots__ = ("headers", "body", "size", "complete", "headers_done")
 
     def __init__(self) -> None:
+        self.on_message_begin()
+
+    def on_message_begin(self) -> None:
+        # Also called again after an interim (1xx) response: only the final one counts.
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.size = 0
@@ -139,8 +143,7 @@ class Http1Pool:
                         break
                     raise httpcore.RemoteProtocolError(
                         "the receiver closed the connection before a complete response")
-                headers_were_done = exchange.headers_done
-                if not headers_were_done:
+                if not exchange.headers_done:
                     head_bytes += len(data)
                 try:
                     parser.feed_data(data)
@@ -148,7 +151,13 @@ class Http1Pool:
                     raise httpcore.RemoteProtocolError("unexpected protocol upgrade") from None
                 except httptools.HttpParserError as exc:
                     raise httpcore.RemoteProtocolError(f"malformed response: {exc}") from None
-                if progress is not None and exchange.headers_done and not headers_were_done:
+                if exchange.complete and 100 <= parser.get_status_code() < 200:
+                    # An interim response (100 Continue, 103 Early Hints) on its own; the
+                    # final one follows on the same connection.
+                    exchange.on_message_begin()
+                    head_bytes = 0
+                    continue
+                if progress is not None and exchange.headers_done and not progress:
                     progress.append(parser.get_status_code())
                 if not exchange.headers_done and head_bytes > MAX_HEAD_BYTES:
                     raise httpcore.RemoteProtocolError(
