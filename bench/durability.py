@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from .procs import request
+from .procs import json_or_none, request
 
 REQUIRED = {"synchronous": "FULL", "journal_mode": "wal", "fts": "on"}
 _INFO = re.compile(r"^recalled_storage_info\{([^}]*)\} 1$", re.M)
@@ -36,7 +36,6 @@ def storage_info(port: int, key: str) -> dict[str, str]:
 
 def head_seq(port: int) -> int:
     """The chain head before the load (a prefilled database starts above 0)."""
-    from .procs import json_or_none
     status, _, body = request(port, "GET", "/readyz")
     data = json_or_none(body) or {}
     return int(data.get("data", {}).get("seq", 0)) if status == 200 else 0

@@ -310,7 +310,7 @@ def scen_batch(ctx: Ctx) -> None:
 
 
 def scen_floor(ctx: Ctx) -> None:
-    """SQLite alone (bench/sql_floor.py): the ceiling the intake rows sit under."""
+    """SQLite alone (bench/sql_floor.py), to compare the intake rows with."""
     n = ctx.cfg.intake_prefill
     for label, source in (("empty", None), (f"{human_n(n)}{'*' if n != 5_000_000 else ''} stored",
                                              ensure_prefill(ctx, n))):
@@ -522,7 +522,8 @@ def durability_row(ctx: Ctx) -> None:
         fig = "; ".join(f"{a['scenario']}: {', '.join(a['problems'])}" for a in bad)
     else:
         s = ctx.audits[0]["settings"]
-        fig = (f"{len(ctx.audits)} servers, all synchronous={s['synchronous']}, {s['journal_mode'].upper()}, "
+        n = len(ctx.audits)
+        fig = (f"{n} server{'s' if n != 1 else ''}, all synchronous={s['synchronous']}, {s['journal_mode'].upper()}, "
                f"FTS on: {acked:,} events acknowledged, {stored:,} stored, "
                f"one FTS row each, chain verified")
     ctx.add(Row("durability of every intake run", fig, "FULL + FTS + chain, nothing lost",

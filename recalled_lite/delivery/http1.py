@@ -115,9 +115,6 @@ class Http1Pool:
         if port is None:
             port = 443 if scheme == b"https" else 80
         origin = (scheme, host, port)
-        connection = await self._take_idle(origin)
-        if connection is None:
-            connection = await self._connect(scheme, host.decode("ascii"), port)
         host_header = b"[" + host + b"]" if b":" in host else host  # an IPv6 literal
         if port != (443 if scheme == b"https" else 80):
             host_header += b":%d" % port
@@ -125,11 +122,17 @@ class Http1Pool:
         for name, value in headers.items():
             head += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
         head += (b"Content-Length: ", b"%d" % len(body), b"\r\n\r\n")
+        request = b"".join(head) + body
+        # Built before dialling: nothing can fail between a new connection and the
+        # try block that closes it.
+        connection = await self._take_idle(origin)
+        if connection is None:
+            connection = await self._connect(scheme, host.decode("ascii"), port)
         stream = connection.stream
         keep = ended_by_close = False
         head_bytes = 0
         try:
-            await stream.write(b"".join(head) + body)
+            await stream.write(request)
             exchange = _Exchange()
             parser = httptools.HttpResponseParser(exchange)
             while not exchange.complete:

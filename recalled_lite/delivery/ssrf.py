@@ -592,9 +592,9 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 class GuardedTransport(httpx.AsyncBaseTransport):
     """httpx transport over an httpcore pool whose every connection goes through
-    :class:`GuardedBackend`. (The webhook sender uses the leaner ``http1.Http1Pool`` over the
-    same backend; this is the guard for code that wants an httpx client.) HTTP/1.1 only; no proxies (a proxy would do the dialling and
-    bypass the guard).
+    :class:`GuardedBackend`. HTTP/1.1 only; no proxies (a proxy would do the dialling and
+    bypass the guard). The webhook sender uses the leaner ``http1.Http1Pool`` over the same
+    backend; this is the guard for code that wants an httpx client.
 
     Refusals raise :class:`DestinationRefusedError` (an ``httpx.ConnectError``); other httpcore
     errors are mapped to their httpx equivalents like httpx's own transport does.
