@@ -1,27 +1,40 @@
-# Every target installs what it needs into .venv first, so a fresh clone needs
-# nothing but python3 (and node/npm for the SDK interop tests).
+# Every target installs what it needs into .venv first, so a fresh clone needs nothing but
+# python3 (and node/npm for the SDK interop tests). Versions and hashes are pinned in
+# requirements/*.txt (pip-compile --generate-hashes; `make lock` regenerates them), and the
+# same files are used here, by .ci/run (through `make test`) and by the Dockerfile.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+TEST_STAMP    := $(VENV)/.test-stamp
 
-.PHONY: install serve test bench bench-quick bench-deps clean
+.PHONY: install install-test serve test bench bench-quick bench-deps lock clean
 
-install: $(STAMP)
+install: $(RUNTIME_STAMP)
+install-test: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
 
-serve: $(STAMP)
+# Runtime only: what `make serve` needs, and nothing of the test tools.
+$(RUNTIME_STAMP): pyproject.toml requirements/build.txt requirements/runtime.txt | $(PY)
+	$(PIP) --require-hashes -r requirements/build.txt -r requirements/runtime.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt
+	$(PIP) --require-hashes -r requirements/build.txt -r requirements/test.txt
+	touch $@
+
+serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/recalled-lite serve $(ARGS)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # wrk is the load generator: C, so it is not the bottleneck.
-bench-deps: $(STAMP)
+bench-deps: $(TEST_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
 
 bench: bench-deps
@@ -29,6 +42,13 @@ bench: bench-deps
 
 bench-quick: bench-deps
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# Regenerate the pinned, hashed requirement files after changing pyproject.toml.
+lock:
+	$(PYTHON) -m venv /tmp/recalled-lock-venv && /tmp/recalled-lock-venv/bin/pip install --quiet pip-tools
+	cd requirements && /tmp/recalled-lock-venv/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe -o build.txt build.in
+	cd requirements && /tmp/recalled-lock-venv/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe --strip-extras -o runtime.txt ../pyproject.toml
+	cd requirements && /tmp/recalled-lock-venv/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe --strip-extras --extra test -o test.txt ../pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

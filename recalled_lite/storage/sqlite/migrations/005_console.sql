@@ -1,0 +1,1 @@
+-- 005: reserved; filled in by the change that needs it.

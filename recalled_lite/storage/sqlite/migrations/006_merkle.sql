@@ -1,0 +1,1 @@
+-- 006: reserved; filled in by the change that needs it.
