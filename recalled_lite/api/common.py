@@ -31,8 +31,11 @@ class AppContext:
     services: list[Any] = field(default_factory=list)
     # name -> async () -> str|None (None = ready, else the reason it is not)
     readiness_checks: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    # Each returns Prometheus text lines for GET /metrics (services register theirs).
-    metrics_providers: list[Callable[[], list[str]]] = field(default_factory=list)
+    # Each returns Prometheus text lines or metric families for GET /metrics (services
+    # register theirs).
+    metrics_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
+    # The app's recalled_lite.metrics.AppMetrics (histograms services observe into).
+    metrics: Any = None
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None
