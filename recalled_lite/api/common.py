@@ -15,6 +15,7 @@ from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, ValidationError
 from ..limits import Limits
+from ..memory import BulkWork
 from ..schemas import ActorOut, EventOut
 from ..storage.base import ApiKeyRecord, EventRecord
 from ..timefmt import format_ms
@@ -36,6 +37,8 @@ class AppContext:
     metrics_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
     # The app's recalled_lite.metrics.AppMetrics (histograms services observe into).
     metrics: Any = None
+    # Running exports (recalled_lite/memory.py): the heap is trimmed when the last ends.
+    bulk_work: BulkWork = field(default_factory=BulkWork)
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None

@@ -337,7 +337,8 @@ class SqliteStore:
 
     async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
                            render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
-        return await self.read(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
+        assert self.readers is not None, "store not started"
+        return await self.readers.scan(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
 
     # -- erasure (§4.7) -------------------------------------------------------
 
