@@ -225,7 +225,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .progress import Progress
     from .search_query import QueryError, parse_date_bound
     from .storage.sqlite.filters import ListFilters
-    from .storage.sqlite.offline import create_private_file, export_file
+    from .private_files import create_private_file
+    from .storage.sqlite.offline import export_file
 
     config = _load(args)
     try:

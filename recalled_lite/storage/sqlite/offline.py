@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import ConfigError
+from ...private_files import create_private_file
 from .connection import open_reader
 from .reads import chain_head, export_chunk
 from .store import scan_chain
@@ -61,18 +62,6 @@ def verify_file(path: Path, secret: bytes | None, from_seq: int | None, to_seq: 
         return scan_chain(conn, meta["project_id"], secret, from_seq, to_seq, progress)
     finally:
         conn.close()
-
-
-def create_private_file(path: Path) -> int:
-    """A new file only its owner can read (0600 whatever the umask allows more of): backups
-    and exports hold the whole log. Refuses a missing directory instead of creating it, so a
-    typo in a path fails loudly rather than writing somewhere unexpected."""
-    if not path.parent.is_dir():
-        raise ConfigError(f"the directory {path.parent} does not exist; create it first "
-                          f"(mkdir -p {path.parent}) or choose another path")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a stale file left by a crash keeps its old mode otherwise
-    return fd
 
 
 def _fsync_directory(path: Path) -> None:
