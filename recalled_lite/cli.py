@@ -31,12 +31,11 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Config:
 def _open_store(config: Config, *, serving: bool = False):
     """The store; only `serve` may create a database or a secret (offline commands exit 2)."""
     from .server_secret import load_or_create_secret, load_secret
-    from .storage.sqlite.offline import require_database, why_not_a_database
+    from .storage.sqlite.offline import is_new_database, require_database
     from .storage.sqlite.store import SqliteStore
 
     if serving:
-        new_database = why_not_a_database(config.db_path) is not None
-        secret = load_or_create_secret(config) if new_database else load_secret(config)
+        secret = load_or_create_secret(config) if is_new_database(config.db_path) else load_secret(config)
     else:
         require_database(config.db_path)
         secret = load_secret(config)

@@ -174,3 +174,15 @@ def test_backups_and_exports_are_private_and_a_missing_directory_is_refused(make
     assert not nowhere.exists()
     refused = run(["export", "--output", str(nowhere / "e.csv"), "--db", str(srv.db_path)], srv.workdir)
     assert refused.returncode == 2 and "does not exist" in refused.stderr and not nowhere.exists()
+
+
+def test_only_a_certainly_new_database_may_get_a_new_secret(tmp_path, make_server):
+    from recalled_lite.storage.sqlite.offline import is_new_database
+
+    assert is_new_database(tmp_path / "missing.db")
+    (tmp_path / "empty.db").write_bytes(b"")
+    assert is_new_database(tmp_path / "empty.db")
+    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 200)
+    assert not is_new_database(tmp_path / "garbage.db")  # unreadable: it may have a secret somewhere
+    srv = make_server("existing")
+    assert not is_new_database(srv.db_path)

@@ -37,6 +37,26 @@ def why_not_a_database(path: Path) -> str | None:
     return None
 
 
+def is_new_database(path: Path) -> bool:
+    """True only when `path` certainly holds no recalled-lite log yet (missing, empty, or
+    readable without a project id): the one case where `serve` may create a secret. A file
+    that cannot be read (locked, corrupt) counts as existing, so that no secret is ever made
+    up for a database that might have one."""
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'").fetchone()
+            return not has_meta or conn.execute(
+                "SELECT 1 FROM meta WHERE key = 'project_id'").fetchone() is None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
 def require_database(path: Path) -> None:
     """Refuse (exit 2) unless `path` is a recalled-lite database, before anything opens it
     read-write: opening a wrong path for writing would create (or migrate) a database there.
