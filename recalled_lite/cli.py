@@ -73,7 +73,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import configure_logging, create_app
     from .http_protocol import protocol_class
-
     from .instance_lock import ServerLock
     from .listening import Server
 
@@ -221,10 +220,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .exporting import Renderer
+    from .private_files import create_private_file
     from .progress import Progress
     from .search_query import QueryError, parse_date_bound
     from .storage.sqlite.filters import ListFilters
-    from .private_files import create_private_file
     from .storage.sqlite.offline import export_file
 
     config = _load(args)

@@ -12,6 +12,7 @@ deliveries, never a scan of every message).
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections import Counter
 from typing import Any, Callable, Iterable
@@ -25,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from . import __version__
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+log = logging.getLogger("recalled_lite")
 
 # Every *_created series doubles the output and no dashboard here reads them. This is
 # process-wide in prometheus_client, and this process has no other registry.
@@ -123,7 +125,11 @@ class AppMetrics:
     async def render(self) -> bytes:
         # Read first (async, on a reader thread), then render without an await in between:
         # two concurrent scrapes cannot mix their snapshots.
-        self._gauges = await self.store.storage_gauges()
+        try:
+            self._gauges = await self.store.storage_gauges()
+        except Exception as exc:  # a locked or failing database must not hide the other metrics
+            log.warning("metrics: storage gauges unavailable: %s", exc)
+            self._gauges = None
         try:
             return generate_latest(self.registry)
         finally:

@@ -151,3 +151,23 @@ def test_backlog_counts_use_the_partial_indexes(tmp_path, sql, index):
     finally:
         store.close()
     assert index in plan, plan  # a scan of every message would name no index
+
+
+def test_a_failing_storage_read_leaves_the_other_metrics():
+    import asyncio
+
+    from recalled_lite.metrics import AppMetrics
+
+    class LockedStore:
+        durability = {"journal_mode": "wal", "synchronous": "FULL"}
+        engine_versions = {"sqlite": "3.0"}
+
+        async def storage_gauges(self):
+            raise sqlite3.OperationalError("database is locked")
+
+    metrics = AppMetrics(LockedStore())
+    metrics.observe_request({}, 200, 0.002)
+    found = families(asyncio.run(metrics.render()).decode())
+    assert "recalled_events_stored" not in found  # what needed the database is left out
+    assert found["recalled_storage_info"].samples[0].labels["synchronous"] == "FULL"
+    assert samples(found["recalled_http_request_duration_seconds"], "_count")[0].value == 1
