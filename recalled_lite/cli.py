@@ -69,18 +69,21 @@ def ensure_admin_key(store: Any, config: Config) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .instance_lock import ServerLock
+
+    config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
+    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    # Before anything touches the files (and before the slow imports): a second server
+    # must change nothing, and say so at once.
+    lock = ServerLock(config.db_path).acquire()
+
     import uvicorn
 
     from .app import configure_logging, create_app
     from .http_protocol import protocol_class
-    from .instance_lock import ServerLock
     from .listening import Server
 
-    config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
     configure_logging(config.server.log_level)
-    config.db_path.parent.mkdir(parents=True, exist_ok=True)
-    # Before anything touches the files: a second server must change nothing.
-    lock = ServerLock(config.db_path).acquire()
     store = _open_store(config, serving=True)
     printed = ensure_admin_key(store, config)
     if printed:
