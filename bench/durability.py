@@ -20,7 +20,7 @@ from pathlib import Path
 from .procs import json_or_none, request
 
 REQUIRED = {"synchronous": "FULL", "journal_mode": "wal", "fts": "on"}
-_INFO = re.compile(r"^recalled_storage_info\{([^}]*)\} 1$", re.M)
+_INFO = re.compile(r"^recalled_storage_info\{([^}]*)\} 1(?:\.0)?$", re.M)
 
 
 def storage_info(port: int, key: str) -> dict[str, str]:

@@ -203,6 +203,12 @@ class Server:
             self._phase_peak = max(self._phase_peak, rss)
             self._stop_sampling.wait(0.1)
 
+    def rss_mb(self) -> float:
+        """Resident memory now (process plus descendants)."""
+        if not self.proc:
+            return 0.0
+        return round(sum(_rss_kb(p) for p in [self.proc.pid, *_descendants(self.proc.pid)]) / 1024, 1)
+
     def phase_reset(self) -> None:
         self._phase_peak = 0
 

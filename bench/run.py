@@ -27,12 +27,12 @@ from pathlib import Path
 
 import msgspec
 
-from . import dataset, durability, prefill, sql_floor, webhooks, wrkrun
+from . import dataset, durability, exports, prefill, sql_floor, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks"]
+SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks", "exports"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -511,6 +511,43 @@ def scen_webhooks(ctx: Ctx) -> None:
                     "<= 20 ms", verdict(p50 <= 20 and complete)))
 
 
+EXPORT_EVENTS = 200_000
+EXPORT_CLIENTS = 8
+EXPORT_BAR_MB = 200
+# "Memory comes back": after the exports, RSS must fall to within this much of idle.
+EXPORT_SETTLE_MARGIN_MB = 40
+
+
+def export_row_title() -> str:
+    return f"{EXPORT_CLIENTS} concurrent exports of {human_n(EXPORT_EVENTS)} events: peak RSS"
+
+
+def scen_exports(ctx: Ctx) -> None:
+    cache = ensure_prefill(ctx, EXPORT_EVENTS)
+    key = prefill.read_meta(cache)["key"]
+    work = ctx.tmp / "exports"
+    progress(f"cloning {cache.name} for the export run")
+    prefill.clone(cache, work)
+    try:
+        server = start_recalled(ctx, f"exports-{human_n(EXPORT_EVENTS)}", work, key, timeout=600)
+        try:
+            res = exports.run(server, key, events=EXPORT_EVENTS, clients=EXPORT_CLIENTS)
+        finally:
+            stop_recalled(ctx, server, "exports")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.raw["exports"] = res
+    came_back = res["after_rss_mb"] <= res["idle_rss_mb"] + EXPORT_SETTLE_MARGIN_MB
+    fig = (f"{res['peak_rss_mb']:.0f} MB peak; {res['after_rss_mb']:.0f} MB {res['settle_seconds']:g} s after "
+           f"(idle {res['idle_rss_mb']:.0f} MB); {res['seconds']:.1f} s, {res['mb_per_s']} MB/s in all")
+    if not res["complete"]:
+        ctx.add(Row(export_row_title(), fig + " (an export was incomplete)",
+                    f"<= {EXPORT_BAR_MB} MB, back to idle", "errors"))
+        return
+    ctx.add(Row(export_row_title(), fig, f"<= {EXPORT_BAR_MB} MB, back to idle +{EXPORT_SETTLE_MARGIN_MB}",
+                verdict(res["peak_rss_mb"] <= EXPORT_BAR_MB and came_back)))
+
+
 def durability_row(ctx: Ctx) -> None:
     if not ctx.audits:
         return
@@ -689,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
                        "p50 <= 5 ms" if s == "list" else "p50 <= 30 ms") for s in read_which],
                      lambda c: scen_read(c, read_which)))
     plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
+    plan.append(("exports", [(export_row_title(), f"<= {EXPORT_BAR_MB} MB")], scen_exports))
     try:
         for name, titles, fn in plan:
             if name in only or name == "+".join(read_which):

@@ -11,9 +11,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections import Counter
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import msgspec
@@ -38,6 +36,7 @@ from .errors import (
     StorageUnavailable, Unavailable,
 )
 from .ids import new_id
+from .metrics import AppMetrics
 from .timefmt import format_ms
 
 log = logging.getLogger("recalled_lite")
@@ -108,11 +107,6 @@ def configure_logging(level: str) -> None:
         logger.propagate = False
 
 
-@dataclass
-class Metrics:
-    responses: Counter = field(default_factory=Counter)
-
-
 def _error_response(exc: APIError) -> Response:
     return json_response(exc.body(), status=exc.status, headers=exc.headers or None)
 
@@ -151,7 +145,7 @@ def _valid_request_id(value: bytes) -> bool:
 class RequestContextMiddleware:
     """Outermost layer: request id on every response, early 413, last-resort 500, access log."""
 
-    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: Metrics):
+    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: AppMetrics):
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.access_log_enabled = access_log_enabled
@@ -206,20 +200,24 @@ class RequestContextMiddleware:
                 await _error_response(_as_api_error(exc))(scope, receive, send_with_id)
         finally:
             status = status_holder[0]
-            self.metrics.responses[status] += 1
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(scope, status, elapsed)
             if self.access_log_enabled:
                 write_access_line({
                     "request_id": request_id.decode(),
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(elapsed * 1000, 2),
                 })
 
 
 def create_app(config: Config, store: Any, services: list[Any] | None = None) -> Any:
     ctx = AppContext(config=config, store=store, services=list(services or []))
-    metrics = Metrics()
+    metrics = AppMetrics(store, ctx.metrics_providers)
+    ctx.metrics = metrics
+    if store is not None:
+        store.observe_write_groups(metrics.observe_write_group)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,20 +16,29 @@ from .errors import ConfigError
 log = logging.getLogger("recalled_lite")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, secret: bool = False) -> None:
     parser.add_argument("--config", help="TOML config file (env RECALLED_CONFIG)")
     parser.add_argument("--db", help="SQLite database path (env RECALLED_DB; default ./recalled.db)")
+    if secret:
+        parser.add_argument("--secret-file", dest="secret_file",
+                            help="the server secret file (default <db>.secret; or env RECALLED_SECRET)")
 
 
 def _load(args: argparse.Namespace, **overrides: Any) -> Config:
-    return load_config(args.config, db=args.db, **overrides)
+    return load_config(args.config, db=args.db, secret_file=getattr(args, "secret_file", None), **overrides)
 
 
-def _open_store(config: Config):
-    from .server_secret import load_or_create_secret
+def _open_store(config: Config, *, serving: bool = False):
+    """The store; only `serve` may create a database or a secret (offline commands exit 2)."""
+    from .server_secret import load_or_create_secret, load_secret
+    from .storage.sqlite.offline import is_new_database, require_database
     from .storage.sqlite.store import SqliteStore
 
-    secret = load_or_create_secret(config)
+    if serving:
+        secret = load_or_create_secret(config) if is_new_database(config.db_path) else load_secret(config)
+    else:
+        require_database(config.db_path)
+        secret = load_secret(config)
     return SqliteStore(
         config.db_path, secret=secret, synchronous=config.database.synchronous,
         busy_timeout_ms=config.database.busy_timeout_ms, readers=config.database.readers,
@@ -59,14 +69,22 @@ def ensure_admin_key(store: Any, config: Config) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .instance_lock import ServerLock
+
+    config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
+    config.db_path.parent.mkdir(parents=True, exist_ok=True)
+    # Before anything touches the files (and before the slow imports): a second server
+    # must change nothing, and say so at once.
+    lock = ServerLock(config.db_path).acquire()
+
     import uvicorn
 
     from .app import configure_logging, create_app
     from .http_protocol import protocol_class
+    from .listening import Server
 
-    config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
     configure_logging(config.server.log_level)
-    store = _open_store(config)
+    store = _open_store(config, serving=True)
     printed = ensure_admin_key(store, config)
     if printed:
         sys.stderr.write(
@@ -96,12 +114,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=config.server.keepalive_seconds,
         timeout_graceful_shutdown=config.server.graceful_shutdown_seconds,
     )
-    log.info("recalled-lite listening", extra={"fields": {
-        "host": config.server.host, "port": config.server.port, "db": str(config.db_path),
-        "project_id": store.project_id, "version": __version__,
-    }})
-    server = uvicorn.Server(server_config)
-    server.run()
+
+    def listening(addresses: list[tuple[str, int]]) -> None:
+        log.info("recalled-lite listening", extra={"fields": {
+            "host": config.server.host, "port": addresses[0][1] if addresses else config.server.port,
+            "db": str(config.db_path), "project_id": store.project_id, "version": __version__,
+            "pid": os.getpid(), "lock": str(lock.path),
+        }})
+
+    server = Server(server_config, on_listening=listening)
+    try:
+        server.run()
+    finally:
+        lock.release()
     return 0 if server.started else 1
 
 
@@ -171,19 +196,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import json
 
     from .progress import Progress
-    from .server_secret import load_or_create_secret
-    from .storage.sqlite.offline import verify_file
+    from .server_secret import load_secret
+    from .storage.sqlite.offline import require_database, verify_file
 
     config = _load(args)
-    if not config.db_path.exists():
-        raise ConfigError(f"no database at {config.db_path}; pass --db PATH")
-    secret = load_or_create_secret(config)
+    require_database(config.db_path)
+    secret = None if args.no_signatures else load_secret(
+        config, hint="; or check the hashes only with --no-signatures")
     bar = Progress("verifying")
     result = verify_file(config.db_path, secret, args.from_seq, args.to_seq, progress=bar.update)
     bar.finish()
-    print(json.dumps({"data": result}, indent=2))
+    print(json.dumps({"data": result, "signaturesChecked": secret is not None}, indent=2))
     if result["valid"]:
-        sys.stderr.write(f"OK: {result['checked']:,} events verified\n")
+        if secret is None:
+            sys.stderr.write(f"OK (hashes only): {result['checked']:,} events chain correctly. Signatures "
+                             "were NOT checked (--no-signatures): someone who rewrote the log and "
+                             "recomputed the hashes would pass; verify with the secret to rule that out.\n")
+        else:
+            sys.stderr.write(f"OK: {result['checked']:,} events verified (hashes and signatures)\n")
         return 0
     bad = result["firstInvalid"]
     sys.stderr.write(f"INVALID at seq {bad['seq']} ({bad['id']}): {bad['reason']}. "
@@ -192,9 +222,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import os
-
     from .exporting import Renderer
+    from .private_files import create_private_file
     from .progress import Progress
     from .search_query import QueryError, parse_date_bound
     from .storage.sqlite.filters import ListFilters
@@ -225,7 +254,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         # Written beside the target and renamed at the end: no half file under the real name.
         partial = args.output + ".partial"
         try:
-            with open(partial, "wb") as out:
+            with os.fdopen(create_private_file(Path(partial)), "wb") as out:
                 count, head_seq, _ = export_file(config.db_path, filters, lambda pid: Renderer(args.format, pid),
                                                  out.write, progress=bar.update)
             os.replace(partial, args.output)
@@ -254,15 +283,20 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_version(args: argparse.Namespace) -> int:
+def version_text() -> str:
     import sqlite3  # noqa: only to report the library version
 
-    print(f"recalled-lite {__version__} (Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version})")
+    return f"recalled-lite {__version__} (Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version})"
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(version_text())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recalled-lite", description="Self-hosted audit log server.")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP server")
@@ -276,21 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key (printed once)")
-    _common(create)
+    _common(create, secret=True)
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", required=True, help="comma-separated, e.g. events:write,events:read or admin")
     create.add_argument("--organization", help="bind the key to one organization")
     create.set_defaults(func=cmd_keys_create)
     listing = keys_sub.add_parser("list", help="list keys")
-    _common(listing)
+    _common(listing, secret=True)
     listing.set_defaults(func=cmd_keys_list)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
-    _common(revoke)
+    _common(revoke, secret=True)
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
 
     verify = sub.add_parser("verify", help="verify the hash chain and signatures offline")
-    _common(verify)
+    _common(verify, secret=True)
+    verify.add_argument("--no-signatures", dest="no_signatures", action="store_true",
+                        help="check the hashes only, without the secret (says so in its output)")
     verify.add_argument("--from-seq", type=int, dest="from_seq")
     verify.add_argument("--to-seq", type=int, dest="to_seq")
     verify.set_defaults(func=cmd_verify)

@@ -195,6 +195,7 @@ def load_config(
     port: int | None = None,
     db: str | None = None,
     dev: bool | None = None,
+    secret_file: str | None = None,
 ) -> Config:
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
@@ -238,4 +239,6 @@ def load_config(
         put("database", "path", db)
     if dev:
         put("server", "dev", True)
+    if secret_file is not None:
+        put("server", "secret_file", secret_file)
     return _decode(data, f"{source} + environment + flags" if path else "environment/flags")

@@ -15,6 +15,7 @@ from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, ValidationError
 from ..limits import Limits
+from ..memory import BulkWork
 from ..schemas import ActorOut, EventOut
 from ..storage.base import ApiKeyRecord, EventRecord
 from ..timefmt import format_ms
@@ -31,8 +32,13 @@ class AppContext:
     services: list[Any] = field(default_factory=list)
     # name -> async () -> str|None (None = ready, else the reason it is not)
     readiness_checks: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    # Each returns Prometheus text lines for GET /metrics (services register theirs).
-    metrics_providers: list[Callable[[], list[str]]] = field(default_factory=list)
+    # Each returns Prometheus text lines or metric families for GET /metrics (services
+    # register theirs).
+    metrics_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
+    # The app's recalled_lite.metrics.AppMetrics (histograms services observe into).
+    metrics: Any = None
+    # Running exports (recalled_lite/memory.py): the heap is trimmed when the last ends.
+    bulk_work: BulkWork = field(default_factory=BulkWork)
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None

@@ -35,13 +35,14 @@ async def export_events(request: Request):
     filters = to_list_filters(given)
 
     async def body() -> AsyncIterator[bytes]:
-        yield renderer.header()
-        after: int | None = 0
-        while visible and after is not None and after < head_seq:
-            data, after = await store.export_chunk(filters, key.organization, after, head_seq, renderer.chunk)
-            if data:
-                yield data
-        yield renderer.footer(head_seq, head_hash)
+        with ctx.bulk_work.job():  # the heap is trimmed once the last export ends
+            yield renderer.header()
+            after: int | None = 0
+            while visible and after is not None and after < head_seq:
+                data, after = await store.export_chunk(filters, key.organization, after, head_seq, renderer.chunk)
+                if data:
+                    yield data
+            yield renderer.footer(head_seq, head_hash)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     headers = {

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import Unavailable
+from ..metrics import CONTENT_TYPE
 from .common import context, json_response
 
 
@@ -37,30 +38,9 @@ async def readyz(request: Request):
 
 
 async def metrics(request: Request):
-    ctx = context(request)
-    metrics_state = request.app.state.metrics
-    writer = ctx.store.writer
-    lines = [
-        "# HELP recalled_events_stored Events in the log (chain head seq).",
-        "# TYPE recalled_events_stored gauge",
-        f"recalled_events_stored {ctx.store.head_seq}",
-        "# HELP recalled_writer_groups_total Write transactions committed by the single writer.",
-        "# TYPE recalled_writer_groups_total counter",
-        f"recalled_writer_groups_total {writer.groups_committed}",
-        "# HELP recalled_writer_ops_total Write operations committed (several per group).",
-        "# TYPE recalled_writer_ops_total counter",
-        f"recalled_writer_ops_total {writer.ops_committed}",
-        "# HELP recalled_storage_info What the write connection runs with, read back from SQLite.",
-        "# TYPE recalled_storage_info gauge",
-        "recalled_storage_info{" + ",".join(f'{k}="{v}"' for k, v in sorted(ctx.store.durability.items())) + "} 1",
-        "# HELP recalled_http_requests_total HTTP responses by status code.",
-        "# TYPE recalled_http_requests_total counter",
-    ]
-    for status, count in sorted(metrics_state.responses.items()):
-        lines.append(f'recalled_http_requests_total{{status="{status}"}} {count}')
-    for provider in ctx.metrics_providers:
-        lines.extend(provider())
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    """Prometheus text; every metric is described in docs/operations.md."""
+    body = await context(request).metrics.render()
+    return Response(body, headers={"content-type": CONTENT_TYPE})
 
 
 routes = [

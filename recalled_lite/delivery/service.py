@@ -151,6 +151,7 @@ class DeliveryService:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
         self.failed_attempts = 0
+        self.app_metrics: Any = None  # recalled_lite.metrics.AppMetrics, from the app at start
 
     # ------------------------------------------------------------------------------------
     # lifecycle
@@ -175,6 +176,7 @@ class DeliveryService:
         ]
         ctx.readiness_checks["delivery"] = self._readiness
         ctx.metrics_providers.append(self._metrics)
+        self.app_metrics = ctx.metrics
         self._wake.set()
         if due or jobs:
             log.info("webhook delivery resumed", extra={"fields": {
@@ -558,6 +560,9 @@ class DeliveryService:
             self.delivered += 1
         else:
             self.failed_attempts += 1
+        if self.app_metrics is not None:
+            self.app_metrics.observe_attempt(time.perf_counter() - t0, error is None and status is not None
+                                             and 200 <= status < 300)
         self._record(AttemptOutcome(item, True, sub.url, status, response_body, error, duration,
                                     started_at, retry_after))
         self._release(item.subscription_id)

@@ -83,6 +83,12 @@ def link(prev_hash: str | None, core: dict[str, Any], secret: bytes) -> tuple[st
     )
 
 
+def chain_hash(prev_hash: str | None, core: dict[str, Any]) -> str:
+    """The `hash` half of `link`, for a verifier that has no secret (hashes only)."""
+    message = (prev_hash or "").encode("ascii") + b"\n" + canonical_without_floats(core)
+    return "sha256:" + _sha256(message).hexdigest()
+
+
 _hmac_pads: dict[bytes, tuple[Any, Any]] = {}
 
 

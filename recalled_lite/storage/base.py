@@ -104,6 +104,18 @@ class ApiKeyRecord:
     revoked_at: int | None
 
 
+@dataclass(slots=True)
+class StorageGauges:
+    """What /metrics reads from storage at scrape time (recalled_lite/metrics.py)."""
+
+    events: int                   # the chain head seq
+    write_groups: int             # committed write transactions since start
+    write_ops: int                # committed write operations since start
+    deliveries: dict[str, int]    # webhook messages by status: pending, sending, failed
+    subscriptions: dict[str, int]  # event subscriptions by state
+    files: dict[str, int]         # bytes on disk by file ("database", "wal")
+
+
 class IdempotencyKeyReused(Exception):
     """Same idempotency key, different payload."""
 
@@ -145,3 +157,9 @@ class Store(Protocol):
     async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int) -> int: ...
     def derive_key(self, purpose: str) -> bytes: ...
     async def check_writable(self) -> None: ...
+    # Metrics: library versions for the build info ({"sqlite": "3.40.1"}), a callback after
+    # every committed write group (ops in it, COMMIT seconds; on the writer thread, so it
+    # must be quick), and the gauges read at scrape time.
+    engine_versions: dict[str, str]
+    def observe_write_groups(self, observer: Callable[[int, float], None]) -> None: ...
+    async def storage_gauges(self) -> StorageGauges: ...

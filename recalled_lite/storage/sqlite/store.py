@@ -23,10 +23,11 @@ from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
 from ..base import (
     ApiKeyRecord, AppendResult, EventRecord, ExportRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound,
+    StorageGauges,
 )
 from .connection import open_writer
 from .migrate import migrate
-from . import erasure, reads
+from . import erasure, gauges, reads
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp
 
@@ -336,7 +337,8 @@ class SqliteStore:
 
     async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
                            render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
-        return await self.read(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
+        assert self.readers is not None, "store not started"
+        return await self.readers.scan(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
 
     # -- erasure (§4.7) -------------------------------------------------------
 
@@ -416,6 +418,27 @@ class SqliteStore:
     async def check_writable(self) -> None:
         # BEGIN IMMEDIATE takes the write lock: if this commits, writes work.
         await self.write(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- metrics ------------------------------------------------------------
+
+    engine_versions = {"sqlite": sqlite3.sqlite_version}
+
+    def observe_write_groups(self, observer: Callable[[int, float], None]) -> None:
+        self.writer.group_observer = observer
+
+    async def storage_gauges(self) -> StorageGauges:
+        deliveries, subscriptions = await self.read(gauges.webhook_counts)
+        files = {}
+        for name, path in (("database", self.path), ("wal", Path(str(self.path) + "-wal"))):
+            try:
+                files[name] = path.stat().st_size
+            except FileNotFoundError:
+                files[name] = 0
+        return StorageGauges(
+            events=self.head_seq, write_groups=self.writer.groups_committed,
+            write_ops=self.writer.ops_committed, deliveries=deliveries,
+            subscriptions=subscriptions, files=files,
+        )
 
 
 def _purge_if_pending(conn: sqlite3.Connection) -> bool:

@@ -83,6 +83,8 @@ class Writer:
         self.reload_state: Callable[[sqlite3.Connection], None] = lambda conn: None
         self.groups_committed = 0
         self.ops_committed = 0
+        # (ops in the group, COMMIT seconds) after each commit: /metrics histograms.
+        self.group_observer: Callable[[int, float], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -227,6 +229,11 @@ class Writer:
         self.groups_committed += 1
         self.ops_committed += len(group)
         self.state["last_commit_seconds"] = commit_seconds
+        if self.group_observer is not None:
+            try:
+                self.group_observer(len(group), commit_seconds)
+            except Exception:
+                log.exception("write group observer failed")
         for (op, _), (_, result, error) in zip(group, results):
             if error is None:
                 try:
