@@ -289,3 +289,38 @@ def test_tls_with_sni_and_certificate_checks(tmp_path):
         asyncio.run(main())
     finally:
         server.shutdown()
+
+
+def test_the_send_path_imports_nothing_per_request(plain):
+    """httpcore's pool used to `import sniffio` on every request (a failed import, a sys.path
+    scan each time, so service.py faked the module). The send path is http1.py now: after the
+    first exchange, no attempt looks up any module - sniffio included."""
+    import importlib.abc
+    import sys
+
+    url = f"http://127.0.0.1:{plain.server_address[1]}"
+    lookups: list[str] = []
+
+    class Probe(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            lookups.append(name)
+            return None
+
+    async def main():
+        p = pool()
+        assert await post(p, url + "/echo", b"warm") == (200, b"echo:warm")  # lazy imports happen here
+        await p.aclose()
+        probe = Probe()
+        sys.meta_path.insert(0, probe)
+        try:
+            for i in range(60):
+                assert (await post(p, url + "/echo", b"x"))[0] == 200
+                if i % 20 == 0:
+                    await p.aclose()  # new connections too
+        finally:
+            sys.meta_path.remove(probe)
+        await p.aclose()
+
+    asyncio.run(main())
+    assert lookups == []
+    assert "sniffio" not in sys.modules or sys.modules["sniffio"] is not None  # nobody fakes it any more
