@@ -14,11 +14,9 @@ One asyncio task drives everything; it never polls for first attempts:
 * **loading** - the events of the next deliveries are read in one batch on a reader thread,
   just ahead of the free slots. Payloads are built from the events table at this point, not
   copied at intake, so an erasure applies to later deliveries too.
-* **sending** - the SSRF-guarded httpx transport (one small keep-alive pool per
-  subscription, on the lean asyncio socket layer of netstream.py), no redirects, no cookies,
-  no proxies, one timeout around the whole attempt, at most ``max_in_flight`` (64) attempts
-  at once and ``max_in_flight_per_subscription`` (4) per subscription; signed with every
-  valid secret of the subscription (Standard Webhooks).
+* **sending** - one signed POST per attempt (sender.py: the SSRF guard, a keep-alive pool
+  per subscription, the minimal HTTP/1.1 client of http1.py), at most ``max_in_flight`` (64)
+  attempts at once and ``max_in_flight_per_subscription`` (4) per subscription.
 * **results** - outcomes are buffered and written in batches (results.py), one transaction
   for many attempts; a result that cannot be recorded is isolated and quarantined.
 * **jobs** - ``recover`` and ``replay_missing`` advance one chunk per transaction (jobs.py).
@@ -39,7 +37,6 @@ import time
 from collections import deque
 from typing import Any
 
-import httpx
 import msgspec
 
 from ..api.common import event_to_wire
@@ -48,23 +45,17 @@ from ..schemas import ActorOut, EventOut
 from ..storage.webhook_base import AttemptOutcome, OpenItem, RetryPolicy, WebhookStore
 from ..timefmt import format_ms, now_ms
 from .faults import Faults
-from .http1 import Http1Pool
 from .jobs import JobRunner
 from .leases import LeaseKeeper
-from .netstream import AsyncioBackend
 from .quarantine import FailurePolicy
 from .results import ResultRecorder
 from .retests import Retester
-from .retry import after_status_line
-from .signing import headers as signed_headers
-from .ssrf import DestinationRefused, GuardedBackend
+from .sender import Sender
 from .subscriptions import SCHEDULED_TRIGGERS, SubscriptionInfo
 
 log = logging.getLogger("recalled_lite.webhooks")
 
-USER_AGENT = "recalled-lite-webhooks/1"
 _RESYNC_SECONDS = 30.0
-_KEEPALIVE_SECONDS = 30.0
 
 
 class WebhookPayload(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -117,7 +108,6 @@ class DeliveryService:
             quarantine_after=w.quarantine_after_failures,
         )
         self.faults = Faults.from_env()
-        self.timeout = w.timeout_seconds
         self.max_in_flight = w.max_in_flight
         self.per_sub = w.max_in_flight_per_subscription
         self.storage: WebhookStore | None = None
@@ -154,14 +144,7 @@ class DeliveryService:
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_resync = 0.0
-        # One small keep-alive pool per subscription (at most its in-flight cap), every
-        # connection dialled through the SSRF guard. One TLS context is shared by all.
-        self._transports: dict[str, Http1Pool] = {}
-        self._transport_used: dict[str, float] = {}
-        self._urls: dict[str, httpx.URL] = {}
-        self._ssl_context: Any = None
-        # No per-operation timers: one asyncio.timeout bounds each whole attempt.
-        self._backend = AsyncioBackend()
+        self.sender = Sender(w, allow_private=self.allow_private, per_subscription=self.per_sub)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
         self.failed_attempts = 0
@@ -186,7 +169,6 @@ class DeliveryService:
             self.jobs.add(job_id)
         self.leases = LeaseKeeper(storage, self.policy.lease_ms, self.held_ids)
         self.retester = Retester(storage, lambda: self.subs)
-        self._ssl_context = httpx.create_ssl_context()
         self._main = asyncio.create_task(self._run(), name="webhook-delivery")
         self._tasks = [
             self._main,
@@ -244,8 +226,7 @@ class DeliveryService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.results is not None:
             await self.results.drain()
-        transports, self._transports = list(self._transports.values()), {}
-        await asyncio.gather(*(t.aclose() for t in transports), return_exceptions=True)
+        await self.sender.aclose()
 
     def held_ids(self) -> set[str]:
         """Every delivery this instance holds in memory, in any stage: their leases are
@@ -560,88 +541,26 @@ class DeliveryService:
         self._accept(None, [], due)
 
     # ------------------------------------------------------------------------------------
-    # sending
+    # sending (sender.py)
     # ------------------------------------------------------------------------------------
 
-    def _transport(self, sub_id: str) -> Http1Pool:
-        transport = self._transports.get(sub_id)
-        if transport is None:
-            transport = self._transports[sub_id] = Http1Pool(
-                GuardedBackend(self.allow_private, delegate=self._backend), self._ssl_context,
-                max_idle=self.per_sub, keepalive_expiry=_KEEPALIVE_SECONDS)
-        self._transport_used[sub_id] = time.monotonic()
-        return transport
-
-    def _url(self, text: str) -> httpx.URL:
-        url = self._urls.get(text)
-        if url is None:
-            if len(self._urls) > 4096:
-                self._urls.clear()
-            url = self._urls[text] = httpx.URL(text)
-        return url
-
     def _close_idle_transports(self) -> None:
-        now = time.monotonic()
-        for sub_id, used in list(self._transport_used.items()):
-            if sub_id not in self.subs or (now - used > _KEEPALIVE_SECONDS * 2 and not self.inflight.get(sub_id)):
-                transport = self._transports.pop(sub_id, None)
-                del self._transport_used[sub_id]
-                if transport is not None:
-                    task = asyncio.create_task(transport.aclose())
-                    self._batches.add(task)
-                    task.add_done_callback(self._batches.discard)
+        for close in self.sender.close_idle(self.subs, self.inflight):
+            task = asyncio.create_task(close)
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
 
     async def _send_one(self, item: OpenItem, sub: SubscriptionInfo, body: bytes) -> None:
-        started_at = now_ms()
-        t0 = time.perf_counter()
-        status: int | None = None
-        response_body: str | None = None
-        problem: str | None = None  # what went wrong (before or after the status line)
-        retry_after: str | None = None
-        location: str | None = None
-        progress: list[int] = []  # the status code, once the response head has arrived
         try:
-            transport = self._transport(sub.id)
-            hdrs = signed_headers(item.message_id, started_at // 1000, body,
-                                  sub.signing_secrets(started_at))
-            hdrs["user-agent"] = USER_AGENT
-            hdrs["accept-encoding"] = "identity"
-            async with asyncio.timeout(self.timeout):
-                # http1.Http1Pool: one POST, never a redirect, no cookie jar, no proxy
-                # settings; the response body is read no further than the read limit.
-                response = await transport.post(self._url(sub.url), hdrs, body,
-                                                self.config.max_response_read_bytes, progress)
-            status = response.status
-            problem = response.warning
-            retry_after = response.headers.get("retry-after")
-            location = response.headers.get("location")
-            response_body = self._keep_body(response.body)
-        except TimeoutError:
-            if progress:
-                status = progress[0]
-                problem = f"timed out after {self.timeout:g} s reading the response body"
-            else:
-                problem = f"timed out after {self.timeout:g} s waiting for a response"
-        except DestinationRefused as exc:
-            problem = f"destination refused: {exc}"
-        except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            outcome = await self.sender.attempt(item, sub, body)
         except asyncio.CancelledError:
             self._release(item)
             raise  # shutting down: the row stays `sending` and is sent again at the next start
-        except Exception as exc:
-            log.exception("webhook attempt failed unexpectedly")
-            problem = f"internal error: {type(exc).__name__}"
-        error, warning = after_status_line(status, problem)
-        if status is not None and 300 <= status < 400 and error is None:
-            error = "redirects are not followed" + (f" (Location: {location[:200]})" if location else "")
-        duration = int((time.perf_counter() - t0) * 1000)
-        if status is not None and 200 <= status < 300 and error is None:
+        if outcome.status_code is not None and 200 <= outcome.status_code < 300 and outcome.error is None:
             self.delivered += 1
         else:
             self.failed_attempts += 1
-        self._record(AttemptOutcome(item, True, sub.url, status, response_body, error, duration,
-                                    started_at, retry_after, warning))
+        self._record(outcome)
         self._release(item)
 
     def _metrics(self) -> list[str]:
@@ -656,16 +575,6 @@ class DeliveryService:
             "# TYPE recalled_webhook_in_flight gauge",
             f"recalled_webhook_in_flight {self.inflight_total}",
         ]
-
-    def _keep_body(self, raw: bytes) -> str:
-        """The response body (already read no further than max_response_read_bytes), stored
-        up to max_response_body_bytes. Raw bytes: `accept-encoding: identity` was asked for,
-        and a compressed body is never inflated (no decompression bombs)."""
-        keep = self.config.max_response_body_bytes
-        text = raw[:keep].decode("utf-8", "replace")
-        while len(text.encode("utf-8")) > keep:  # a replacement char can be wider than its byte
-            text = text[:-1]
-        return text
 
     def _record(self, outcome: AttemptOutcome) -> None:
         assert self.results is not None
