@@ -9,6 +9,8 @@ import asyncio
 import time
 from collections import deque
 
+import pytest
+
 from conftest import ServerProcess
 from webhook_receiver import Receiver, Reply, wait_until
 
@@ -94,3 +96,41 @@ def test_the_hand_off_budget_stays_exact_after_a_failed_read():
         assert not service.ready
 
     asyncio.run(main())
+
+
+def test_a_failed_writer_op_leaves_nothing_queued_in_memory(tmp_path):
+    """The writer rolls a failed op back to its SAVEPOINT; the deliveries, state-change log
+    lines and jobs it noted for after the COMMIT must be dropped with it (and the hand-off
+    count with them), or the loop would chase rows that do not exist."""
+    from recalled_lite.delivery.signing import generate_secret
+    from recalled_lite.storage.sqlite.store import SqliteStore
+    from recalled_lite.storage.webhook_base import NewSubscription, RetryPolicy
+
+    store = SqliteStore(tmp_path / "u.db", secret=b"s" * 64)
+    try:
+        storage = store.webhook_storage(RetryPolicy((1.0,), 0.0, 10**9, 60_000), handoff_limit=100)
+        store.write_sync(storage._attach)
+        sub = store.write_sync(storage._create_subscription, NewSubscription(
+            url="http://127.0.0.1:9/x", description="", event_types=[], organization=None, disabled=False,
+            secret=generate_secret()))
+        sink: list = []
+        storage.sink = lambda subs, items, due, jobs: sink.append((items, jobs))
+        storage._on_commit()
+        sink.clear()
+        handed = storage.handed
+
+        def doomed(conn):
+            storage._queue_test(conn, sub.id, 1)
+            storage._set_state(conn, sub.id, "invalid", "test", 1)
+            storage._insert_job(conn, "replay_missing", sub.id, 0, None, 1)
+            raise RuntimeError("a bug in the op")
+
+        with pytest.raises(RuntimeError):
+            store.write_sync(storage._undoable(doomed))
+        assert storage.handed == handed and storage._handoff == [] and storage._new_jobs == []
+        assert storage._state_log == [] and storage.subs[sub.id].state == "new"
+        storage._on_commit()
+        assert sink == []
+        assert store._conn.execute("SELECT count(*) FROM webhook_jobs").fetchone()[0] == 0
+    finally:
+        store.close()

@@ -75,7 +75,7 @@ class JobOps:
 
     async def job_step(self: "WebhookStorage", job_id: str, chunk: int, max_backlog: int) -> str:
         """Process one chunk. Returns 'done', 'more' or 'paused' (subscription backlog)."""
-        return await self.store.write(self._job_step, job_id, chunk, max_backlog)
+        return await self.store.write(self._undoable(self._job_step), job_id, chunk, max_backlog)
 
     def _job_step(self: "WebhookStorage", conn: sqlite3.Connection, job_id: str, chunk: int,
                   max_backlog: int) -> str:

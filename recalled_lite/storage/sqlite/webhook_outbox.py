@@ -39,7 +39,7 @@ _MESSAGE_DONE = (
 
 class OutboxOps:
     async def claim(self: "WebhookStorage", requests: list[tuple[str, int]]) -> tuple[list[OpenItem], dict[str, int | None]]:
-        return await self.store.write(self._claim, requests)
+        return await self.store.write(self._undoable(self._claim), requests)
 
     def _claim(self: "WebhookStorage", conn: sqlite3.Connection, requests: list[tuple[str, int]]
                ) -> tuple[list[OpenItem], dict[str, int | None]]:
@@ -69,7 +69,7 @@ class OutboxOps:
     async def renew_leases(self: "WebhookStorage", message_ids: list[str]) -> None:
         """Extend the leases of the rows this instance still holds in memory."""
         if message_ids:
-            await self.store.write(self._renew_leases, message_ids)
+            await self.store.write(self._undoable(self._renew_leases), message_ids)
 
     def _renew_leases(self: "WebhookStorage", conn: sqlite3.Connection, message_ids: list[str]) -> None:
         lease = now_ms() + self.policy.lease_ms
@@ -81,7 +81,7 @@ class OutboxOps:
         """Make due again every `sending` row whose lease ran out (lost in memory here, or
         held by an instance that died), except those this instance still holds. Same
         message id, same open attempt: the receiver sees the same webhook-id."""
-        return await self.store.write(self._reclaim_expired, held)
+        return await self.store.write(self._undoable(self._reclaim_expired), held)
 
     def _reclaim_expired(self: "WebhookStorage", conn: sqlite3.Connection, held: frozenset[str]) -> int:
         now = now_ms()
@@ -101,7 +101,7 @@ class OutboxOps:
         return count
 
     async def apply_results(self: "WebhookStorage", results: list[AttemptOutcome]) -> None:
-        await self.store.write(self._apply_results, results)
+        await self.store.write(self._undoable(self._apply_results), results)
 
     def _apply_results(self: "WebhookStorage", conn: sqlite3.Connection, results: list[AttemptOutcome]) -> None:
         now = now_ms()
@@ -220,7 +220,7 @@ class OutboxOps:
         """Results that could not be recorded, however often tried: each delivery becomes
         ``failed``, with an attempt that says why (a minimal write, none of the bookkeeping
         that failed). ``recover`` or a resend can send them again."""
-        await self.store.write(self._quarantine_results, results)
+        await self.store.write(self._undoable(self._quarantine_results), results)
 
     def _quarantine_results(self: "WebhookStorage", conn: sqlite3.Connection, results: list[tuple[AttemptOutcome, str]]) -> None:
         attempts = []

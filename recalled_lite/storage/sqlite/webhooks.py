@@ -167,6 +167,21 @@ class WebhookStorage(OutboxOps, JobOps):
         except Exception:
             log.exception("reloading the webhook subscriptions failed; keeping the previous view")
 
+    def _undoable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a writer op whose in-memory notes are undone with its SAVEPOINT: when it
+        raises, the writer rolls back only its statements, so what it queued for the loop,
+        logged for after the COMMIT or changed in the cache must go too."""
+        def op(conn: sqlite3.Connection, *args: Any) -> Any:
+            marks = (len(self._handoff), len(self._state_log), len(self._new_jobs), dict(self._due),
+                     self.handed, self.subs, self.index, self._dirty)
+            try:
+                return fn(conn, *args)
+            except BaseException:
+                handoff, state_log, new_jobs, self._due, self.handed, self.subs, self.index, self._dirty = marks
+                del self._handoff[handoff:], self._state_log[state_log:], self._new_jobs[new_jobs:]
+                raise
+        return op
+
     def _on_commit(self) -> None:
         if self._state_log:
             entries, self._state_log = self._state_log, []
@@ -460,7 +475,7 @@ class WebhookStorage(OutboxOps, JobOps):
         """The automatic re-test of an `invalid` subscription, when due: a test message
         (trigger ``retest``); the subscription stays `invalid` (and misses nothing more than
         it already does) until the test passes. False if it was not due."""
-        return await self.store.write(self._retest, sub_id)
+        return await self.store.write(self._undoable(self._retest), sub_id)
 
     def _retest(self, conn: sqlite3.Connection, sub_id: str) -> bool:
         sub = self.subs.get(sub_id)
@@ -510,7 +525,7 @@ class WebhookStorage(OutboxOps, JobOps):
         return sub
 
     async def resend(self, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
-        return await self.store.write(self._resend, event_id, sub_id, organization)
+        return await self.store.write(self._undoable(self._resend), event_id, sub_id, organization)
 
     def _resend(self, conn: sqlite3.Connection, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
         sub = self._usable(sub_id, organization)
