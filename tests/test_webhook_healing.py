@@ -92,9 +92,11 @@ def test_a_subscription_made_while_its_receiver_is_down_heals_and_gets_what_it_m
         finally:
             rx.close()
     lines = wait_until(lambda: len(lines := state_lines(srv, sub["id"])) >= 2 and lines)
-    assert [(x["from_state"], x["to_state"]) for x in lines] == [("new", "invalid"), ("invalid", "valid")]
-    assert lines[0]["reason"].startswith("test delivery failed") and lines[0]["level"] == "info"
-    assert lines[0]["retest_at"] is not None
+    assert [(x["from_state"], x["to_state"]) for x in lines] == [
+        (None, "new"), ("new", "invalid"), ("invalid", "valid")]
+    assert lines[0]["reason"] == "created"
+    assert lines[1]["reason"].startswith("test delivery failed") and lines[1]["level"] == "info"
+    assert lines[1]["retest_at"] is not None
 
 
 def test_410_gone_is_not_retested_and_patch_new_does_not_replay(srv, rx):
@@ -123,5 +125,5 @@ def test_410_gone_is_not_retested_and_patch_new_does_not_replay(srv, rx):
         assert missed not in {x.json["event"]["id"] for x in rx.received(path)}
     lines = state_lines(srv, sub["id"])
     assert [(x["from_state"], x["to_state"]) for x in lines] == [
-        ("new", "valid"), ("valid", "invalid"), ("invalid", "new"), ("new", "valid")]
-    assert "410" in lines[1]["reason"] and lines[1]["retest_at"] is None
+        (None, "new"), ("new", "valid"), ("valid", "invalid"), ("invalid", "new"), ("new", "valid")]
+    assert "410" in lines[2]["reason"] and lines[2]["retest_at"] is None

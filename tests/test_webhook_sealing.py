@@ -139,3 +139,32 @@ def test_old_secrets_upgrade_and_bad_ones_are_refused_without_harm(make_server):
         assert errors and sorted(errors[-1]["subscription_ids"]) == sorted([subs["c"], subs["d"]])
     finally:
         rx.close()
+
+
+def test_unreadable_rows_never_raise_out_of_the_writers_reload(tmp_path):
+    """The first release let a malformed sealed secret raise binascii.Error out of the
+    writer's reload_state (run after a failed write group), killing the writer thread.
+    Now every bad row becomes a subscription that says what is wrong; the rest carry on."""
+    from recalled_lite.storage.sqlite.store import SqliteStore
+    from recalled_lite.storage.webhook_base import NewSubscription, RetryPolicy
+
+    store = SqliteStore(tmp_path / "bad.db", secret=b"s" * 64)
+    try:
+        storage = store.webhook_storage(RetryPolicy((1.0,), 0.0, 10**9, 60_000), handoff_limit=10)
+        store.write_sync(storage._attach)
+        ids = [store.write_sync(storage._create_subscription, NewSubscription(
+            url=f"http://127.0.0.1:9/{n}", description="", event_types=["a.*"], organization=None,
+            disabled=False, secret=generate_secret())).id for n in range(3)]
+        conn = store._conn
+        conn.execute("UPDATE webhook_subscriptions SET secret = 'sealed:v2:@@not base64@@' WHERE id = ?", (ids[0],))
+        conn.execute("UPDATE webhook_subscriptions SET event_types = '[not json' WHERE id = ?", (ids[1],))
+        store.writer.reload_state(conn)  # what the writer runs after a failed group: must not raise
+        subs = storage.subs
+        assert "damaged" in subs[ids[0]].secret_error and subs[ids[0]].secret == ""
+        assert "unreadable" in subs[ids[1]].secret_error and not subs[ids[1]].receiving
+        assert subs[ids[2]].secret_error is None and subs[ids[2]].secret.startswith("whsec_")
+        # a broken secret still queues (its deliveries fail visibly, recover sends them once
+        # rotated); an unreadable row receives nothing
+        assert sorted(storage.index.match(None, "a.x")) == sorted([ids[0], ids[2]])
+    finally:
+        store.close()

@@ -108,6 +108,7 @@ class DeliveryService:
             quarantine_after=w.quarantine_after_failures,
         )
         self.faults = Faults.from_env()
+        self._faulty = bool(self.faults)  # checked per delivery: one attribute, not a call
         self.max_in_flight = w.max_in_flight
         self.per_sub = w.max_in_flight_per_subscription
         self.storage: WebhookStore | None = None
@@ -338,7 +339,7 @@ class DeliveryService:
             while queue and slots > 0 and free > 0:
                 item, record = queue.popleft()
                 self._loaded_total -= 1
-                if self.faults and item.type == "event.created" and self.faults.take("lose_delivery"):
+                if self._faulty and item.type == "event.created" and self.faults.take("lose_delivery"):
                     log.warning("test fault: a delivery was dropped in memory", extra={"fields": {
                         "message_id": item.message_id}})
                     continue
@@ -437,7 +438,7 @@ class DeliveryService:
     async def _load(self, batch: list[OpenItem]) -> None:
         assert self.storage is not None
         try:
-            if self.faults and self.faults.take("fail_load"):
+            if self._faulty and self.faults.take("fail_load"):
                 raise RuntimeError("test fault: reading the deliveries failed")
             live, events = await self.storage.load_for_send(batch)
         except asyncio.CancelledError:

@@ -406,6 +406,8 @@ class WebhookStorage(OutboxOps, JobOps):
              None, None, None, None, None, now, now, None, None, 0, None))
         if state == "new":
             self._queue_test(conn, sid, now)
+        self._state_log.append({"subscription_id": sid, "from_state": None, "to_state": state,
+                                "reason": reason or "created"})
         self._reload(conn, [sid])
         return self.subs[sid]
 
