@@ -176,8 +176,9 @@ class DeliveryService:
             asyncio.create_task(self.results.run(), name="webhook-results"),
             asyncio.create_task(self.jobs.run(), name="webhook-jobs"),
             asyncio.create_task(self.leases.run(), name="webhook-leases"),
-            asyncio.create_task(self.retester.run(), name="webhook-retests"),
         ]
+        if self.policy.retest_enabled:
+            self._tasks.append(asyncio.create_task(self.retester.run(), name="webhook-retests"))
         ctx.readiness_checks["delivery"] = self._readiness
         ctx.metrics_providers.append(self._metrics)
         self._wake.set()

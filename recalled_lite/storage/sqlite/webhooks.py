@@ -482,7 +482,8 @@ class WebhookStorage(OutboxOps, JobOps):
     def _retest(self, conn: sqlite3.Connection, sub_id: str) -> bool:
         sub = self.subs.get(sub_id)
         now = now_ms()
-        if sub is None or sub.state != "invalid" or sub.retest_at is None or sub.retest_at > now:
+        if (not self.policy.retest_enabled or sub is None or sub.state != "invalid" or sub.retest_at is None
+                or sub.retest_at > now):
             return False
         retests = sub.retests + 1
         next_at = healing.next_retest_at(retests, now, initial_ms=self.policy.retest_initial_ms,

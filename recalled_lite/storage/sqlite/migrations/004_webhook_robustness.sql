@@ -13,6 +13,19 @@ ALTER TABLE webhook_subscriptions ADD COLUMN invalid_cause TEXT;
 ALTER TABLE webhook_subscriptions ADD COLUMN retest_at INTEGER;
 ALTER TABLE webhook_subscriptions ADD COLUMN retests INTEGER NOT NULL DEFAULT 0;
 
+-- Subscriptions already invalid: missing events since they became invalid, and re-tested at
+-- the first start (the reason text is what the first release wrote for each cause). A 410
+-- Gone is the receiver asking us to stop: never re-tested on its own.
+UPDATE webhook_subscriptions
+   SET invalid_since = state_changed_at,
+       invalid_cause = CASE
+           WHEN state_reason = 'the receiver answered 410 Gone' THEN 'gone'
+           WHEN state_reason LIKE 'no successful delivery for %' THEN 'no_success'
+           ELSE 'test_failed' END,
+       retest_at = CASE WHEN state_reason = 'the receiver answered 410 Gone' THEN NULL
+                        ELSE state_changed_at END
+ WHERE state = 'invalid';
+
 -- Which running instance holds a `sending` row until `lease_until`. It renews the lease
 -- while it holds the row; a row whose lease ran out is taken back and sent again (same
 -- webhook-id), by this instance or another sharing the table.
