@@ -79,6 +79,10 @@ class ResultRecorder:
                         await self._retry_parked(parked)
                 if doomed:
                     await self._quarantine(doomed)
+            except asyncio.CancelledError:
+                # Shutting down mid-write: whatever this round held goes back, for drain().
+                self._pending = _unique(self._flushing + self._pending)
+                raise
             finally:
                 self._flushing = []
 
@@ -106,9 +110,6 @@ class ResultRecorder:
         try:
             await self._apply(batch)
             self._transient_failures = 0
-        except asyncio.CancelledError:
-            self._pending = batch + self._pending
-            raise
         except Exception as exc:
             if is_transient(exc):
                 await self._hold(batch, exc)
@@ -130,9 +131,6 @@ class ResultRecorder:
         for half in halves(batch):
             try:
                 await self._apply(half)
-            except asyncio.CancelledError:
-                self._pending = half + self._pending
-                raise
             except Exception as half_exc:
                 if is_transient(half_exc):
                     await self._hold(half, half_exc)
@@ -142,9 +140,6 @@ class ResultRecorder:
     async def _retry_parked(self, parked: _Parked) -> None:
         try:
             await self._apply([parked.outcome])
-        except asyncio.CancelledError:
-            self._parked.append(parked)
-            raise
         except Exception as exc:
             if is_transient(exc):
                 parked.due = time.monotonic() + backoff_seconds(1, self.policy)
@@ -168,9 +163,6 @@ class ResultRecorder:
                  for p in doomed]
         try:
             await self.storage.quarantine_results(pairs)
-        except asyncio.CancelledError:
-            self._parked.extend(doomed)
-            raise
         except Exception:
             log.exception("quarantining %d webhook results failed; trying again later", len(doomed))
             for p in doomed:
@@ -184,12 +176,31 @@ class ResultRecorder:
                 "failures": p.failures, "error": p.error}})
 
     async def drain(self) -> None:
-        """At shutdown: one last try to record everything (what fails is sent again at start)."""
-        batch = self._pending + self._flushing + [p.outcome for p in self._parked]
+        """At shutdown: one last try to record everything, a poison result isolated so it
+        does not take the others with it (what is not recorded is sent again at start)."""
+        batch = _unique(self._pending + self._flushing + [p.outcome for p in self._parked])
         self._pending, self._flushing, self._parked = [], [], []
+        await self._record_what_can_be(batch)
+
+    async def _record_what_can_be(self, batch: list[AttemptOutcome]) -> None:
         if not batch:
             return
         try:
             await self._apply(batch)
-        except Exception:
-            log.exception("could not record %d webhook attempts at shutdown; they will be resent", len(batch))
+        except Exception as exc:
+            if len(batch) == 1 or is_transient(exc):
+                log.warning("could not record %d webhook attempts at shutdown (%s); they will be resent",
+                            len(batch), describe(exc))
+                return
+            for half in halves(batch):
+                await self._record_what_can_be(half)
+
+
+def _unique(outcomes: list[AttemptOutcome]) -> list[AttemptOutcome]:
+    seen: set[str] = set()
+    kept = []
+    for outcome in outcomes:
+        if outcome.item.message_id not in seen:
+            seen.add(outcome.item.message_id)
+            kept.append(outcome)
+    return kept
