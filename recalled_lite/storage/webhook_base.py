@@ -112,6 +112,8 @@ class WebhookStore(Protocol):
     sink: Sink
     # This instance's name on the leases it holds.
     instance: str
+    # How many stored secrets the start-up upgrade sealed as v2 (for the start log line).
+    secrets_upgraded: int
 
     async def attach(self) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]: ...
 
