@@ -97,8 +97,9 @@ class WebhooksConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     # max_response_read_bytes.
     max_response_body_bytes: Annotated[int, Meta(ge=0, le=1024 * 1024)] = 20480
     max_response_read_bytes: Annotated[int, Meta(ge=0, le=16 * 1024 * 1024)] = 65536
-    # A claimed delivery row is leased for this long (informative: after a crash or restart
-    # every unfinished row is sent again at once, with the same webhook-id).
+    # A delivery taken by the sender is leased to it for this long, renewed while it is held;
+    # one whose lease ran out (lost in memory) is sent again with the same webhook-id. After a
+    # crash or restart every unfinished delivery is sent again at once.
     lease_seconds: Annotated[float, Meta(gt=0)] = 120.0
     # Deliveries handed from intake to the sender in memory (beyond: read back from the table).
     handoff_limit: Annotated[int, Meta(ge=0, le=1_000_000)] = 4096
@@ -108,6 +109,25 @@ class WebhooksConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     job_max_backlog: Annotated[int, Meta(ge=1)] = 10000
     # SIGTERM: in-flight deliveries get this long to finish; the rest are sent again on start.
     shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=300)] = 5.0
+    # Re-test `invalid` subscriptions on their own (never one made invalid by a 410 Gone): first
+    # retest_initial_seconds after it became invalid, then doubling up to retest_max_seconds,
+    # so a receiver that was down when the subscription was made heals without anyone noticing.
+    retest_enabled: bool = True
+    retest_initial_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    retest_max_seconds: Annotated[float, Meta(gt=0)] = 3600.0
+    # The same with --dev (server.dev = true), so a developer sees a re-test within seconds.
+    dev_retest_initial_seconds: Annotated[float, Meta(gt=0)] = 1.0
+    dev_retest_max_seconds: Annotated[float, Meta(gt=0)] = 30.0
+    # When an invalid subscription passes a test, queue what it missed since invalid_since as
+    # a replay_missing job, so healing loses no events.
+    replay_after_retest: bool = True
+    # Recording an attempt's result, or a recover/replay job step, that keeps failing: retried
+    # after failure_backoff_initial_seconds, doubling up to failure_backoff_max_seconds, and
+    # quarantined (the delivery or job marked failed, with the error) after
+    # quarantine_after_failures, so one poison item never blocks the work behind it.
+    failure_backoff_initial_seconds: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    failure_backoff_max_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    quarantine_after_failures: Annotated[int, Meta(ge=1, le=1000)] = 8
 
 
 class KeyRateLimit(Struct, forbid_unknown_fields=True, omit_defaults=False):

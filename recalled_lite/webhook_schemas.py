@@ -72,6 +72,11 @@ class SubscriptionOut(Struct, omit_defaults=False):
     created_at: str
     updated_at: str
     secret: str | UnsetType = UNSET  # only in the create response
+    # Since when it has been missing events (while invalid, and during the test that may heal it).
+    invalid_since: str | None = None
+    next_retest_at: str | None = None  # the next automatic re-test of an invalid subscription
+    # Why its stored signing secret cannot be used (it signs nothing until rotated).
+    secret_error: str | None = None
 
 
 class AttemptOut(Struct, omit_defaults=False):
@@ -86,14 +91,17 @@ class AttemptOut(Struct, omit_defaults=False):
     response_status_code: int | None
     response_body: str | None
     error: str | None
+    # A 2xx (or other status) whose response was sloppy: what was wrong, in plain words.
+    warning: str | None
     duration_ms: int | None
     created_at: str
     next_attempt_at: str | None
 
 
 class SecretOut(Struct, omit_defaults=False):
-    secret: str
+    secret: str | None  # None when the stored secret is unusable (see secret_error)
     previous_secret_expires_at: str | None
+    secret_error: str | None = None
 
 
 class JobProgress(Struct, omit_defaults=False):

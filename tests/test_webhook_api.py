@@ -60,7 +60,7 @@ def test_create_shows_secret_once_then_test_makes_it_valid(srv, rx):
         assert [a["trigger"] for a in attempts["data"]] == ["test"]
         assert attempts["data"][0]["status"] == "success" and attempts["has_more"] is False
         assert c.get(f"/v1/event_subscriptions/{sub['id']}/secret").json()["data"] == {
-            "secret": secret, "previous_secret_expires_at": None}
+            "secret": secret, "previous_secret_expires_at": None, "secret_error": None}
 
 
 def test_unreachable_destination_makes_it_invalid(srv):

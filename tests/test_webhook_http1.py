@@ -118,7 +118,6 @@ def test_receiver_closing_or_answering_garbage():
                                     (201, b"done")),
         "closed before answering": (b"", httpx.RemoteProtocolError),
         "closed mid-head": (b"HTTP/1.1 200 OK\r\nContent-Le", httpx.RemoteProtocolError),
-        "closed mid-body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", httpx.RemoteProtocolError),
         "garbage": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", httpx.RemoteProtocolError),
         # headers that never end: refused at 16 KiB, not read into memory for the whole timeout
         "endless head": (b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * 200 + b"\r\n" * 1
@@ -137,7 +136,9 @@ def test_receiver_closing_or_answering_garbage():
             p = pool()
             try:
                 if isinstance(expected, tuple) and isinstance(expected[0], int):
-                    assert await post(p, f"http://127.0.0.1:{port}/") == expected, name
+                    response = await p.post(httpx.URL(f"http://127.0.0.1:{port}/"), {}, b"x", 1 << 20)
+                    assert (response.status, response.body) == expected, name
+                    assert response.warning is None, (name, response.warning)
                 else:
                     error, match = expected if isinstance(expected, tuple) else (expected, None)
                     with pytest.raises(error, match=match):
@@ -147,6 +148,59 @@ def test_receiver_closing_or_answering_garbage():
 
         asyncio.run(main())
         server.close()
+
+
+SLOPPY = {
+    # Once the status line and headers have arrived the receiver has answered: a framing
+    # problem after them is a warning on a response that counts by its status.
+    "204 with a body, then close": (
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+        204, b"", "a 204 response must not have a body"),
+    "204 with a body, keep-alive": (
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok", 204, b"",
+        "a 204 response must not have a body"),
+    "304 with a body": (b"HTTP/1.1 304 Not Modified\r\n\r\nxyz", 304, b"", "a 304 response must not have a body"),
+    "data after Connection: close": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nokEXTRA", 200, b"ok",
+        "more data after the end of the response"),
+    "data after the end": (b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nokjunk", 202, b"ok",
+                           "more data after the end of the response"),
+    "truncated body": (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 200, b"abc",
+                       "cut short: the receiver closed the connection after 3 of 10 bytes"),
+    "truncated chunked body": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", 200, b"hel",
+                               "chunked response body was cut short"),
+    "bad chunking": (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 201, b"",
+                     "the response body is malformed (invalid character in chunk size)"),
+    "a 500 with a bad body keeps its status": (
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 9\r\n\r\nfail", 500, b"fail", "cut short"),
+}
+
+
+@pytest.mark.parametrize("name", list(SLOPPY))
+def test_framing_problems_after_the_head_are_warnings(name):
+    answer, status, body, warning = SLOPPY[name]
+
+    def reply(conn, data):
+        conn.sendall(answer)  # one write: the extra bytes arrive with the head
+        conn.close()
+
+    server, port, seen = raw_server(reply)
+
+    async def main():
+        p = pool()
+        progress: list[int] = []
+        response = await p.post(httpx.URL(f"http://127.0.0.1:{port}/"), {}, b"x", 1 << 20, progress)
+        assert (response.status, response.body) == (status, body)
+        assert response.warning is not None and warning in response.warning, response.warning
+        assert progress == [status]
+        # the connection is never reused after a framing problem
+        response = await p.post(httpx.URL(f"http://127.0.0.1:{port}/"), {}, b"x", 1 << 20)
+        assert response.status == status
+        await p.aclose()
+
+    asyncio.run(main())
+    server.close()
+    assert len(seen) == 2
 
 
 def test_interim_response_in_its_own_packet():
@@ -235,3 +289,38 @@ def test_tls_with_sni_and_certificate_checks(tmp_path):
         asyncio.run(main())
     finally:
         server.shutdown()
+
+
+def test_the_send_path_imports_nothing_per_request(plain):
+    """httpcore's pool used to `import sniffio` on every request (a failed import, a sys.path
+    scan each time, so service.py faked the module). The send path is http1.py now: after the
+    first exchange, no attempt looks up any module - sniffio included."""
+    import importlib.abc
+    import sys
+
+    url = f"http://127.0.0.1:{plain.server_address[1]}"
+    lookups: list[str] = []
+
+    class Probe(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            lookups.append(name)
+            return None
+
+    async def main():
+        p = pool()
+        assert await post(p, url + "/echo", b"warm") == (200, b"echo:warm")  # lazy imports happen here
+        await p.aclose()
+        probe = Probe()
+        sys.meta_path.insert(0, probe)
+        try:
+            for i in range(60):
+                assert (await post(p, url + "/echo", b"x"))[0] == 200
+                if i % 20 == 0:
+                    await p.aclose()  # new connections too
+        finally:
+            sys.meta_path.remove(probe)
+        await p.aclose()
+
+    asyncio.run(main())
+    assert lookups == []
+    assert "sniffio" not in sys.modules or sys.modules["sniffio"] is not None  # nobody fakes it any more

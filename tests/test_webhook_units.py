@@ -1,5 +1,5 @@
 """Pure pieces of the webhook feature: event-type patterns, the intake matcher, secret
-sealing, outbox ids and the [webhooks] config section."""
+sealing, re-test and quarantine rules, outbox ids and the [webhooks] config section."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from recalled_lite.delivery.signing import generate_secret
 from recalled_lite.delivery.subscriptions import SubscriptionIndex, SubscriptionInfo, TypeFilter, validate_pattern
 from recalled_lite.ids import UlidGenerator, encode_ulid, ulid_ceiling, ulid_floor
 from recalled_lite.errors import ConfigError
-from recalled_lite.storage.sqlite.webhooks import seal_secret, unseal_secret
+from recalled_lite.delivery import healing, quarantine
+from recalled_lite.delivery.faults import Faults
+from recalled_lite.delivery.sealing import SealError, Sealer
+from recalled_lite.errors import StorageError, StorageUnavailable
 
 
 @pytest.mark.parametrize("pattern", ["invoice.paid", "invoice.*", "*", "a", "a.b.c.*", "user_signed-in"])
@@ -58,17 +61,103 @@ def test_signing_secrets_during_overlap():
     assert s.signing_secrets(1000) == ["whsec_new"]
 
 
+def legacy_seal_v1(server_secret: bytes, sub_id: str, secret: str) -> str:
+    """The first release's sealing, verbatim (HMAC-SHA256 keystream XOR, no tag)."""
+    import hashlib
+    import hmac
+
+    key = base64.b64decode(secret[6:])
+    nonce = os.urandom(16)
+    out = bytearray()
+    counter = 0
+    while len(out) < len(key):
+        out += hmac.new(server_secret, b"recalled-lite webhook secret\x00" + sub_id.encode() + b"\x00" + nonce
+                        + counter.to_bytes(4, "big"), hashlib.sha256).digest()
+        counter += 1
+    return "sealed:v1:" + base64.b64encode(nonce + bytes(a ^ b for a, b in zip(key, out))).decode("ascii")
+
+
 def test_secret_sealing_round_trip_and_binding():
     server = os.urandom(32)
+    sealer = Sealer(server)
     secret = generate_secret()
-    sealed = seal_secret(server, "sub_1", secret)
-    assert secret[6:] not in sealed and sealed.startswith("sealed:v1:")
-    assert unseal_secret(server, "sub_1", sealed) == secret
-    assert seal_secret(server, "sub_1", secret) != sealed  # fresh nonce each time
-    assert unseal_secret(os.urandom(32), "sub_1", sealed) != secret  # needs the server secret
-    assert unseal_secret(server, "sub_2", sealed) != secret  # bound to the subscription
+    sealed = sealer.seal("sub_1", "secret", secret)
+    assert secret[6:] not in sealed and sealed.startswith("sealed:v2:")
+    assert sealer.unseal("sub_1", "secret", sealed) == secret
+    assert sealer.seal("sub_1", "secret", secret) != sealed  # fresh nonce each time
+    with pytest.raises(SealError, match="integrity check"):
+        Sealer(os.urandom(32)).unseal("sub_1", "secret", sealed)  # needs the server secret
+    with pytest.raises(SealError, match="integrity check"):
+        sealer.unseal("sub_2", "secret", sealed)  # bound to the subscription
+    with pytest.raises(SealError, match="integrity check"):
+        sealer.unseal("sub_1", "previous_secret", sealed)  # and to the column
     long = "whsec_" + base64.b64encode(os.urandom(64)).decode()
-    assert unseal_secret(server, "s", seal_secret(server, "s", long)) == long
+    assert sealer.unseal("s", "secret", sealer.seal("s", "secret", long)) == long
+
+
+def test_tampered_unknown_and_cleartext_secrets_are_refused_with_a_reason():
+    sealer = Sealer(os.urandom(32))
+    sealed = sealer.seal("sub_1", "secret", generate_secret())
+    raw = bytearray(base64.b64decode(sealed[len("sealed:v2:"):]))
+    raw[20] ^= 1
+    tampered = "sealed:v2:" + base64.b64encode(bytes(raw)).decode()
+    cases = {
+        tampered: "integrity check",
+        "sealed:v2:!!!notbase64": "damaged",
+        "sealed:v2:" + base64.b64encode(b"short").decode(): "too short",
+        "sealed:v9:AAAA": "unknown format",
+        generate_secret(): "not sealed",
+        legacy_seal_v1(b"x" * 32, "sub_1", generate_secret()): "sealed:v1",
+    }
+    for stored, reason in cases.items():
+        with pytest.raises(SealError, match=reason):
+            sealer.unseal("sub_1", "secret", stored)
+
+
+def test_v1_and_cleartext_secrets_upgrade_to_v2():
+    server = os.urandom(32)
+    sealer = Sealer(server)
+    secret = generate_secret()
+    v1 = legacy_seal_v1(server, "sub_1", secret)
+    upgraded = sealer.upgrade("sub_1", "secret", v1)
+    assert upgraded.startswith("sealed:v2:") and sealer.unseal("sub_1", "secret", upgraded) == secret
+    clear = sealer.upgrade("sub_1", "previous_secret", secret)
+    assert sealer.unseal("sub_1", "previous_secret", clear) == secret
+    assert sealer.upgrade("sub_1", "secret", upgraded) is None  # already v2
+    for bad in ("sealed:v1:***", "sealed:v7:abc", "not a secret at all"):
+        with pytest.raises(SealError):
+            sealer.upgrade("sub_1", "secret", bad)
+
+
+def test_retest_rules():
+    kw = {"enabled": True, "initial_ms": 60_000, "max_ms": 3_600_000}
+    assert healing.first_retest_at(healing.InvalidCause.TEST_FAILED, 1000, **kw) == 61_000
+    assert healing.first_retest_at(healing.InvalidCause.NO_SUCCESS, 1000, **kw) == 61_000
+    assert healing.first_retest_at(healing.InvalidCause.GONE, 1000, **kw) is None  # it asked us to stop
+    assert healing.first_retest_at(healing.InvalidCause.TEST_FAILED, 1000, **{**kw, "enabled": False}) is None
+    delays = [healing.next_retest_at(n, 0, initial_ms=60_000, max_ms=3_600_000) for n in range(1, 10)]
+    assert delays == [120_000, 240_000, 480_000, 960_000, 1_920_000, 3_600_000, 3_600_000, 3_600_000, 3_600_000]
+    assert healing.next_retest_at(10**6, 0, initial_ms=60_000, max_ms=3_600_000) == 3_600_000  # no overflow
+    assert healing.replay_begin(10_000_000, 1_000) == 10_000_000 - healing.REPLAY_MARGIN_MS
+    assert healing.replay_begin(10_000_000, 9_990_000) == 9_990_000  # never before it existed
+
+
+def test_quarantine_rules():
+    policy = quarantine.FailurePolicy(initial_seconds=0.5, max_seconds=4, quarantine_after=3)
+    assert [quarantine.backoff_seconds(n, policy) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]
+    assert not quarantine.should_quarantine(2, policy) and quarantine.should_quarantine(3, policy)
+    assert quarantine.is_transient(StorageUnavailable("the disk is full"))
+    assert not quarantine.is_transient(StorageError("database error")) and not quarantine.is_transient(ValueError())
+    assert quarantine.halves([1, 2, 3]) == ([1], [2, 3])
+
+
+def test_faults_are_inert_unless_asked_for():
+    assert not Faults("") and not Faults.from_env()
+    faults = Faults("lose_delivery:2, poison_job:1")
+    assert [faults.take("lose_delivery") for _ in range(3)] == [True, True, False]
+    assert faults.mark("poison_job", "job_a") and faults.mark("poison_job", "job_a")
+    assert not faults.mark("poison_job", "job_b")
+    assert not faults.take("unknown")
 
 
 def _reference_ulid(value: int) -> str:

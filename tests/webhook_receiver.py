@@ -63,6 +63,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b"ok"
     delay: float = 0.0  # seconds to wait before answering (a "hanging" receiver)
+    # Exact response bytes, written in one send and followed by a close: a sloppy receiver
+    # (a body on a 204, data after the end...). status/headers/body are then ignored.
+    raw: bytes | None = None
 
 
 # behaviour(received, n) -> Reply; n = 1-based count of non-test requests on that path so far
@@ -70,7 +73,7 @@ Behaviour = Callable[[Received, int], Reply]
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
         self.behaviours: dict[str, Behaviour] = {}
         # path -> {name: verify(body, headers) raising on failure}; a failed check answers 401
@@ -100,6 +103,14 @@ class Receiver:
                 finally:
                     with receiver._lock:
                         receiver.in_flight[self.path] -= 1
+                if reply.raw is not None:
+                    self.close_connection = True
+                    try:
+                        self.wfile.write(reply.raw)
+                        self.wfile.flush()
+                    except OSError:
+                        pass
+                    return
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -113,7 +124,8 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A chosen port: a receiver that comes up where a subscription already points.
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from ..errors import NotFound, ValidationError
 from ..storage.base import RecordNotFound
-from ..storage.sqlite.webhooks import InvalidWebhookOperation
+from ..storage.webhook_base import InvalidWebhookOperation
 from ..webhook_schemas import Page, decode_cursor, encode_cursor
 from .common import authorize, int_param, json_response
 from .subscriptions import SCOPE, attempt_to_wire, delivery, time_param, visible_subscription

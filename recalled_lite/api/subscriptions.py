@@ -21,7 +21,7 @@ from ..delivery.ssrf import DestinationRefused, validate_destination
 from ..delivery.subscriptions import MAX_PATTERNS, STATES, SubscriptionInfo, validate_pattern
 from ..errors import Forbidden, NotFound, Unavailable, ValidationError
 from ..storage.base import ApiKeyRecord, RecordNotFound
-from ..storage.sqlite.webhooks import InvalidWebhookOperation, NewSubscription, SubscriptionPatch
+from ..storage.webhook_base import InvalidWebhookOperation, NewSubscription, SubscriptionPatch
 from ..timefmt import format_ms, parse_bound_ms
 from ..webhook_schemas import (
     AttemptOut, JobOut, JobProgress, Page, SecretOut, SubscriptionOut, decode_create, decode_cursor,
@@ -59,16 +59,23 @@ def sub_to_wire(sub: SubscriptionInfo, *, with_secret: bool = False) -> Subscrip
         organization=sub.organization, disabled=sub.disabled, state=sub.state,
         state_reason=sub.state_reason, created_at=format_ms(sub.created_at),
         updated_at=format_ms(sub.updated_at), secret=sub.secret if with_secret else UNSET,
+        invalid_since=_time_or_none(sub.invalid_since if sub.state in ("invalid", "new") else None),
+        next_retest_at=_time_or_none(sub.retest_at if sub.state == "invalid" else None),
+        secret_error=sub.secret_error,
     )
+
+
+def _time_or_none(ms: int | None) -> str | None:
+    return format_ms(ms) if ms is not None else None
 
 
 def attempt_to_wire(row: tuple) -> AttemptOut:
     (aid, mid, event_id, sid, attempt, status, trigger, url, code, body, error, duration,
-     created_at, next_at) = row
+     created_at, next_at, warning) = row
     return AttemptOut(
         id=aid, message_id=mid, event_id=event_id, event_subscription_id=sid, attempt=attempt,
         status=status, trigger=trigger, url=url, response_status_code=code, response_body=body,
-        error=error, duration_ms=duration, created_at=format_ms(created_at),
+        error=error, warning=warning, duration_ms=duration, created_at=format_ms(created_at),
         next_attempt_at=format_ms(next_at) if next_at is not None else None,
     )
 
@@ -256,7 +263,8 @@ async def test_subscription(request: Request):
 
 def secret_to_wire(sub: SubscriptionInfo) -> SecretOut:
     expires = sub.previous_secret_expires_at if sub.previous_secret is not None else None
-    return SecretOut(secret=sub.secret, previous_secret_expires_at=format_ms(expires) if expires else None)
+    return SecretOut(secret=sub.secret or None, previous_secret_expires_at=format_ms(expires) if expires else None,
+                     secret_error=sub.secret_error)
 
 
 async def get_secret(request: Request):

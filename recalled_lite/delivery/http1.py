@@ -38,22 +38,32 @@ class Http1Response(typing.NamedTuple):
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     body: bytes              # at most read_limit bytes (more may have been sent)
+    # What was wrong after the status line (a body on a 204, a truncated or malformed body,
+    # data after the end), in plain words. The status still counts: the receiver answered.
+    warning: str | None = None
 
 
 class _Exchange:
     """httptools callbacks for one response."""
 
-    __slots__ = ("headers", "body", "size", "complete", "headers_done")
+    __slots__ = ("parser", "headers", "body", "size", "complete", "headers_done", "extra")
 
     def __init__(self) -> None:
+        self.parser: typing.Any = None
+        self.complete = False
+        self.extra = False  # bytes followed the final response
         self.on_message_begin()
 
     def on_message_begin(self) -> None:
+        if self.complete:
+            # The final response is complete and more bytes follow (a body on a 204, data
+            # after `Connection: close`): keep the response, note the extra data.
+            self.extra = True
+            return
         # Also called again after an interim (1xx) response: only the final one counts.
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.size = 0
-        self.complete = False
         self.headers_done = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -67,7 +77,12 @@ class _Exchange:
         self.size += len(data)
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        # An interim response (100 Continue, 103 Early Hints) is skipped: the final one
+        # follows on the same connection.
+        if 100 <= self.parser.get_status_code() < 200:
+            self.headers_done = False  # the final response's head is still to come
+        else:
+            self.complete = True
 
 
 class _Connection:
@@ -130,18 +145,22 @@ class Http1Pool:
             connection = await self._connect(scheme, host.decode("ascii"), port)
         stream = connection.stream
         keep = ended_by_close = False
+        warning = None
         head_bytes = 0
         try:
             await stream.write(request)
             exchange = _Exchange()
-            parser = httptools.HttpResponseParser(exchange)
+            parser = exchange.parser = httptools.HttpResponseParser(exchange)
             while not exchange.complete:
                 if exchange.headers_done and exchange.size >= read_limit:
                     break  # read no further: the connection is dropped below
                 data = await stream.read(_READ_SIZE)
                 if not data:
-                    if exchange.headers_done and _close_delimited(exchange.headers):
-                        exchange.complete = True  # the body ends with the connection
+                    if exchange.headers_done:
+                        if _close_delimited(exchange.headers):
+                            exchange.complete = True  # the body ends with the connection
+                        else:
+                            warning = _cut_short(exchange)
                         ended_by_close = True
                         break
                     raise httpcore.RemoteProtocolError(
@@ -153,13 +172,15 @@ class Http1Pool:
                 except httptools.HttpParserUpgrade:
                     raise httpcore.RemoteProtocolError("unexpected protocol upgrade") from None
                 except httptools.HttpParserError as exc:
-                    raise httpcore.RemoteProtocolError(f"malformed response: {exc}") from None
-                if exchange.complete and 100 <= parser.get_status_code() < 200:
-                    # An interim response (100 Continue, 103 Early Hints) on its own; the
-                    # final one follows on the same connection.
-                    exchange.on_message_begin()
-                    head_bytes = 0
-                    continue
+                    if not exchange.headers_done:
+                        raise httpcore.RemoteProtocolError(f"malformed response: {exc}") from None
+                    # The status line and headers arrived: the receiver answered. What went
+                    # wrong after them is kept as a warning, never a reason to send again.
+                    warning = _framing_warning(parser.get_status_code(), exchange, exc)
+                    ended_by_close = True
+                    if progress is not None and not progress:
+                        progress.append(parser.get_status_code())
+                    break
                 if progress is not None and exchange.headers_done and not progress:
                     progress.append(parser.get_status_code())
                 if not exchange.headers_done and head_bytes > MAX_HEAD_BYTES:
@@ -168,10 +189,11 @@ class Http1Pool:
             status = parser.get_status_code()
             # (httptools' should_keep_alive() is only meaningful inside its callbacks.)
             connection_header = exchange.headers.get("connection", "").lower()
-            keep = exchange.complete and not ended_by_close and (
+            keep = exchange.complete and not ended_by_close and not exchange.extra and (
                 connection_header == "keep-alive" if parser.get_http_version() == "1.0"
                 else "close" not in connection_header)
-            return Http1Response(status, exchange.headers, b"".join(exchange.body)[:max(read_limit, 0)])
+            return Http1Response(status, exchange.headers, b"".join(exchange.body)[:max(read_limit, 0)],
+                                 warning)
         finally:
             if keep:
                 await self._put_idle(origin, connection)
@@ -209,3 +231,19 @@ class Http1Pool:
 
 def _close_delimited(headers: dict[str, str]) -> bool:
     return "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
+
+
+def _framing_warning(status: int, exchange: _Exchange, exc: Exception) -> str:
+    if exchange.complete:
+        if status in (204, 304):
+            return f"a {status} response must not have a body, but the receiver sent one"
+        return "the receiver sent more data after the end of the response"
+    return f"the response body is malformed ({str(exc).rstrip('.').lower() or 'unparseable'})"
+
+
+def _cut_short(exchange: _Exchange) -> str:
+    length = exchange.headers.get("content-length")
+    if length is not None:
+        return (f"the response body was cut short: the receiver closed the connection after "
+                f"{exchange.size} of {length} bytes")
+    return "the chunked response body was cut short: the receiver closed the connection before its end"

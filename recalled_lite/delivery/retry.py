@@ -6,7 +6,10 @@ compute ``next_attempt_at`` inside the same transaction that records an attempt.
 
 Rules (spec §5.2):
 
-* 2xx = success. Redirects are *not* followed and count as failures.
+* 2xx = success, as soon as the status line has arrived: a framing problem after it (a body
+  on a 204, a truncated body, data after ``Connection: close``, a slow body) is a warning on
+  the attempt, never a reason to send again (``after_status_line``).
+  Redirects are *not* followed and count as failures.
 * 410 Gone = the receiver asked us to stop: the subscription becomes ``invalid``, no more retries.
 * Every other outcome (other non-2xx, timeouts, connection errors, refused destinations) is
   retried on a schedule counted *after* the first try: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h,
@@ -34,6 +37,7 @@ __all__ = [
     "next_delay",
     "parse_retry_after",
     "classify",
+    "after_status_line",
     "honours_retry_after",
     "retry_delay",
     "should_disable",
@@ -142,14 +146,27 @@ def classify(status_code: int | None, error: str | None = None) -> Outcome:
     * ``2xx`` with no ``error`` -> :attr:`Outcome.SUCCESS`.
     * everything else -> :attr:`Outcome.RETRY`: other statuses including 1xx/3xx (redirects are
       not followed, so a 3xx is a failure), no status at all (timeout, connection error, refused
-      destination), or a 2xx whose exchange did not complete (``error`` set, e.g. the response
-      did not finish within the timeout).
+      destination), or a 2xx that was not delivered after all (``error`` set; the sender sets
+      none once a 2xx status line has arrived, see ``after_status_line``).
     """
     if status_code == 410:
         return Outcome.GONE
     if status_code is not None and 200 <= status_code < 300 and error is None:
         return Outcome.SUCCESS
     return Outcome.RETRY
+
+
+def after_status_line(status_code: int | None, problem: str | None) -> tuple[str | None, str | None]:
+    """Split what went wrong in an exchange into ``(error, warning)``.
+
+    Before a status line arrived (no connection, no answer, a malformed head, a timeout while
+    waiting) the problem is the attempt's ``error``. Once one has arrived the receiver has
+    answered and its status decides the outcome: whatever went wrong after it is a
+    ``warning``, kept on the attempt for the receiver's owner.
+    """
+    if status_code is None:
+        return problem, None
+    return None, problem
 
 
 def honours_retry_after(status_code: int | None) -> bool:

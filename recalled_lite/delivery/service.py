@@ -14,15 +14,15 @@ One asyncio task drives everything; it never polls for first attempts:
 * **loading** - the events of the next deliveries are read in one batch on a reader thread,
   just ahead of the free slots. Payloads are built from the events table at this point, not
   copied at intake, so an erasure applies to later deliveries too.
-* **sending** - the SSRF-guarded httpx transport (one small keep-alive pool per
-  subscription, on the lean asyncio socket layer of netstream.py), no redirects, no cookies,
-  no proxies, one timeout around the whole attempt, at most ``max_in_flight`` (64) attempts
-  at once and ``max_in_flight_per_subscription`` (4) per subscription; signed with every
-  valid secret of the subscription (Standard Webhooks).
-* **results** - outcomes are buffered and written in batches by one flusher task (an
-  attempt row, the message's next state, the subscription's state) - one transaction for
-  many attempts.
-* **jobs** - ``recover`` and ``replay_missing`` advance one chunk per transaction.
+* **sending** - one signed POST per attempt (sender.py: the SSRF guard, a keep-alive pool
+  per subscription, the minimal HTTP/1.1 client of http1.py), at most ``max_in_flight`` (64)
+  attempts at once and ``max_in_flight_per_subscription`` (4) per subscription.
+* **results** - outcomes are buffered and written in batches (results.py), one transaction
+  for many attempts; a result that cannot be recorded is isolated and quarantined.
+* **jobs** - ``recover`` and ``replay_missing`` advance one chunk per transaction (jobs.py).
+* **leases** - what this instance holds is leased to it and renewed; a delivery lost in
+  memory is taken back when its lease ends (leases.py).
+* **re-tests** - `invalid` subscriptions are re-tested with a backoff (retests.py).
 
 At-least-once: a delivery is ``success`` only after its outcome is committed. Anything
 unfinished when the process stops or dies is ``sending`` in the table and is made due again
@@ -32,39 +32,30 @@ at the next start, with the same message id (``webhook-id``).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import sys
 import time
 from collections import deque
 from typing import Any
 
-import httpx
 import msgspec
 
 from ..api.common import event_to_wire
 from ..config import Config
 from ..schemas import ActorOut, EventOut
-from ..storage.sqlite.webhooks import AttemptOutcome, OpenItem, RetryPolicy, WebhookStorage
+from ..storage.webhook_base import AttemptOutcome, OpenItem, RetryPolicy, WebhookStore
 from ..timefmt import format_ms, now_ms
-from .netstream import AsyncioBackend
-from .signing import headers as signed_headers
-from .http1 import Http1Pool
-from .ssrf import DestinationRefused, GuardedBackend
+from .faults import Faults
+from .jobs import JobRunner
+from .leases import LeaseKeeper
+from .quarantine import FailurePolicy
+from .results import ResultRecorder
+from .retests import Retester
+from .sender import Sender
 from .subscriptions import SCHEDULED_TRIGGERS, SubscriptionInfo
 
 log = logging.getLogger("recalled_lite.webhooks")
 
-# httpcore asks the optional `sniffio` which event loop runs, with an `import sniffio` on
-# every request. When it is not installed, each of those is a failed import that scans
-# sys.path (~0.15 ms here, a large share of an attempt's CPU). Recording the absence once makes the probe
-# a dict lookup; httpcore then assumes asyncio, which is what runs here.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-USER_AGENT = "recalled-lite-webhooks/1"
 _RESYNC_SECONDS = 30.0
-_KEEPALIVE_SECONDS = 30.0
 
 
 class WebhookPayload(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -103,14 +94,24 @@ class DeliveryService:
         self.dev = config.server.dev
         self.allow_private = w.allow_private_destinations or self.dev
         schedule = w.dev_retry_schedule if self.dev else w.retry_schedule
+        retest_initial = w.dev_retest_initial_seconds if self.dev else w.retest_initial_seconds
+        retest_max = w.dev_retest_max_seconds if self.dev else w.retest_max_seconds
         self.policy = RetryPolicy(
             schedule=tuple(float(s) for s in schedule), jitter=w.jitter,
             disable_after_ms=int(w.disable_after_seconds * 1000), lease_ms=int(w.lease_seconds * 1000),
+            retest_initial_ms=int(retest_initial * 1000), retest_max_ms=int(max(retest_max, retest_initial) * 1000),
+            retest_enabled=w.retest_enabled, replay_after_retest=w.replay_after_retest,
         )
-        self.timeout = w.timeout_seconds
+        self.failure_policy = FailurePolicy(
+            initial_seconds=w.failure_backoff_initial_seconds,
+            max_seconds=max(w.failure_backoff_max_seconds, w.failure_backoff_initial_seconds),
+            quarantine_after=w.quarantine_after_failures,
+        )
+        self.faults = Faults.from_env()
+        self._faulty = bool(self.faults)  # checked per delivery: one attribute, not a call
         self.max_in_flight = w.max_in_flight
         self.per_sub = w.max_in_flight_per_subscription
-        self.storage: WebhookStorage | None = None
+        self.storage: WebhookStore | None = None
         self.subs: dict[str, SubscriptionInfo] = {}
         self.project_id = ""
         # loop-thread state
@@ -128,26 +129,23 @@ class DeliveryService:
         self.inflight_total = 0
         self.next_due: dict[str, int] = {}
         self._notes: dict[str, int] | None = None  # due notes that arrive while a claim runs
-        self._taken = 0  # hand-off items taken off the queue (read by the writer thread)
-        self._results: list[AttemptOutcome] = []
+        # Hand-off items taken off `ready` for good (read by the writer thread): each counts
+        # once, however often a failed read puts it back.
+        self._taken = 0
+        self._loading: list[OpenItem] = []  # the batch whose events are being read
+        self._sending: dict[str, OpenItem] = {}  # message id -> attempt in flight
+        self.results: ResultRecorder | None = None
+        self.jobs: JobRunner | None = None
+        self.leases: LeaseKeeper | None = None
+        self.retester: Retester | None = None
         self._wake = asyncio.Event()
-        self._results_ready = asyncio.Event()
-        self._jobs_ready = asyncio.Event()
-        self._jobs: deque[str] = deque()
         self._batches: set[asyncio.Task[None]] = set()
         self._claim_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_resync = 0.0
-        # One small keep-alive pool per subscription (at most its in-flight cap), every
-        # connection dialled through the SSRF guard. One TLS context is shared by all.
-        self._transports: dict[str, Http1Pool] = {}
-        self._transport_used: dict[str, float] = {}
-        self._urls: dict[str, httpx.URL] = {}
-        self._ssl_context: Any = None
-        # No per-operation timers: one asyncio.timeout bounds each whole attempt.
-        self._backend = AsyncioBackend()
+        self.sender = Sender(w, allow_private=self.allow_private, per_subscription=self.per_sub)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.delivered = 0
         self.failed_attempts = 0
@@ -161,23 +159,40 @@ class DeliveryService:
         self.loop = asyncio.get_running_loop()
         store = ctx.store
         self.project_id = store.project_id
-        self.storage = WebhookStorage(store, self.policy, handoff_limit=self.config.handoff_limit)
-        self.storage.taken = lambda: self._taken
-        self.storage.sink = self._sink
-        self.subs, due, jobs = await self.storage.attach()
+        storage = self.storage = store.webhook_storage(self.policy, handoff_limit=self.config.handoff_limit)
+        storage.taken = lambda: self._taken
+        storage.sink = self._sink
+        self.subs, due, jobs = await storage.attach()
         self.next_due = dict(due)
-        self._jobs.extend(jobs)
-        self._ssl_context = httpx.create_ssl_context()
+        self.results = ResultRecorder(storage, self.failure_policy, self.faults)
+        self.jobs = JobRunner(storage, chunk=self.config.job_chunk_size, max_backlog=self.config.job_max_backlog,
+                              policy=self.failure_policy, faults=self.faults)
+        for job_id in jobs:
+            self.jobs.add(job_id)
+        self.leases = LeaseKeeper(storage, self.policy.lease_ms, self.held_ids)
+        self.retester = Retester(storage, lambda: self.subs)
         self._main = asyncio.create_task(self._run(), name="webhook-delivery")
         self._tasks = [
             self._main,
-            asyncio.create_task(self._flush_loop(), name="webhook-results"),
-            asyncio.create_task(self._jobs_loop(), name="webhook-jobs"),
+            asyncio.create_task(self.results.run(), name="webhook-results"),
+            asyncio.create_task(self.jobs.run(), name="webhook-jobs"),
+            asyncio.create_task(self.leases.run(), name="webhook-leases"),
         ]
+        if self.policy.retest_enabled:
+            self._tasks.append(asyncio.create_task(self.retester.run(), name="webhook-retests"))
         ctx.readiness_checks["delivery"] = self._readiness
         ctx.metrics_providers.append(self._metrics)
         self.app_metrics = ctx.metrics
         self._wake.set()
+        if storage.secrets_upgraded:
+            log.info("webhook signing secrets sealed with AES-GCM (sealed:v2)", extra={"fields": {
+                "upgraded": storage.secrets_upgraded}})
+        broken = sorted(s.id for s in self.subs.values() if s.secret_error)
+        if broken:
+            log.error("webhook subscriptions with an unusable signing secret: they sign nothing until "
+                      "their secret is rotated", extra={"fields": {"subscription_ids": broken}})
+        if self.faults:
+            log.warning("test faults are active (RECALLED_TEST_FAULTS): never in production")
         if due or jobs:
             log.info("webhook delivery resumed", extra={"fields": {
                 "subscriptions_with_due_deliveries": len(due), "running_jobs": len(jobs)}})
@@ -185,6 +200,9 @@ class DeliveryService:
     def _readiness(self) -> str | None:
         if self._main is None or self._main.done():
             return "the webhook delivery loop is not running"
+        for task in self._tasks[1:]:
+            if task.done():
+                return f"the {task.get_name()} task is not running"
         return None
 
     async def stop(self) -> None:
@@ -195,9 +213,10 @@ class DeliveryService:
         self._wake.set()
         if not self._tasks:
             return
-        main, flusher, jobs = self._tasks
+        main, recorder, *others = self._tasks
         main.cancel()
-        jobs.cancel()
+        for task in others:
+            task.cancel()
         for task in (self._claim_task, self._load_task):
             if task is not None:
                 task.cancel()
@@ -207,35 +226,48 @@ class DeliveryService:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        flusher.cancel()
+        recorder.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._results and self.storage is not None:
-            batch, self._results = self._results, []
-            try:
-                await self.storage.apply_results(batch)
-            except Exception:
-                log.exception("could not record %d webhook attempts at shutdown; they will be resent", len(batch))
-        transports, self._transports = list(self._transports.values()), {}
-        await asyncio.gather(*(t.aclose() for t in transports), return_exceptions=True)
+        if self.results is not None:
+            await self.results.drain()
+        await self.sender.aclose()
+
+    def held_ids(self) -> set[str]:
+        """Every delivery this instance holds in memory, in any stage: their leases are
+        renewed; any other `sending` row whose lease ran out is taken back."""
+        held: set[str] = set(self._sending)
+        for queue in self.ready.values():
+            held.update(item.message_id for item in queue)
+        for loaded in self.loaded.values():
+            held.update(item.message_id for item, _ in loaded)
+        held.update(item.message_id for item in self._loading)
+        if self.results is not None:
+            held |= self.results.held_ids()
+        return held
 
     # ------------------------------------------------------------------------------------
     # from the writer thread
     # ------------------------------------------------------------------------------------
 
     def _sink(self, subs: dict[str, SubscriptionInfo] | None, items: list[OpenItem],
-              due: dict[str, int]) -> None:
+              due: dict[str, int], jobs: list[str]) -> None:
         loop = self.loop
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(self._accept, subs, items, due)
+            loop.call_soon_threadsafe(self._accept, subs, items, due, jobs)
         except RuntimeError:  # loop closed: the rows are in the table, the next start sends them
             pass
 
     def _accept(self, subs: dict[str, SubscriptionInfo] | None, items: list[OpenItem],
-                due: dict[str, int]) -> None:
+                due: dict[str, int], jobs: list[str] | None = None) -> None:
         if subs is not None:
             self.subs = subs
+            if self.retester is not None:
+                self.retester.subscriptions_changed()
+        if jobs and self.jobs is not None:
+            for job_id in jobs:
+                self.jobs.add(job_id)
         ready = self.ready
         for item in items:
             queue = ready.get(item.subscription_id)
@@ -310,6 +342,10 @@ class DeliveryService:
             while queue and slots > 0 and free > 0:
                 item, record = queue.popleft()
                 self._loaded_total -= 1
+                if self._faulty and item.type == "event.created" and self.faults.take("lose_delivery"):
+                    log.warning("test fault: a delivery was dropped in memory", extra={"fields": {
+                        "message_id": item.message_id}})
+                    continue
                 if self._start(item, record):
                     slots -= 1
                     free -= 1
@@ -329,23 +365,42 @@ class DeliveryService:
             # Not sent: the owner deactivated it, or it became invalid after this was queued.
             self._record(AttemptOutcome(item, False, sub.url, None, None, None, None, now_ms(), None))
             return False
-        if item.event_seq is not None:
-            event = event_to_wire(record, self.project_id)
-        elif item.type == "event.example":
-            event = example_event(self.project_id, sub.organization,
-                                  item.example_action or "example.created", now_ms())
-        else:
-            event = None
-        body = _encode(WebhookPayload(item.message_id, item.type, format_ms(item.created_at),
-                                      self.project_id, event))
+        if not sub.secret:
+            # Never signed with a wrong key: a failed attempt that says why, retried on the
+            # schedule (a rotation repairs the secret; `recover` sends what failed meanwhile).
+            self._record(AttemptOutcome(item, True, sub.url, None, None,
+                                        f"not sent: {sub.secret_error or 'the signing secret is unusable'}",
+                                        0, now_ms(), None))
+            return False
+        try:
+            if item.event_seq is not None:
+                event = event_to_wire(record, self.project_id)
+            elif item.type == "event.example":
+                event = example_event(self.project_id, sub.organization,
+                                      item.example_action or "example.created", now_ms())
+            else:
+                event = None
+            body = _encode(WebhookPayload(item.message_id, item.type, format_ms(item.created_at),
+                                          self.project_id, event))
+        except Exception as exc:
+            # A delivery that cannot be built fails like an attempt (and runs out its retries)
+            # rather than vanishing from memory and coming back at every lease.
+            log.exception("building a webhook delivery failed", extra={"fields": {"message_id": item.message_id}})
+            self._record(AttemptOutcome(item, True, sub.url, None, None,
+                                        f"internal error building the delivery: {type(exc).__name__}",
+                                        0, now_ms(), None))
+            return False
         self.inflight[sid] = self.inflight.get(sid, 0) + 1
         self.inflight_total += 1
+        self._sending[item.message_id] = item
         task = asyncio.create_task(self._send_one(item, sub, body))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
         return True
 
-    def _release(self, sid: str) -> None:
+    def _release(self, item: OpenItem) -> None:
+        self._sending.pop(item.message_id, None)
+        sid = item.subscription_id
         left = self.inflight.get(sid, 0) - 1
         if left > 0:
             self.inflight[sid] = left
@@ -380,11 +435,14 @@ class DeliveryService:
             if len(batch) >= room:
                 break
         if batch:
+            self._loading = batch
             self._load_task = asyncio.create_task(self._load(batch))
 
     async def _load(self, batch: list[OpenItem]) -> None:
         assert self.storage is not None
         try:
+            if self._faulty and self.faults.take("fail_load"):
+                raise RuntimeError("test fault: reading the deliveries failed")
             live, events = await self.storage.load_for_send(batch)
         except asyncio.CancelledError:
             raise
@@ -393,8 +451,11 @@ class DeliveryService:
             await asyncio.sleep(1)
             for item in reversed(batch):
                 self.ready.setdefault(item.subscription_id, deque()).appendleft(item)
+                if item.handoff:
+                    self._taken -= 1  # back in `ready`: counted again when it is taken again
             return
         finally:
+            self._loading = []
             self._load_task = None
             self._wake.set()
         for item in batch:
@@ -484,88 +545,32 @@ class DeliveryService:
         self._accept(None, [], due)
 
     # ------------------------------------------------------------------------------------
-    # sending
+    # sending (sender.py)
     # ------------------------------------------------------------------------------------
 
-    def _transport(self, sub_id: str) -> Http1Pool:
-        transport = self._transports.get(sub_id)
-        if transport is None:
-            transport = self._transports[sub_id] = Http1Pool(
-                GuardedBackend(self.allow_private, delegate=self._backend), self._ssl_context,
-                max_idle=self.per_sub, keepalive_expiry=_KEEPALIVE_SECONDS)
-        self._transport_used[sub_id] = time.monotonic()
-        return transport
-
-    def _url(self, text: str) -> httpx.URL:
-        url = self._urls.get(text)
-        if url is None:
-            if len(self._urls) > 4096:
-                self._urls.clear()
-            url = self._urls[text] = httpx.URL(text)
-        return url
-
     def _close_idle_transports(self) -> None:
-        now = time.monotonic()
-        for sub_id, used in list(self._transport_used.items()):
-            if sub_id not in self.subs or (now - used > _KEEPALIVE_SECONDS * 2 and not self.inflight.get(sub_id)):
-                transport = self._transports.pop(sub_id, None)
-                del self._transport_used[sub_id]
-                if transport is not None:
-                    task = asyncio.create_task(transport.aclose())
-                    self._batches.add(task)
-                    task.add_done_callback(self._batches.discard)
+        for close in self.sender.close_idle(self.subs, self.inflight):
+            task = asyncio.create_task(close)
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
 
     async def _send_one(self, item: OpenItem, sub: SubscriptionInfo, body: bytes) -> None:
-        started_at = now_ms()
-        t0 = time.perf_counter()
-        status: int | None = None
-        response_body: str | None = None
-        error: str | None = None
-        retry_after: str | None = None
-        progress: list[int] = []  # the status code, once the response head has arrived
+        started = time.perf_counter()
         try:
-            transport = self._transport(sub.id)
-            hdrs = signed_headers(item.message_id, started_at // 1000, body,
-                                  sub.signing_secrets(started_at))
-            hdrs["user-agent"] = USER_AGENT
-            hdrs["accept-encoding"] = "identity"
-            async with asyncio.timeout(self.timeout):
-                # http1.Http1Pool: one POST, never a redirect, no cookie jar, no proxy
-                # settings; the response body is read no further than the read limit.
-                response = await transport.post(self._url(sub.url), hdrs, body,
-                                                self.config.max_response_read_bytes, progress)
-            status = response.status
-            retry_after = response.headers.get("retry-after")
-            if 300 <= status < 400:
-                location = response.headers.get("location")
-                error = "redirects are not followed" + (f" (Location: {location[:200]})" if location else "")
-            response_body = self._keep_body(response.body)
-        except TimeoutError:
-            phase = "reading the response" if progress else "waiting for a response"
-            if progress:
-                status = progress[0]
-            error = f"timed out after {self.timeout:g} s {phase}"
-        except DestinationRefused as exc:
-            error = f"destination refused: {exc}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            outcome = await self.sender.attempt(item, sub, body)
         except asyncio.CancelledError:
-            self._release(item.subscription_id)
+            self._release(item)
             raise  # shutting down: the row stays `sending` and is sent again at the next start
-        except Exception as exc:
-            log.exception("webhook attempt failed unexpectedly")
-            error = f"internal error: {type(exc).__name__}"
-        duration = int((time.perf_counter() - t0) * 1000)
-        if status is not None and 200 <= status < 300 and error is None:
+        if outcome.status_code is not None and 200 <= outcome.status_code < 300 and outcome.error is None:
             self.delivered += 1
         else:
             self.failed_attempts += 1
         if self.app_metrics is not None:
-            self.app_metrics.observe_attempt(time.perf_counter() - t0, error is None and status is not None
-                                             and 200 <= status < 300)
-        self._record(AttemptOutcome(item, True, sub.url, status, response_body, error, duration,
-                                    started_at, retry_after))
-        self._release(item.subscription_id)
+            self.app_metrics.observe_attempt(time.perf_counter() - started, outcome.error is None
+                                             and outcome.status_code is not None
+                                             and 200 <= outcome.status_code < 300)
+        self._record(outcome)
+        self._release(item)
 
     def _metrics(self) -> list[str]:
         return [
@@ -580,64 +585,14 @@ class DeliveryService:
             f"recalled_webhook_in_flight {self.inflight_total}",
         ]
 
-    def _keep_body(self, raw: bytes) -> str:
-        """The response body (already read no further than max_response_read_bytes), stored
-        up to max_response_body_bytes. Raw bytes: `accept-encoding: identity` was asked for,
-        and a compressed body is never inflated (no decompression bombs)."""
-        keep = self.config.max_response_body_bytes
-        text = raw[:keep].decode("utf-8", "replace")
-        while len(text.encode("utf-8")) > keep:  # a replacement char can be wider than its byte
-            text = text[:-1]
-        return text
-
     def _record(self, outcome: AttemptOutcome) -> None:
-        self._results.append(outcome)
-        self._results_ready.set()
-
-    async def _flush_loop(self) -> None:
-        assert self.storage is not None
-        while True:
-            await self._results_ready.wait()
-            self._results_ready.clear()
-            while self._results:
-                batch, self._results = self._results, []
-                try:
-                    await self.storage.apply_results(batch)
-                except asyncio.CancelledError:
-                    self._results = batch + self._results
-                    raise
-                except Exception:
-                    log.exception("recording %d webhook attempts failed; retrying", len(batch))
-                    self._results = batch + self._results
-                    await asyncio.sleep(1)
+        assert self.results is not None
+        self.results.add(outcome)
 
     # ------------------------------------------------------------------------------------
     # jobs
     # ------------------------------------------------------------------------------------
 
     def add_job(self, job_id: str) -> None:
-        self._jobs.append(job_id)
-        self._jobs_ready.set()
-
-    async def _jobs_loop(self) -> None:
-        assert self.storage is not None
-        chunk, backlog = self.config.job_chunk_size, self.config.job_max_backlog
-        while True:
-            if not self._jobs:
-                await self._jobs_ready.wait()
-                self._jobs_ready.clear()
-                continue
-            job_id = self._jobs.popleft()
-            try:
-                result = await self.storage.job_step(job_id, chunk, backlog)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook job %s step failed; retrying", job_id)
-                result = "paused"
-            if result != "done":
-                self._jobs.append(job_id)
-            if result == "paused":
-                await asyncio.sleep(0.2)
-            else:
-                await asyncio.sleep(0)
+        if self.jobs is not None:
+            self.jobs.add(job_id)

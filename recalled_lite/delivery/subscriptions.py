@@ -17,7 +17,8 @@ STATES = ("new", "valid", "invalid", "deactivated")
 RECEIVING_STATES = frozenset({"new", "valid"})
 #: Triggers of attempts that follow the retry schedule (the others are one-shot).
 SCHEDULED_TRIGGERS = frozenset({"scheduled", "replay", "recover"})
-TRIGGERS = ("scheduled", "manual", "test", "example", "recover", "replay")
+#: `retest`: the automatic re-test of an `invalid` subscription (delivery/healing.py).
+TRIGGERS = ("scheduled", "manual", "test", "retest", "example", "recover", "replay")
 
 MAX_PATTERNS = 100
 MAX_PATTERN_LENGTH = 255
@@ -80,6 +81,15 @@ class SubscriptionInfo:
     last_success_at: int | None
     created_at: int
     updated_at: int
+    # Since when it has been missing events (set while `invalid`, kept through a re-test).
+    invalid_since: int | None = None
+    invalid_cause: str | None = None  # a delivery/healing.InvalidCause value
+    # When the next automatic re-test is due (None: none, e.g. after a 410 Gone).
+    retest_at: int | None = None
+    retests: int = 0
+    # Why the stored signing secret (or the row) cannot be used; nothing is signed with a
+    # wrong key: deliveries fail with this error until the secret is rotated.
+    secret_error: str | None = None
 
     @property
     def receiving(self) -> bool:
@@ -88,7 +98,7 @@ class SubscriptionInfo:
     def signing_secrets(self, now_ms: int) -> list[str]:
         """The secrets that sign a message sent now: the current one, plus the previous one
         during a rotation overlap (one ``v1,`` signature each)."""
-        if self.previous_secret is not None and (self.previous_secret_expires_at or 0) > now_ms:
+        if self.previous_secret and (self.previous_secret_expires_at or 0) > now_ms:
             return [self.secret, self.previous_secret]
         return [self.secret]
 

@@ -368,6 +368,12 @@ class SqliteStore:
                                 "old page images stay in it until the next checkpoint")
         return total
 
+    def webhook_storage(self, policy: Any, *, handoff_limit: int) -> Any:
+        """The webhook tables (storage/webhook_base.WebhookStore) for the delivery loop."""
+        from .webhooks import WebhookStorage
+
+        return WebhookStorage(self, policy, handoff_limit=handoff_limit)
+
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
         return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()

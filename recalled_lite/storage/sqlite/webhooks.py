@@ -3,249 +3,116 @@
 Everything here that writes runs on the single writer thread (through ``store.write``),
 inside a group transaction; reads run on the reader pool. ``WebhookStorage`` keeps the
 writer-side view of the subscriptions (secrets unsealed, patterns compiled), which the
-intake hook matches events against without a query, and hands three things to the delivery
+intake hook matches events against without a query, and hands four things to the delivery
 loop after every COMMIT (never before, so the loop only acts on durable rows):
 
 * a new snapshot of the subscriptions when one changed;
-* deliveries to send now (``OpenItem``), already marked ``sending`` in the same
-  transaction that created them, so the first attempt needs no claim round trip;
+* deliveries to send now (``OpenItem``), already marked ``sending`` (leased to this
+  instance) in the same transaction that created them, so the first attempt needs no claim
+  round trip;
 * "due" notes: subscription -> earliest ``next_attempt_at`` of rows left ``pending``
-  (retries, or the backlog beyond the in-memory hand-off limit), claimed later.
+  (retries, or the backlog beyond the in-memory hand-off limit), claimed later;
+* jobs to run (a ``replay_missing`` queued when a re-test passed).
 
-A delivery loop on another backend (PostgreSQL) would implement the same methods.
+It also writes one log line per subscription state change, after the COMMIT.
+The rules (classification, backoff, re-tests, sealing) are pure code in ``delivery/``;
+``storage/webhook_base.py`` is the interface a PostgreSQL backend would implement too.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import os
+import logging
 import random
 import sqlite3
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from ...delivery.retry import Outcome, classify, retry_delay, should_disable
-from ...delivery.signing import secret_key_bytes
-from ...delivery.subscriptions import (
-    SCHEDULED_TRIGGERS, SubscriptionIndex, SubscriptionInfo, TypeFilter,
-)
-from ...ids import ulid_ceiling, ulid_floor, ulids
+from ...delivery import healing
+from ...delivery.healing import InvalidCause
+from ...delivery.sealing import SealError, Sealer
+from ...delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
+from ...ids import ulids
 from ...timefmt import now_ms
 from ..base import EventRecord, RecordNotFound
+from ..webhook_base import (  # noqa: F401 - re-exported for callers of the first release
+    AttemptOutcome, AttemptRow, InvalidWebhookOperation, JobRow, NewSubscription, OpenItem, RetryPolicy,
+    Sink, SubscriptionPatch, attempt_id_for,
+)
+from . import webhook_reads as reads
+from .webhook_jobs import JobOps
+from .webhook_outbox import OutboxOps
+from .webhook_reads import OPEN
 
-
-class InvalidWebhookOperation(Exception):
-    """A request that is well-formed but not allowed in the current state (-> 400)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-# --------------------------------------------------------------------------------------------
-# Records passed between the storage and the delivery loop
-# --------------------------------------------------------------------------------------------
-
-
-class OpenItem(NamedTuple):
-    """A delivery the loop should attempt now (its row is ``sending``)."""
-
-    message_id: str
-    subscription_id: str
-    event_seq: int | None
-    type: str
-    example_action: str | None
-    trigger: str
-    attempt_id: str
-    attempt: int  # number of the attempt about to be made (1 = first)
-    created_at: int
-    queued_at: int
-    handoff: bool  # came through the in-memory hand-off (counts against its limit)
-
-
-class AttemptOutcome(NamedTuple):
-    item: OpenItem
-    sent: bool  # False: not sent at all (subscription deactivated/invalid meanwhile)
-    url: str
-    status_code: int | None
-    response_body: str | None
-    error: str | None
-    duration_ms: int | None
-    started_at: int
-    retry_after: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    schedule: tuple[float, ...]
-    jitter: float
-    disable_after_ms: int
-    lease_ms: int
-
-
-def attempt_id_for(message_id: str, attempt_id: str | None) -> str:
-    # The first attempt of a message shares its ULID: no second id on the intake hot path.
-    return attempt_id if attempt_id is not None else "atm_" + message_id[4:]
-
-
-# --------------------------------------------------------------------------------------------
-# Secret sealing: signing secrets are stored XOR-ed with an HMAC-SHA256 keystream derived
-# from the server secret (which never lives in the database) and a random nonce.
-# --------------------------------------------------------------------------------------------
-
-_SEAL_PREFIX = "sealed:v1:"
-_SEAL_LABEL = b"recalled-lite webhook secret\x00"
-
-
-def _keystream(server_secret: bytes, sub_id: str, nonce: bytes, n: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hmac.new(server_secret, _SEAL_LABEL + sub_id.encode() + b"\x00" + nonce
-                        + counter.to_bytes(4, "big"), hashlib.sha256).digest()
-        counter += 1
-    return bytes(out[:n])
-
-
-def seal_secret(server_secret: bytes, sub_id: str, secret: str) -> str:
-    key = secret_key_bytes(secret)
-    nonce = os.urandom(16)
-    stream = _keystream(server_secret, sub_id, nonce, len(key))
-    sealed = bytes(a ^ b for a, b in zip(key, stream))
-    return _SEAL_PREFIX + base64.b64encode(nonce + sealed).decode("ascii")
-
-
-def unseal_secret(server_secret: bytes, sub_id: str, stored: str) -> str:
-    if not stored.startswith(_SEAL_PREFIX):
-        return stored  # written by hand in clear: accept it as is
-    raw = base64.b64decode(stored[len(_SEAL_PREFIX):])
-    nonce, sealed = raw[:16], raw[16:]
-    stream = _keystream(server_secret, sub_id, nonce, len(sealed))
-    key = bytes(a ^ b for a, b in zip(sealed, stream))
-    return "whsec_" + base64.b64encode(key).decode("ascii")
-
-
-# --------------------------------------------------------------------------------------------
-# SQL
-# --------------------------------------------------------------------------------------------
+log = logging.getLogger("recalled_lite.webhooks")
 
 _SUB_COLUMNS = (
     "id, url, description, event_types, organization, disabled, state, state_reason, "
     "state_changed_at, secret, previous_secret, previous_secret_expires_at, test_message_id, "
-    "first_failure_at, last_success_at, created_at, updated_at"
+    "first_failure_at, last_success_at, created_at, updated_at, invalid_since, retest_at, retests, "
+    "invalid_cause"
 )
 _INSERT_MESSAGE = (
     "INSERT INTO webhook_messages (id, subscription_id, event_seq, type, example_action, status, "
-    "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until, lease_owner) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_INSERT_ATTEMPT = (
-    "INSERT OR REPLACE INTO webhook_attempts (id, message_id, subscription_id, event_seq, attempt, "
-    "status, trigger, url, response_status_code, response_body, error, duration_ms, created_at, "
-    "next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-# The WHERE term of the partial index webhook_messages_open, repeated verbatim in every
-# query on open rows: SQLite uses a partial index only when the query contains its term
-# (it does not infer `status IN (...)` from `status = 'pending'`).
-_OPEN = "status IN ('pending', 'sending')"
 _FAIL_PENDING = (
-    "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL "
-    f"WHERE subscription_id = ? AND status = 'pending' AND {_OPEN} "
+    "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
+    f"lease_owner = NULL WHERE subscription_id = ? AND status = 'pending' AND {OPEN} "
     "AND trigger IN ('scheduled', 'replay', 'recover')"
 )
-_EVENT_COLUMNS = (
-    "seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, "
-    "targets, metadata, ip_address, user_agent, occurred_at, received_at, "
-    "idempotency_key, prev_hash, hash, signature"
-)
-_ATTEMPT_SELECT = (
-    "SELECT a.id, a.message_id, e.id, a.subscription_id, a.attempt, a.status, a.trigger, a.url, "
-    "a.response_status_code, a.response_body, a.error, a.duration_ms, a.created_at, "
-    "a.next_attempt_at FROM webhook_attempts a LEFT JOIN events e ON e.seq = a.event_seq"
-)
-_OPEN_SELECT = (
-    "SELECT coalesce(m.attempt_id, 'atm_' || substr(m.id, 5)), m.id, e.id, m.subscription_id, "
-    "m.attempts + 1, m.status, m.trigger, s.url, NULL, NULL, NULL, NULL, m.queued_at, "
-    "m.next_attempt_at FROM webhook_messages m LEFT JOIN events e ON e.seq = m.event_seq "
-    "JOIN webhook_subscriptions s ON s.id = m.subscription_id"
-)
-_JOB_COLUMNS = (
-    "id, subscription_id, kind, status, begin_at, end_at, total, scanned, queued, skipped, "
-    "error, created_at, updated_at, finished_at"
-)
-
-AttemptRow = tuple  # (id, message_id, event_id, subscription_id, attempt, status, trigger, url,
-#                      response_status_code, response_body, error, duration_ms, created_at,
-#                      next_attempt_at)
-JobRow = tuple  # _JOB_COLUMNS order
+# Set once every stored secret is sealed:v2 (the start-up upgrade ran); from then on
+# anything else in a secret column is refused.
+_SEAL_MARK = "webhook_secret_seal"
 
 
-@dataclass(slots=True)
-class NewSubscription:
-    url: str
-    description: str
-    event_types: list[str]
-    organization: str | None
-    disabled: bool
-    secret: str
-
-
-@dataclass(slots=True)
-class SubscriptionPatch:
-    url: str | None = None
-    description: str | None = None
-    event_types: list[str] | None = None
-    organization: str | None = None
-    set_organization: bool = False
-    disabled: bool | None = None
-    state: str | None = None
-
-
-class WebhookStorage:
+class WebhookStorage(OutboxOps, JobOps):
     """The webhook tables of one ``SqliteStore``, and the writer-side subscription view."""
 
     def __init__(self, store: Any, policy: RetryPolicy, *, handoff_limit: int) -> None:
         self.store = store
         self.policy = policy
         self.handoff_limit = handoff_limit
-        self._server_secret: bytes = store.writer.state["secret"]
+        self.sealer = Sealer(store.writer.state["secret"])
+        # This process's name on its leases (a second instance on a shared table has its own).
+        self.instance = "ins_" + ulids.new()
         self._rng = random.Random()
         # -- writer-thread state ---------------------------------------------------------
         self.subs: dict[str, SubscriptionInfo] = {}
         self.index = SubscriptionIndex(())
         self._handoff: list[OpenItem] = []
         self._due: dict[str, int] = {}
+        self._new_jobs: list[str] = []
+        self._state_log: list[dict[str, Any]] = []
         self._dirty = False
         self.handed = 0  # writer thread only
+        self.secrets_upgraded = 0
         # -- set by the delivery loop ----------------------------------------------------
         self.taken: Callable[[], int] = lambda: 0
-        self.sink: Callable[[dict[str, SubscriptionInfo] | None, list[OpenItem], dict[str, int]], None] = (
-            lambda subs, items, due: None
-        )
+        self.sink: Sink = lambda subs, items, due, jobs: None
 
     # ----------------------------------------------------------------------------------------
     # start-up (writer thread)
     # ----------------------------------------------------------------------------------------
 
     async def attach(self) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
-        """Load the subscriptions, make every unfinished delivery due again (a previous
-        process may have died mid-send: at-least-once, same webhook-id), register the
-        intake hook and the commit listener. One writer op, so no event slips between."""
+        """Seal every secret as v2 (once), load the subscriptions, make every unfinished
+        delivery due again (a previous process may have died mid-send: at-least-once, same
+        webhook-id), register the intake hook and the commit listener. One writer op, so no
+        event slips between."""
         return await self.store.write(self._attach)
 
     def _attach(self, conn: sqlite3.Connection) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
         now = now_ms()
+        self._upgrade_secrets(conn)
         self._reload_all(conn)
+        # On SQLite only one server runs on a file, so every `sending` row belongs to a
+        # process that is gone: send them again now rather than after their lease.
         for sub_id in self.subs:
             conn.execute(
-                "UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?, lease_until = NULL "
-                f"WHERE subscription_id = ? AND status = 'sending' AND {_OPEN}", (now, sub_id))
-        due = {sid: at for sid, at in conn.execute(
-            "SELECT subscription_id, min(next_attempt_at) FROM webhook_messages "
-            f"WHERE status = 'pending' AND {_OPEN} GROUP BY subscription_id")}
+                "UPDATE webhook_messages SET status = 'pending', next_attempt_at = ?, lease_until = NULL, "
+                f"lease_owner = NULL WHERE subscription_id = ? AND status = 'sending' AND {OPEN}", (now, sub_id))
+        due = reads.due_snapshot(conn)
         jobs = [row[0] for row in conn.execute("SELECT id FROM webhook_jobs WHERE status = 'running'")]
         writer = self.store.writer
         writer.state["intake_hooks"].append(self._intake_hook)
@@ -258,22 +125,74 @@ class WebhookStorage:
 
         writer.reload_state = reload_state
         self._dirty = False
+        self._new_jobs = []
+        self._state_log = []
         return self.subs, due, jobs
 
+    def _upgrade_secrets(self, conn: sqlite3.Connection) -> None:
+        """sealed:v1 and cleartext secrets -> sealed:v2, in this one transaction, once."""
+        mark = conn.execute("SELECT value FROM meta WHERE key = ?", (_SEAL_MARK,)).fetchone()
+        if mark is not None and mark[0] == "v2":
+            return
+        upgraded = 0
+        rows = conn.execute("SELECT id, secret, previous_secret FROM webhook_subscriptions").fetchall()
+        for sid, *values in rows:
+            for column, value in zip(("secret", "previous_secret"), values):
+                if value is None:
+                    continue
+                try:
+                    sealed = self.sealer.upgrade(sid, column, value)
+                except SealError as exc:
+                    # Left as it is: the subscription reports it (secret_error) and signs nothing.
+                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
+                        "subscription_id": sid, "column": column, "reason": str(exc)}})
+                    continue
+                if sealed is not None:
+                    conn.execute(f"UPDATE webhook_subscriptions SET {column} = ? WHERE id = ?", (sealed, sid))
+                    upgraded += 1
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v2')", (_SEAL_MARK,))
+        self.secrets_upgraded = upgraded
+
     def _after_rollback(self, conn: sqlite3.Connection) -> None:
-        # A whole group was rolled back: nothing it queued exists.
+        # A whole group was rolled back: nothing it queued or changed exists.
         self.handed -= len(self._handoff)
         self._handoff = []
         self._due = {}
-        self._reload_all(conn)
+        self._new_jobs = []
+        self._state_log = []
+        try:
+            self._reload_all(conn)
+        except sqlite3.Error:
+            raise  # the writer reports it and carries on
+        except Exception:
+            log.exception("reloading the webhook subscriptions failed; keeping the previous view")
+
+    def _undoable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a writer op whose in-memory notes are undone with its SAVEPOINT: when it
+        raises, the writer rolls back only its statements, so what it queued for the loop,
+        logged for after the COMMIT or changed in the cache must go too."""
+        def op(conn: sqlite3.Connection, *args: Any) -> Any:
+            marks = (len(self._handoff), len(self._state_log), len(self._new_jobs), dict(self._due),
+                     self.handed, self.subs, self.index, self._dirty)
+            try:
+                return fn(conn, *args)
+            except BaseException:
+                handoff, state_log, new_jobs, self._due, self.handed, self.subs, self.index, self._dirty = marks
+                del self._handoff[handoff:], self._state_log[state_log:], self._new_jobs[new_jobs:]
+                raise
+        return op
 
     def _on_commit(self) -> None:
-        if not (self._handoff or self._due or self._dirty):
+        if self._state_log:
+            entries, self._state_log = self._state_log, []
+            for fields in entries:
+                log.info("subscription state changed", extra={"fields": fields})
+        if not (self._handoff or self._due or self._dirty or self._new_jobs):
             return
         subs = self.subs if self._dirty else None
-        items, due = self._handoff, self._due
-        self._handoff, self._due, self._dirty = [], {}, False
-        self.sink(subs, items, due)
+        items, due, jobs = self._handoff, self._due, self._new_jobs
+        self._handoff, self._due, self._dirty, self._new_jobs = [], {}, False, []
+        self.sink(subs, items, due, jobs)
 
     # ----------------------------------------------------------------------------------------
     # subscription cache (writer thread)
@@ -281,19 +200,48 @@ class WebhookStorage:
 
     def _info(self, row: Sequence[Any]) -> SubscriptionInfo:
         sid = row[0]
+        problems = []
+        try:
+            secret = self.sealer.unseal(sid, "secret", row[9])
+        except SealError as exc:
+            secret = ""  # signs nothing (service.py refuses to send without a secret)
+            problems.append(str(exc))
+        previous = None
+        if row[10] is not None:
+            try:
+                previous = self.sealer.unseal(sid, "previous_secret", row[10])
+            except SealError as exc:
+                problems.append(str(exc))  # the current secret still signs alone
         return SubscriptionInfo(
             id=sid, url=row[1], description=row[2], event_types=tuple(json.loads(row[3])),
             organization=row[4], disabled=bool(row[5]), state=row[6], state_reason=row[7],
-            state_changed_at=row[8], secret=unseal_secret(self._server_secret, sid, row[9]),
-            previous_secret=(unseal_secret(self._server_secret, sid, row[10])
-                             if row[10] is not None else None),
+            state_changed_at=row[8], secret=secret, previous_secret=previous,
             previous_secret_expires_at=row[11], test_message_id=row[12], first_failure_at=row[13],
-            last_success_at=row[14], created_at=row[15], updated_at=row[16],
+            last_success_at=row[14], created_at=row[15], updated_at=row[16], invalid_since=row[17],
+            retest_at=row[18], retests=row[19] or 0, invalid_cause=row[20],
+            secret_error="; ".join(problems) or None,
         )
+
+    def _safe_info(self, row: Sequence[Any]) -> SubscriptionInfo:
+        """Never raises: a row that cannot be read becomes a subscription that receives
+        nothing and says why, and the others carry on."""
+        try:
+            return self._info(row)
+        except Exception as exc:
+            log.exception("a webhook subscription row is unreadable", extra={"fields": {"subscription_id": row[0]}})
+            now = now_ms()
+            return SubscriptionInfo(
+                id=str(row[0]), url=str(row[1] or ""), description="", event_types=(), organization=None,
+                disabled=True, state="deactivated", state_reason="the stored subscription is unreadable",
+                state_changed_at=now, secret="", previous_secret=None, previous_secret_expires_at=None,
+                test_message_id=None, first_failure_at=None, last_success_at=None, created_at=now,
+                updated_at=now, secret_error=f"the stored subscription is unreadable ({type(exc).__name__}); "
+                                             "delete and re-create it",
+            )
 
     def _reload_all(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions").fetchall()
-        self.subs = {row[0]: self._info(row) for row in rows}
+        self.subs = {row[0]: self._safe_info(row) for row in rows}
         self.index = SubscriptionIndex(self.subs.values())
         self._dirty = True
 
@@ -305,7 +253,7 @@ class WebhookStorage:
             if row is None:
                 subs.pop(sid, None)
             else:
-                subs[sid] = self._info(row)
+                subs[sid] = self._safe_info(row)
         self.subs = subs  # a new dict: snapshots already handed out never change
         self.index = SubscriptionIndex(subs.values())
         self._dirty = True
@@ -332,6 +280,7 @@ class WebhookStorage:
         """
         budget = self._budget()
         lease = now + self.policy.lease_ms
+        owner = self.instance
         out: list[OpenItem | None] = []
         params = []
         for mid, sid, seq, mtype, example, trigger in rows:
@@ -340,10 +289,10 @@ class WebhookStorage:
                 item = OpenItem(mid, sid, seq, mtype, example, trigger, "atm_" + mid[4:], 1, now, now, True)
                 self._handoff.append(item)
                 out.append(item)
-                params.append((mid, sid, seq, mtype, example, "sending", trigger, None, now, now, now, lease))
+                params.append((mid, sid, seq, mtype, example, "sending", trigger, None, now, now, now, lease, owner))
             else:
                 out.append(None)
-                params.append((mid, sid, seq, mtype, example, "pending", trigger, None, now, now, now, None))
+                params.append((mid, sid, seq, mtype, example, "pending", trigger, None, now, now, now, None, None))
                 if self._due.get(sid, now + 1) > now:
                     self._due[sid] = now
         self.handed += sum(1 for o in out if o is not None)
@@ -369,15 +318,15 @@ class WebhookStorage:
                 self.handed += 1
                 self._handoff.append(OpenItem(mid, sid, seq, mtype, example, trigger, attempt_id,
                                               attempts + 1, created_at, now, True))
-                status, lease_until = "sending", lease
+                status, lease_until, owner = "sending", lease, self.instance
             else:
-                status, lease_until = "pending", None
+                status, lease_until, owner = "pending", None, None
                 if self._due.get(sid, now + 1) > now:
                     self._due[sid] = now
             conn.execute(
                 "UPDATE webhook_messages SET status = ?, trigger = ?, attempt_id = ?, run_attempts = 0, "
-                "queued_at = ?, next_attempt_at = ?, lease_until = ? WHERE id = ?",
-                (status, trigger, attempt_id, now, now, lease_until, mid))
+                "queued_at = ?, next_attempt_at = ?, lease_until = ?, lease_owner = ? WHERE id = ?",
+                (status, trigger, attempt_id, now, now, lease_until, owner, mid))
             count += 1
         return count
 
@@ -399,18 +348,44 @@ class WebhookStorage:
         self._enqueue(conn, rows, now_ms())
 
     def _set_state(self, conn: sqlite3.Connection, sub_id: str, state: str, reason: str | None,
-                   now: int) -> None:
+                   now: int, cause: InvalidCause = InvalidCause.TEST_FAILED) -> None:
+        """Change a subscription's state (and what goes with it: `invalid_since`, the next
+        re-test). The log line is written after the COMMIT (``_on_commit``)."""
+        cur = self.subs.get(sub_id)
+        old = cur.state if cur is not None else None
+        invalid_since = cur.invalid_since if cur is not None else None
+        invalid_cause = cur.invalid_cause if cur is not None else None
+        retest_at, retests = None, 0
+        if state == "invalid":
+            if invalid_since is None or old != "invalid" and old != "new":
+                invalid_since = now
+            invalid_cause = cause.value
+            policy = self.policy
+            retest_at = healing.first_retest_at(cause, now, enabled=policy.retest_enabled,
+                                                initial_ms=policy.retest_initial_ms, max_ms=policy.retest_max_ms)
+        elif state in ("valid", "deactivated"):
+            # valid: caught up (a replay was queued if it missed anything); deactivated: the
+            # owner's choice, so what it misses from now on is not replayed.
+            invalid_since = invalid_cause = None
+        # `new` keeps `invalid_since`: if the test passes, what it missed is replayed.
         conn.execute(
             "UPDATE webhook_subscriptions SET state = ?, state_reason = ?, state_changed_at = ?, "
-            "updated_at = ? WHERE id = ?", (state, reason, now, now, sub_id))
+            "updated_at = ?, invalid_since = ?, invalid_cause = ?, retest_at = ?, retests = ? WHERE id = ?",
+            (state, reason, now, now, invalid_since, invalid_cause, retest_at, retests, sub_id))
         if state in ("invalid", "deactivated"):
             # Deliveries still waiting for a retry stop here; `recover` can send them later.
             conn.execute(_FAIL_PENDING, (sub_id,))
+        if old != state:
+            fields: dict[str, Any] = {"subscription_id": sub_id, "from_state": old, "to_state": state,
+                                      "reason": reason or _default_reason(state)}
+            if state == "invalid":
+                fields["retest_at"] = retest_at
+            self._state_log.append(fields)
 
-    def _queue_test(self, conn: sqlite3.Connection, sub_id: str, now: int) -> OpenItem | None:
+    def _queue_test(self, conn: sqlite3.Connection, sub_id: str, now: int, trigger: str = "test") -> OpenItem | None:
         mid = "whd_" + ulids.new()
         conn.execute("UPDATE webhook_subscriptions SET test_message_id = ? WHERE id = ?", (mid, sub_id))
-        (item,) = self._enqueue(conn, [(mid, sub_id, None, "webhook.test", None, "test")], now)
+        (item,) = self._enqueue(conn, [(mid, sub_id, None, "webhook.test", None, trigger)], now)
         return item
 
     # ----------------------------------------------------------------------------------------
@@ -425,12 +400,14 @@ class WebhookStorage:
         sid = "sub_" + ulids.new()
         state, reason = ("deactivated", "disabled by the owner") if spec.disabled else ("new", None)
         conn.execute(
-            f"INSERT INTO webhook_subscriptions ({_SUB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO webhook_subscriptions ({_SUB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, spec.url, spec.description, json.dumps(spec.event_types), spec.organization,
-             int(spec.disabled), state, reason, now, seal_secret(self._server_secret, sid, spec.secret),
-             None, None, None, None, None, now, now))
+             int(spec.disabled), state, reason, now, self.sealer.seal(sid, "secret", spec.secret),
+             None, None, None, None, None, now, now, None, None, 0, None))
         if state == "new":
             self._queue_test(conn, sid, now)
+        self._state_log.append({"subscription_id": sid, "from_state": None, "to_state": state,
+                                "reason": reason or "created"})
         self._reload(conn, [sid])
         return self.subs[sid]
 
@@ -496,6 +473,30 @@ class WebhookStorage:
         assert sub.test_message_id is not None
         return sub, sub.test_message_id
 
+    async def retest(self, sub_id: str) -> bool:
+        """The automatic re-test of an `invalid` subscription, when due: a test message
+        (trigger ``retest``); the subscription stays `invalid` (and misses nothing more than
+        it already does) until the test passes. False if it was not due."""
+        return await self.store.write(self._undoable(self._retest), sub_id)
+
+    def _retest(self, conn: sqlite3.Connection, sub_id: str) -> bool:
+        sub = self.subs.get(sub_id)
+        now = now_ms()
+        if (not self.policy.retest_enabled or sub is None or sub.state != "invalid" or sub.retest_at is None
+                or sub.retest_at > now):
+            return False
+        retests = sub.retests + 1
+        next_at = healing.next_retest_at(retests, now, initial_ms=self.policy.retest_initial_ms,
+                                         max_ms=self.policy.retest_max_ms)
+        conn.execute("UPDATE webhook_subscriptions SET retest_at = ?, retests = ? WHERE id = ?",
+                     (next_at, retests, sub_id))
+        open_test = sub.test_message_id is not None and conn.execute(
+            f"SELECT 1 FROM webhook_messages WHERE id = ? AND {OPEN}", (sub.test_message_id,)).fetchone()
+        if not open_test:  # one re-test at a time: a slow receiver is not sent a second one
+            self._queue_test(conn, sub_id, now, trigger="retest")
+        self._reload(conn, [sub_id])
+        return True
+
     async def rotate_secret(self, sub_id: str, organization: str | None, new_secret: str,
                             overlap_ms: int) -> SubscriptionInfo:
         return await self.store.write(self._rotate_secret, sub_id, organization, new_secret, overlap_ms)
@@ -504,11 +505,13 @@ class WebhookStorage:
                        new_secret: str, overlap_ms: int) -> SubscriptionInfo:
         cur = self._visible(sub_id, organization)
         now = now_ms()
-        previous = seal_secret(self._server_secret, sub_id, cur.secret) if overlap_ms > 0 else None
+        # An unusable current secret (secret_error) is not kept signing: rotating repairs it.
+        previous = (self.sealer.seal(sub_id, "previous_secret", cur.secret)
+                    if overlap_ms > 0 and cur.secret else None)
         conn.execute(
             "UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, "
             "previous_secret_expires_at = ?, updated_at = ? WHERE id = ?",
-            (seal_secret(self._server_secret, sub_id, new_secret), previous,
+            (self.sealer.seal(sub_id, "secret", new_secret), previous,
              now + overlap_ms if previous else None, now, sub_id))
         self._reload(conn, [sub_id])
         return self.subs[sub_id]
@@ -525,7 +528,7 @@ class WebhookStorage:
         return sub
 
     async def resend(self, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
-        return await self.store.write(self._resend, event_id, sub_id, organization)
+        return await self.store.write(self._undoable(self._resend), event_id, sub_id, organization)
 
     def _resend(self, conn: sqlite3.Connection, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
         sub = self._usable(sub_id, organization)
@@ -546,7 +549,7 @@ class WebhookStorage:
         else:
             mid = existing[0]
             self._requeue(conn, [mid], "manual", now)  # no-op if already on its way
-        return _open_attempt(conn, mid)
+        return reads.open_attempt(conn, mid)
 
     async def send_example(self, sub_id: str, organization: str | None, action: str) -> AttemptRow:
         return await self.store.write(self._send_example, sub_id, organization, action)
@@ -556,281 +559,7 @@ class WebhookStorage:
         self._usable(sub_id, organization)
         mid = "whd_" + ulids.new()
         self._enqueue(conn, [(mid, sub_id, None, "event.example", action, "example")], now_ms())
-        return _open_attempt(conn, mid)
-
-    # ----------------------------------------------------------------------------------------
-    # jobs: recover / replay_missing
-    # ----------------------------------------------------------------------------------------
-
-    async def create_job(self, kind: str, sub_id: str, organization: str | None, begin: int,
-                         end: int | None) -> JobRow:
-        return await self.store.write(self._create_job, kind, sub_id, organization, begin, end)
-
-    def _create_job(self, conn: sqlite3.Connection, kind: str, sub_id: str, organization: str | None,
-                    begin: int, end: int | None) -> JobRow:
-        self._usable(sub_id, organization)
-        now = now_ms()
-        job_id = "job_" + ulids.new()
-        cursor_seq = stop_seq = None
-        cursor_id = stop_id = None
-        if kind == "replay_missing":
-            stop_seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
-            cursor_seq = _first_seq_received_after(conn, begin - _RECEIVED_SKEW_MS, stop_seq) - 1
-            total = max(stop_seq - cursor_seq, 0)
-        else:
-            cursor_id = "whd_" + ulid_floor(begin)
-            stop_id = "whd_" + ulid_ceiling(min(end, now) if end is not None else now)
-            total = conn.execute(
-                "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
-                "AND id >= ? AND id <= ?", (sub_id, cursor_id, stop_id)).fetchone()[0]
-        conn.execute(
-            "INSERT INTO webhook_jobs (id, subscription_id, kind, status, begin_at, end_at, cursor_seq, "
-            "stop_seq, cursor_id, stop_id, total, created_at, updated_at) "
-            "VALUES (?,?,?,'running',?,?,?,?,?,?,?,?,?)",
-            (job_id, sub_id, kind, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, total, now, now))
-        return _select_job(conn, job_id)
-
-    async def job_step(self, job_id: str, chunk: int, max_backlog: int) -> str:
-        """Process one chunk. Returns 'done', 'more' or 'paused' (subscription backlog)."""
-        return await self.store.write(self._job_step, job_id, chunk, max_backlog)
-
-    def _job_step(self, conn: sqlite3.Connection, job_id: str, chunk: int, max_backlog: int) -> str:
-        row = conn.execute(
-            "SELECT subscription_id, kind, status, begin_at, end_at, cursor_seq, stop_seq, cursor_id, "
-            "stop_id, created_at FROM webhook_jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None or row[2] != "running":
-            return "done"
-        sid, kind, _, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, created_at = row
-        now = now_ms()
-        sub = self.subs.get(sid)
-        stop_reason = None
-        if sub is None:
-            stop_reason = "the subscription was deleted"
-        elif sub.state == "deactivated":
-            stop_reason = "the subscription was deactivated"
-        elif sub.state == "invalid" and sub.state_changed_at > created_at:
-            stop_reason = f"the subscription became invalid: {sub.state_reason}"
-        if stop_reason is not None:
-            conn.execute(
-                "UPDATE webhook_jobs SET status = 'cancelled', error = ?, updated_at = ?, finished_at = ? "
-                "WHERE id = ?", (stop_reason, now, now, job_id))
-            return "done"
-        backlog = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM webhook_messages WHERE subscription_id = ? AND {_OPEN} "
-            "LIMIT ?)", (sid, max_backlog)).fetchone()[0]
-        if backlog >= max_backlog:
-            return "paused"
-        if kind == "replay_missing":
-            done, scanned, queued, skipped, cursor = self._replay_chunk(
-                conn, sub, begin, end, cursor_seq, stop_seq, chunk, now)
-            conn.execute(
-                "UPDATE webhook_jobs SET cursor_seq = ?, scanned = scanned + ?, queued = queued + ?, "
-                "skipped = skipped + ?, updated_at = ? WHERE id = ?",
-                (cursor, scanned, queued, skipped, now, job_id))
-        else:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
-                "AND id > ? AND id <= ? ORDER BY id LIMIT ?", (sid, cursor_id, stop_id, chunk))]
-            queued = self._requeue(conn, ids, "recover", now)
-            done = len(ids) < chunk
-            conn.execute(
-                "UPDATE webhook_jobs SET cursor_id = ?, scanned = scanned + ?, queued = queued + ?, "
-                "updated_at = ? WHERE id = ?",
-                (ids[-1] if ids else cursor_id, len(ids), queued, now, job_id))
-        if done:
-            conn.execute(
-                "UPDATE webhook_jobs SET status = 'completed', finished_at = ?, updated_at = ? WHERE id = ?",
-                (now, now, job_id))
-            return "done"
-        return "more"
-
-    def _replay_chunk(self, conn: sqlite3.Connection, sub: SubscriptionInfo, begin: int, end: int | None,
-                      cursor: int, stop: int, chunk: int, now: int) -> tuple[bool, int, int, int, int]:
-        rows = conn.execute(
-            "SELECT seq, organization, action, received_at FROM events WHERE seq > ? AND seq <= ? "
-            "ORDER BY seq LIMIT ?", (cursor, stop, chunk)).fetchall()
-        if not rows:
-            return True, 0, 0, 0, cursor
-        types = TypeFilter(sub.event_types)
-        wanted = [
-            seq for seq, org, action, received in rows
-            if received >= begin and (end is None or received <= end)
-            and (sub.organization is None or org == sub.organization) and types.matches(action)
-        ]
-        skipped = 0
-        if wanted:
-            # Structural "never twice": UNIQUE(subscription_id, event_seq). Events that already
-            # have a message (delivered, failed or on their way) are skipped.
-            have = {r[0] for r in conn.execute(
-                "SELECT event_seq FROM webhook_messages WHERE subscription_id = ? "
-                "AND event_seq BETWEEN ? AND ?", (sub.id, wanted[0], wanted[-1]))}
-            fresh = [seq for seq in wanted if seq not in have]
-            skipped = len(wanted) - len(fresh)
-            if fresh:
-                ids = ulids.batch(len(fresh))
-                self._enqueue(conn, [("whd_" + mid, sub.id, seq, "event.created", None, "replay")
-                                     for mid, seq in zip(ids, fresh)], now)
-            queued = len(fresh)
-        else:
-            queued = 0
-        last = rows[-1][0]
-        return last >= stop or len(rows) < chunk, len(rows), queued, skipped, last
-
-    async def get_job(self, sub_id: str, job_id: str) -> JobRow | None:
-        return await self.store.read(_select_job, job_id, sub_id)
-
-    async def list_jobs(self, sub_id: str, limit: int, before_id: str | None) -> list[JobRow]:
-        return await self.store.read(_list_jobs, sub_id, limit, before_id)
-
-    # ----------------------------------------------------------------------------------------
-    # the delivery loop
-    # ----------------------------------------------------------------------------------------
-
-    async def claim(self, requests: list[tuple[str, int]]) -> tuple[list[OpenItem], dict[str, int | None]]:
-        return await self.store.write(self._claim, requests)
-
-    def _claim(self, conn: sqlite3.Connection, requests: list[tuple[str, int]]
-               ) -> tuple[list[OpenItem], dict[str, int | None]]:
-        """Lease up to ``n`` due rows of each subscription; report each one's next due time."""
-        now = now_ms()
-        lease = now + self.policy.lease_ms
-        items: list[OpenItem] = []
-        next_due: dict[str, int | None] = {}
-        for sid, n in requests:
-            rows = conn.execute(
-                "SELECT id, event_seq, type, example_action, trigger, attempt_id, attempts, created_at, "
-                f"queued_at FROM webhook_messages WHERE subscription_id = ? AND status = 'pending' AND {_OPEN} "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (sid, now, n)).fetchall()
-            if rows:
-                conn.executemany(
-                    "UPDATE webhook_messages SET status = 'sending', lease_until = ? WHERE id = ?",
-                    [(lease, r[0]) for r in rows])
-                for mid, seq, mtype, example, trigger, attempt_id, attempts, created_at, queued_at in rows:
-                    items.append(OpenItem(mid, sid, seq, mtype, example, trigger,
-                                          attempt_id_for(mid, attempt_id), attempts + 1, created_at,
-                                          queued_at, False))
-            next_due[sid] = conn.execute(
-                "SELECT min(next_attempt_at) FROM webhook_messages WHERE subscription_id = ? "
-                f"AND status = 'pending' AND {_OPEN}", (sid,)).fetchone()[0]
-        return items, next_due
-
-    async def apply_results(self, results: list[AttemptOutcome]) -> None:
-        await self.store.write(self._apply_results, results)
-
-    def _apply_results(self, conn: sqlite3.Connection, results: list[AttemptOutcome]) -> None:
-        now = now_ms()
-        policy = self.policy
-        # Per-subscription bookkeeping, applied once at the end of the batch.
-        track: dict[str, dict[str, Any]] = {}
-        attempts = []
-        for r in results:
-            item = r.item
-            mid = item.message_id
-            row = conn.execute(
-                "SELECT status, attempt_id, attempts, run_attempts FROM webhook_messages WHERE id = ?",
-                (mid,)).fetchone()
-            if row is None or row[0] != "sending" or attempt_id_for(mid, row[1]) != item.attempt_id:
-                continue  # deleted meanwhile, or not ours
-            sid = item.subscription_id
-            sub = self.subs.get(sid)
-            t = None
-            if sub is not None:
-                t = track.get(sid)
-                if t is None:
-                    t = track[sid] = {"state": sub.state, "reason": sub.state_reason,
-                                      "changed_at": sub.state_changed_at, "first_failure": sub.first_failure_at,
-                                      "last_success": sub.last_success_at, "transition": False,
-                                      "touched": False}
-            if not r.sent:
-                conn.execute(
-                    "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL "
-                    "WHERE id = ?", (mid,))
-                continue
-            made, run = row[2] + 1, row[3] + 1
-            outcome = classify(r.status_code, r.error)
-            if t is not None:
-                # The subscription's side first: a transition caused by this very attempt
-                # (410, disable_after) must also stop this message's retries.
-                t["touched"] = True
-                if outcome is Outcome.SUCCESS:
-                    t["last_success"] = max(t["last_success"] or 0, r.started_at)
-                    t["first_failure"] = None
-                elif t["first_failure"] is None:
-                    t["first_failure"] = r.started_at
-                if item.type == "webhook.test" and sub is not None and sub.test_message_id == mid \
-                        and t["state"] == "new":
-                    if outcome is Outcome.SUCCESS:
-                        t.update(state="valid", reason=None, changed_at=now, transition=True)
-                    else:
-                        t.update(state="invalid", reason="test delivery failed: " + _describe(r),
-                                 changed_at=now, transition=True)
-                elif outcome is Outcome.GONE and t["state"] in ("new", "valid"):
-                    t.update(state="invalid", reason="the receiver answered 410 Gone", changed_at=now,
-                             transition=True)
-                elif outcome is not Outcome.SUCCESS and t["state"] in ("new", "valid") and should_disable(
-                        t["first_failure"] / 1000, (t["last_success"] or 0) / 1000 or None, now / 1000,
-                        policy.disable_after_ms / 1000):
-                    t.update(state="invalid", changed_at=now, transition=True,
-                             reason=f"no successful delivery for {policy.disable_after_ms / 1000:g} seconds "
-                                    f"(last error: {_describe(r)})")
-            next_at = None
-            if outcome is Outcome.SUCCESS:
-                conn.execute(
-                    "UPDATE webhook_messages SET status = 'success', attempts = ?, run_attempts = ?, "
-                    "attempt_id = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = ?",
-                    (made, run, mid))
-            else:
-                may_retry = (
-                    outcome is Outcome.RETRY and item.trigger in SCHEDULED_TRIGGERS and t is not None
-                    and t["state"] != "deactivated"
-                    and not (t["state"] == "invalid" and t["changed_at"] >= item.queued_at)
-                )
-                delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
-                                     policy.jitter, self._rng) if may_retry else None)
-                if delay is None:
-                    conn.execute(
-                        "UPDATE webhook_messages SET status = 'failed', attempts = ?, run_attempts = ?, "
-                        "attempt_id = NULL, next_attempt_at = NULL, lease_until = NULL WHERE id = ?",
-                        (made, run, mid))
-                else:
-                    next_at = now + int(delay * 1000)
-                    conn.execute(
-                        "UPDATE webhook_messages SET status = 'pending', attempts = ?, run_attempts = ?, "
-                        "attempt_id = ?, queued_at = ?, next_attempt_at = ?, lease_until = NULL WHERE id = ?",
-                        (made, run, "atm_" + ulids.new(), now, next_at, mid))
-                    if self._due.get(sid, next_at + 1) > next_at:
-                        self._due[sid] = next_at
-            attempts.append((
-                item.attempt_id, mid, sid, item.event_seq, made,
-                "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
-                r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at,
-            ))
-        if attempts:
-            conn.executemany(_INSERT_ATTEMPT, attempts)
-        changed = []
-        for sid, t in track.items():
-            if not t["touched"]:
-                continue
-            conn.execute(
-                "UPDATE webhook_subscriptions SET first_failure_at = ?, last_success_at = ? WHERE id = ?",
-                (t["first_failure"], t["last_success"], sid))
-            if t["transition"]:
-                self._set_state(conn, sid, t["state"], t["reason"], now)
-            changed.append(sid)
-        if changed:
-            self._reload(conn, changed)
-
-    async def load_for_send(self, items: list[OpenItem]) -> tuple[set[str], dict[int, EventRecord]]:
-        """Which of these messages are still ``sending`` (a rolled-back or deleted one is
-        dropped), and the events to put in the payloads - read now, so an erasure that
-        happened after intake applies to this delivery too."""
-        return await self.store.read(_load_for_send, [i.message_id for i in items],
-                                     [i.event_seq for i in items if i.event_seq is not None])
-
-    async def due_snapshot(self) -> dict[str, int]:
-        return await self.store.read(lambda conn: {sid: at for sid, at in conn.execute(
-            "SELECT subscription_id, min(next_attempt_at) FROM webhook_messages "
-            f"WHERE status = 'pending' AND {_OPEN} GROUP BY subscription_id")})
+        return reads.open_attempt(conn, mid)
 
     # ----------------------------------------------------------------------------------------
     # attempts (API reads)
@@ -839,153 +568,14 @@ class WebhookStorage:
     async def list_attempts(self, *, sub_ids: list[str], event_id: str | None, status: str | None,
                             begin: int | None, end: int | None, cursor: tuple[int, str] | None,
                             limit: int) -> list[AttemptRow] | None:
-        return await self.store.read(_list_attempts, sub_ids, event_id, status, begin, end, cursor, limit)
+        return await self.store.read(reads.list_attempts, sub_ids, event_id, status, begin, end, cursor, limit)
 
     async def event_visible(self, event_id: str, organization: str | None) -> bool:
-        return await self.store.read(_event_visible, event_id, organization)
+        return await self.store.read(reads.event_visible, event_id, organization)
 
     async def open_attempt(self, message_id: str) -> AttemptRow | None:
-        return await self.store.read(_open_attempt, message_id)
+        return await self.store.read(reads.open_attempt, message_id)
 
 
-# --------------------------------------------------------------------------------------------
-# reader functions
-# --------------------------------------------------------------------------------------------
-
-# Events are numbered by the writer a moment after their receivedAt is stamped; a replay
-# starts scanning this much before `begin` so an event stamped before a later-numbered one
-# is never missed.
-_RECEIVED_SKEW_MS = 3600_000
-
-
-def _first_seq_received_after(conn: sqlite3.Connection, at: int, stop: int) -> int:
-    """Smallest seq whose received_at >= at, by binary search over seq (received_at grows
-    with seq up to the skew allowed for above). ``stop + 1`` when there is none."""
-    lo, hi = 1, stop + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        row = conn.execute("SELECT received_at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
-                           (mid,)).fetchone()
-        if row is None or row[0] >= at:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def _describe(r: AttemptOutcome) -> str:
-    if r.error:
-        return r.error
-    return f"HTTP {r.status_code}"
-
-
-def _select_job(conn: sqlite3.Connection, job_id: str, sub_id: str | None = None) -> JobRow | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM webhook_jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None or (sub_id is not None and row[1] != sub_id):
-        return None
-    return row
-
-
-def _list_jobs(conn: sqlite3.Connection, sub_id: str, limit: int, before_id: str | None) -> list[JobRow]:
-    if before_id is None:
-        return conn.execute(f"SELECT {_JOB_COLUMNS} FROM webhook_jobs WHERE subscription_id = ? "
-                            "ORDER BY id DESC LIMIT ?", (sub_id, limit)).fetchall()
-    return conn.execute(f"SELECT {_JOB_COLUMNS} FROM webhook_jobs WHERE subscription_id = ? AND id < ? "
-                        "ORDER BY id DESC LIMIT ?", (sub_id, before_id, limit)).fetchall()
-
-
-def _load_for_send(conn: sqlite3.Connection, message_ids: list[str], seqs: list[int]
-                   ) -> tuple[set[str], dict[int, EventRecord]]:
-    conn.execute("BEGIN")  # one snapshot for both queries
-    try:
-        live: set[str] = set()
-        for start in range(0, len(message_ids), 500):
-            part = message_ids[start:start + 500]
-            live.update(r[0] for r in conn.execute(
-                f"SELECT id FROM webhook_messages WHERE status = 'sending' AND id IN ({','.join('?' * len(part))})",
-                part))
-        events: dict[int, EventRecord] = {}
-        unique = sorted(set(seqs))
-        for start in range(0, len(unique), 500):
-            part = unique[start:start + 500]
-            for row in conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({','.join('?' * len(part))})", part):
-                events[row[0]] = EventRecord._make(row)
-        return live, events
-    finally:
-        conn.execute("COMMIT")
-
-
-def _event_visible(conn: sqlite3.Connection, event_id: str, organization: str | None) -> bool:
-    row = conn.execute("SELECT organization FROM events WHERE id = ?", (event_id,)).fetchone()
-    return row is not None and (organization is None or row[0] == organization)
-
-
-def _open_attempt(conn: sqlite3.Connection, message_id: str) -> AttemptRow | None:
-    return conn.execute(f"{_OPEN_SELECT} WHERE m.id = ?", (message_id,)).fetchone()
-
-
-def _list_attempts(conn: sqlite3.Connection, sub_ids: list[str], event_id: str | None,
-                   status: str | None, begin: int | None, end: int | None,
-                   cursor: tuple[int, str] | None, limit: int) -> list[AttemptRow] | None:
-    """Newest first (created_at, id). Finished attempts from webhook_attempts, plus the open
-    attempt of every pending/sending message. ``limit + 1`` rows so the caller sees has_more."""
-    if not sub_ids:
-        return []
-    conn.execute("BEGIN")
-    try:
-        event_seq = None
-        if event_id is not None:
-            row = conn.execute("SELECT seq FROM events WHERE id = ?", (event_id,)).fetchone()
-            if row is None:
-                return None
-            event_seq = row[0]
-        marks = ",".join("?" * len(sub_ids))
-        rows: list[AttemptRow] = []
-        if status in (None, "success", "failed"):
-            where = [f"a.subscription_id IN ({marks})"]
-            params: list[Any] = list(sub_ids)
-            if event_seq is not None:
-                where.append("a.event_seq = ?")
-                params.append(event_seq)
-            if status is not None:
-                where.append("a.status = ?")
-                params.append(status)
-            _time_filters(where, params, "a", begin, end, cursor)
-            rows += conn.execute(
-                f"{_ATTEMPT_SELECT} WHERE {' AND '.join(where)} ORDER BY a.created_at DESC, a.id DESC LIMIT ?",
-                [*params, limit + 1]).fetchall()
-        if status in (None, "pending", "sending"):
-            where = [f"m.subscription_id IN ({marks})", f"m.{_OPEN}"]
-            params = list(sub_ids)
-            if status is not None:
-                where.append("m.status = ?")
-                params.append(status)
-            if event_seq is not None:
-                where.append("m.event_seq = ?")
-                params.append(event_seq)
-            _time_filters(where, params, "m", begin, end, cursor, column="queued_at",
-                          id_expr="coalesce(m.attempt_id, 'atm_' || substr(m.id, 5))")
-            rows += conn.execute(
-                f"{_OPEN_SELECT} WHERE {' AND '.join(where)} ORDER BY m.queued_at DESC LIMIT ?",
-                [*params, limit + 1]).fetchall()
-        rows.sort(key=lambda r: (r[12], r[0]), reverse=True)
-        return rows[: limit + 1]
-    finally:
-        conn.execute("COMMIT")
-
-
-def _time_filters(where: list[str], params: list[Any], alias: str, begin: int | None, end: int | None,
-                  cursor: tuple[int, str] | None, column: str = "created_at",
-                  id_expr: str | None = None) -> None:
-    col = f"{alias}.{column}"
-    if begin is not None:
-        where.append(f"{col} >= ?")
-        params.append(begin)
-    if end is not None:
-        where.append(f"{col} <= ?")
-        params.append(end)
-    if cursor is not None:
-        ident = id_expr or f"{alias}.id"
-        where.append(f"({col} < ? OR ({col} = ? AND {ident} < ?))")
-        params.extend((cursor[0], cursor[0], cursor[1]))
+def _default_reason(state: str) -> str:
+    return {"new": "waiting for its test message", "valid": "its test message succeeded"}.get(state, state)

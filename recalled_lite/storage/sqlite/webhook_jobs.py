@@ -1,0 +1,180 @@
+"""recover / replay_missing as durable jobs on SQLite: a cursor and counters in
+``webhook_jobs``, advanced one chunk per write transaction together with the deliveries
+that chunk queued, so a restart resumes where the last committed chunk ended.
+
+``JobOps`` is a part of ``WebhookStorage`` (storage/sqlite/webhooks.py), kept apart for
+size: it uses that class's subscription cache and queueing (``subs``, ``_usable``,
+``_enqueue``, ``_requeue``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from ...delivery.subscriptions import SubscriptionInfo, TypeFilter
+from ...ids import ulid_ceiling, ulid_floor, ulids
+from ...timefmt import now_ms
+from ..webhook_base import JobRow
+from . import webhook_reads as reads
+from .webhook_reads import OPEN
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookStorage
+
+# Replays find their first event through the ULID of its id (indexed, and monotonic in
+# seq by construction: ids/UlidGenerator never goes back, even when the clock does). An
+# id's time is never before the moment the writer numbered the event, and `receivedAt` is
+# stamped a moment before that; this much slack covers a clock stepped back in between.
+_RECEIVED_SLACK_MS = 10 * 60_000
+
+
+def first_seq_for_replay(conn: sqlite3.Connection, begin: int) -> int | None:
+    """The smallest seq that may have ``received_at >= begin``: every later event is
+    checked against ``begin`` one by one as the job scans by seq, so nothing is skipped
+    even when ``received_at`` went backwards (a clock step). None when there is none."""
+    row = conn.execute("SELECT seq FROM events WHERE id >= ? ORDER BY id LIMIT 1",
+                       ("evt_" + ulid_floor(begin - _RECEIVED_SLACK_MS),)).fetchone()
+    return row[0] if row is not None else None
+
+
+class JobOps:
+    async def create_job(self: "WebhookStorage", kind: str, sub_id: str, organization: str | None,
+                         begin: int, end: int | None) -> JobRow:
+        return await self.store.write(self._create_job, kind, sub_id, organization, begin, end)
+
+    def _create_job(self: "WebhookStorage", conn: sqlite3.Connection, kind: str, sub_id: str,
+                    organization: str | None, begin: int, end: int | None) -> JobRow:
+        self._usable(sub_id, organization)
+        job_id = self._insert_job(conn, kind, sub_id, begin, end, now_ms())
+        return reads.select_job(conn, job_id)
+
+    def _insert_job(self: "WebhookStorage", conn: sqlite3.Connection, kind: str, sub_id: str,
+                    begin: int, end: int | None, now: int) -> str:
+        job_id = "job_" + ulids.new()
+        cursor_seq = stop_seq = None
+        cursor_id = stop_id = None
+        if kind == "replay_missing":
+            stop_seq = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            first = first_seq_for_replay(conn, begin)
+            cursor_seq = (first if first is not None else stop_seq + 1) - 1
+            total = max(stop_seq - cursor_seq, 0)
+        else:
+            cursor_id = "whd_" + ulid_floor(begin)
+            stop_id = "whd_" + ulid_ceiling(min(end, now) if end is not None else now)
+            total = conn.execute(
+                "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
+                "AND id >= ? AND id <= ?", (sub_id, cursor_id, stop_id)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO webhook_jobs (id, subscription_id, kind, status, begin_at, end_at, cursor_seq, "
+            "stop_seq, cursor_id, stop_id, total, created_at, updated_at) "
+            "VALUES (?,?,?,'running',?,?,?,?,?,?,?,?,?)",
+            (job_id, sub_id, kind, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, total, now, now))
+        self._new_jobs.append(job_id)
+        return job_id
+
+    async def job_step(self: "WebhookStorage", job_id: str, chunk: int, max_backlog: int) -> str:
+        """Process one chunk. Returns 'done', 'more' or 'paused' (subscription backlog)."""
+        return await self.store.write(self._undoable(self._job_step), job_id, chunk, max_backlog)
+
+    def _job_step(self: "WebhookStorage", conn: sqlite3.Connection, job_id: str, chunk: int,
+                  max_backlog: int) -> str:
+        row = conn.execute(
+            "SELECT subscription_id, kind, status, begin_at, end_at, cursor_seq, stop_seq, cursor_id, "
+            "stop_id, created_at FROM webhook_jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[2] != "running":
+            return "done"
+        sid, kind, _, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, created_at = row
+        now = now_ms()
+        sub = self.subs.get(sid)
+        stop_reason = None
+        if sub is None:
+            stop_reason = "the subscription was deleted"
+        elif sub.state == "deactivated":
+            stop_reason = "the subscription was deactivated"
+        elif sub.state == "invalid" and sub.state_changed_at > created_at:
+            stop_reason = f"the subscription became invalid: {sub.state_reason}"
+        if stop_reason is not None:
+            conn.execute(
+                "UPDATE webhook_jobs SET status = 'cancelled', error = ?, updated_at = ?, finished_at = ? "
+                "WHERE id = ?", (stop_reason, now, now, job_id))
+            return "done"
+        assert sub is not None
+        backlog = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM webhook_messages WHERE subscription_id = ? AND {OPEN} "
+            "LIMIT ?)", (sid, max_backlog)).fetchone()[0]
+        if backlog >= max_backlog:
+            return "paused"
+        if kind == "replay_missing":
+            done, scanned, queued, skipped, cursor = self._replay_chunk(
+                conn, sub, begin, end, cursor_seq, stop_seq, chunk, now)
+            conn.execute(
+                "UPDATE webhook_jobs SET cursor_seq = ?, scanned = scanned + ?, queued = queued + ?, "
+                "skipped = skipped + ?, updated_at = ? WHERE id = ?",
+                (cursor, scanned, queued, skipped, now, job_id))
+        else:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
+                "AND id > ? AND id <= ? ORDER BY id LIMIT ?", (sid, cursor_id, stop_id, chunk))]
+            queued = self._requeue(conn, ids, "recover", now)
+            done = len(ids) < chunk
+            conn.execute(
+                "UPDATE webhook_jobs SET cursor_id = ?, scanned = scanned + ?, queued = queued + ?, "
+                "updated_at = ? WHERE id = ?",
+                (ids[-1] if ids else cursor_id, len(ids), queued, now, job_id))
+        if done:
+            conn.execute(
+                "UPDATE webhook_jobs SET status = 'completed', finished_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, job_id))
+            return "done"
+        return "more"
+
+    def _replay_chunk(self: "WebhookStorage", conn: sqlite3.Connection, sub: SubscriptionInfo, begin: int,
+                      end: int | None, cursor: int, stop: int, chunk: int,
+                      now: int) -> tuple[bool, int, int, int, int]:
+        rows = conn.execute(
+            "SELECT seq, organization, action, received_at FROM events WHERE seq > ? AND seq <= ? "
+            "ORDER BY seq LIMIT ?", (cursor, stop, chunk)).fetchall()
+        if not rows:
+            return True, 0, 0, 0, cursor
+        types = TypeFilter(sub.event_types)
+        wanted = [
+            seq for seq, org, action, received in rows
+            if received >= begin and (end is None or received <= end)
+            and (sub.organization is None or org == sub.organization) and types.matches(action)
+        ]
+        skipped = 0
+        if wanted:
+            # Structural "never twice": UNIQUE(subscription_id, event_seq). Events that already
+            # have a message (delivered, failed or on their way) are skipped.
+            have = {r[0] for r in conn.execute(
+                "SELECT event_seq FROM webhook_messages WHERE subscription_id = ? "
+                "AND event_seq BETWEEN ? AND ?", (sub.id, wanted[0], wanted[-1]))}
+            fresh = [seq for seq in wanted if seq not in have]
+            skipped = len(wanted) - len(fresh)
+            if fresh:
+                ids = ulids.batch(len(fresh))
+                self._enqueue(conn, [("whd_" + mid, sub.id, seq, "event.created", None, "replay")
+                                     for mid, seq in zip(ids, fresh)], now)
+            queued = len(fresh)
+        else:
+            queued = 0
+        last = rows[-1][0]
+        return last >= stop or len(rows) < chunk, len(rows), queued, skipped, last
+
+    async def fail_job(self: "WebhookStorage", job_id: str, error: str) -> None:
+        """Quarantine a job whose steps keep failing: ``failed`` with the error, so the
+        other jobs move on. What it already queued stays queued."""
+        await self.store.write(_fail_job, job_id, error, now_ms())
+
+    async def get_job(self: "WebhookStorage", sub_id: str, job_id: str) -> JobRow | None:
+        return await self.store.read(reads.select_job, job_id, sub_id)
+
+    async def list_jobs(self: "WebhookStorage", sub_id: str, limit: int, before_id: str | None) -> list[JobRow]:
+        return await self.store.read(reads.list_jobs, sub_id, limit, before_id)
+
+
+def _fail_job(conn: sqlite3.Connection, job_id: str, error: str, now: int) -> Any:
+    conn.execute(
+        "UPDATE webhook_jobs SET status = 'failed', error = ?, updated_at = ?, finished_at = ? "
+        "WHERE id = ? AND status = 'running'", (error, now, now, job_id))
