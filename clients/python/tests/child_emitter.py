@@ -1,6 +1,6 @@
 """A client process for the multi-process tests (run as a script, never imported by pytest).
 
-    child_emitter.py emit  MODE URL KEY SPOOL ORG COUNT [--flush SECONDS] [--batch N]
+    child_emitter.py emit  MODE URL KEY SPOOL ORG COUNT [--flush SECONDS] [--batch N] [--wait-go]
     child_emitter.py fork  MODE URL KEY SPOOL ORG COUNT WORKERS
     child_emitter.py exit  MODE URL KEY SPOOL ORG COUNT
     child_emitter.py drain MODE URL KEY SPOOL [--flush SECONDS]
@@ -60,6 +60,8 @@ def cmd_emit(a: argparse.Namespace) -> int:
     client = make(a.mode, a.url, a.key, a.spool, a.batch)
     keys = emit_events(a.mode, client, a.org, a.count)
     out("EMITTED", {"count": len(keys), "keys": keys, "pid": os.getpid()})
+    if a.wait_go:
+        sys.stdin.readline()  # the test starts the server first
     if a.flush is not None:
         out("FLUSHED", {"remaining": flush(a.mode, client, a.flush)})
     return 0
@@ -117,6 +119,7 @@ def main() -> int:
             p.add_argument("workers", type=int)
         p.add_argument("--flush", type=float, default=None if name != "drain" else 60.0)
         p.add_argument("--batch", type=int, default=1000)
+        p.add_argument("--wait-go", action="store_true", help="read a line from stdin before flushing")
     a = parser.parse_args()
     return {"emit": cmd_emit, "fork": cmd_fork, "exit": cmd_exit, "drain": cmd_drain}[a.cmd](a)
 

@@ -144,8 +144,8 @@ def run_child(*args: str, env: dict[str, str] | None = None, timeout: float = 12
 def spawn_child(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")}
     full_env.update(env or {})
-    return subprocess.Popen([sys.executable, str(CHILD), *args], env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(CHILD), *args], env=full_env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def spool_rows(path: Path, sql: str) -> Any:

@@ -145,10 +145,12 @@ class Outbox:
         self._signal.ring(unpause=True)
         seen = self._signal.progress
         while True:
-            remaining = db.pending(self.destination, up_to_id=last)
+            remaining, in_flight, next_attempt = db.outlook(self.destination, last)
             left = deadline - time.monotonic()
             if remaining == 0 or left <= 0:
                 return remaining
+            if not in_flight and next_attempt is not None and next_attempt > time.time() + left:
+                return remaining  # every row waits out a backoff past the deadline: nothing to wait for
             if self._sender is None or not self._sender.is_alive():
                 self._ensure_sender()
             # Woken by every batch outcome; the cap also catches other processes' progress.

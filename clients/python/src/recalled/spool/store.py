@@ -317,6 +317,14 @@ class SpoolDB:
             conn.execute("UPDATE outbox SET next_attempt_at = MAX(?, hold_until) "
                          "WHERE destination = ? AND next_attempt_at > ?", (now, destination, now))
 
+    def outlook(self, destination: str, up_to_id: int) -> tuple[int, int, float | None]:
+        """(rows left, rows in flight, earliest next attempt) among rows up to ``up_to_id``."""
+        now = time.time()
+        left, flying, next_at = self.read(
+            "SELECT COUNT(*), COALESCE(SUM(lease_until > ?), 0), MIN(next_attempt_at) FROM outbox "
+            "WHERE destination = ? AND id <= ?", (now, destination, up_to_id))[0]
+        return int(left), int(flying), next_at
+
     def pending(self, destination: str | None = None, up_to_id: int | None = None) -> int:
         sql, params = "SELECT COUNT(*) FROM outbox WHERE 1", []
         if destination is not None:
