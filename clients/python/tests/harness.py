@@ -212,3 +212,46 @@ def json_line(text: str, prefix: str) -> Any:
             return json.loads(line[len(prefix):])
     raise AssertionError(f"no {prefix!r} line in:\n{text}")
 
+
+
+class Receiver:
+    """A webhook receiver on loopback: real HTTP/1.1, records each request's raw bytes."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with receiver._lock:
+                    receiver.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    def deliveries(self, path: str, type_: str = "event.created") -> list[tuple[dict[str, str], bytes]]:
+        with self._lock:
+            found = list(self.requests)
+        return [(h, b) for p, h, b in found if p == path and json.loads(b).get("type") == type_]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
