@@ -448,3 +448,27 @@ def test_cli_status_retry_and_purge(tmp_path):
     missing = cli("spool", "status", "--path", str(tmp_path / "nope.db"))
     assert missing.returncode != 0 and "no spool at" in missing.stderr
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_clients_dead_letter_calls_stay_within_its_server_and_key(tmp_path):
+    from recalled._settings import destination_fingerprint
+
+    path = tmp_path / "spool.db"
+    other_key = "rec_live_cccccccc_" + "d" * 32
+    mine = destination_fingerprint("http://127.0.0.1:9", KEY)
+    theirs = destination_fingerprint("http://127.0.0.1:9", other_key)
+    db = SpoolDB(path)
+    for destination in (mine, theirs):
+        db.enqueue(destination, dumps({"action": "d.x"}), max_rows=100, max_bytes=10**6, drop_oldest=False)
+    db.dead_letter([1, 2], {"status": 401, "code": "INVALID_API_KEY", "message": "m"})
+    client = recalled.Recalled(api_key=KEY, base_url="http://127.0.0.1:9", spool=SpoolConfig(path=path))
+    try:
+        assert [d.id for d in client.spool.dead_letters()] == [1]
+        assert client.spool.purge_dead() == 1
+        assert [d.id for d in db.dead_letters()] == [2]
+        # By id, another key's dead letter is taken over (after a key was replaced).
+        assert client.spool.retry_dead([2]) == 1
+        assert db.read("SELECT id, destination FROM outbox") == [(2, mine)]
+        assert client.spool.status().destinations[mine].pending == 1
+    finally:
+        client.close(timeout=0)

@@ -199,16 +199,17 @@ class Outbox:
         return self._database().dead_letters(limit, destination=self.destination)
 
     def retry_dead(self, ids: list[int] | None = None) -> int:
-        """Send dead letters again, for this client's server and key."""
-        moved = self._database().retry_dead(ids, retarget=self.destination)
+        """Send dead letters again with this client's server and key: ``ids`` (any
+        destination: after a key was replaced, the old key's), or all of this client's."""
+        moved = self._database().retry_dead(ids, retarget=self.destination, destination=self.destination)
         if moved:
             self._ensure_sender()
             self._signal.ring(unpause=True)
         return moved
 
     def purge_dead(self, ids: list[int] | None = None) -> int:
-        return self._database().purge_dead(ids)
-
+        """Delete dead letters: ``ids``, or all of this client's server and key."""
+        return self._database().purge_dead(ids, destination=self.destination)
 
 def _flush_at_exit() -> None:
     outboxes = [o for o in list(_live) if o._used and not o._closed and o._pid == os.getpid()]

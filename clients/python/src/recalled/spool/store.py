@@ -371,11 +371,13 @@ class SpoolDB:
                            message=r[8], details=json.loads(r[9]) if r[9] else None, request_id=r[10])
                 for r in self.read(sql, params)]
 
-    def retry_dead(self, ids: list[int] | None = None, retarget: str | None = None) -> int:
-        """Move dead letters back to the outbox (all, or ``ids``); ``retarget`` hands them to
-        another destination (after the key they were refused with was replaced)."""
+    def retry_dead(self, ids: list[int] | None = None, retarget: str | None = None,
+                   destination: str | None = None) -> int:
+        """Move dead letters back to the outbox (``ids``, or those of ``destination``, or all);
+        ``retarget`` hands them to another destination (after the key they were refused with
+        was replaced)."""
         now = time.time()
-        where, params = ("", []) if not ids else (f" WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+        where, params = self._dead_filter(ids, destination)
         with self.transaction() as conn:
             moved = conn.execute(
                 "INSERT INTO outbox (id, destination, body, size, created_at, attempts, next_attempt_at) "
@@ -384,7 +386,15 @@ class SpoolDB:
             conn.execute(f"DELETE FROM dead_letters{where}", params)
         return moved
 
-    def purge_dead(self, ids: list[int] | None = None) -> int:
-        where, params = ("", []) if not ids else (f" WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+    @staticmethod
+    def _dead_filter(ids: list[int] | None, destination: str | None) -> tuple[str, list[Any]]:
+        if ids:
+            return f" WHERE id IN ({','.join('?' * len(ids))})", list(ids)
+        if destination is not None:
+            return " WHERE destination = ?", [destination]
+        return "", []
+
+    def purge_dead(self, ids: list[int] | None = None, destination: str | None = None) -> int:
+        where, params = self._dead_filter(ids, destination)
         with self.transaction() as conn:
             return conn.execute(f"DELETE FROM dead_letters{where}", params).rowcount
