@@ -267,3 +267,40 @@ def test_full_spool_raises_or_drops_the_oldest(server, tmp_path: Path):
         assert [(e["metadata"]["i"], reason) for e, reason in drops] == [(0, "spool_full"), (1, "spool_full")]
     finally:
         dropping.close()
+
+
+def test_many_threads_emit_through_one_client(server, spool_path):
+    org = f"org_threads_{tag()}"
+    driver = Driver("sync", api_key=server.key, base_url=server.url, spool=SpoolConfig(path=spool_path))
+    failures: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for i in range(50):
+                driver.emit(action="threads.x", organization=org, metadata={"worker": worker, "i": i})
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not failures
+        assert driver.flush(60) == 0
+        pairs = sorted((e["metadata"]["worker"], e["metadata"]["i"]) for e in server.events_of(org))
+        assert pairs == [(w, i) for w in range(8) for i in range(50)]
+    finally:
+        driver.close()
+
+
+def test_flush_on_a_client_that_never_emitted_creates_nothing(server, tmp_path):
+    path = tmp_path / "never" / "spool.db"
+    driver = Driver("sync", api_key=server.key, base_url=server.url, spool=SpoolConfig(path=path))
+    try:
+        assert driver.flush(5) == 0
+        assert driver.client.events.queue_size() == 0
+        assert not path.exists()
+    finally:
+        driver.close()

@@ -127,7 +127,7 @@ class ExportStream:
         """Write the export; a path gets ``<path>.partial`` renamed once the head arrived."""
         if hasattr(target, "write"):
             return _write(self.iter_bytes(), target)  # type: ignore[arg-type]
-        path = Path(target)  # type: ignore[arg-type]
+        path = Path(target)
         partial = _partial(path)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

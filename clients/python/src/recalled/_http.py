@@ -108,10 +108,12 @@ def _retry_delay(attempt: int, call: Call[Any], error: RecalledError | None,
             return None
         if error.retry_after is not None:
             return error.retry_after if error.retry_after <= MAX_RETRY_WAIT else None
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(0.8, 1.2)
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0) * random.uniform(0.8, 1.2)
 
 
 class _TransportBase:
+    _http: Any
+
     def __init__(self, base_url: str, api_key: str, timeout: float, max_retries: int) -> None:
         self.base_url = base_url
         self.api_key = api_key

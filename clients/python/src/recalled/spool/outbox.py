@@ -135,6 +135,8 @@ class Outbox:
         if self._closed:
             raise RuntimeError("this client is closed")
         deadline = time.monotonic() + max(0.0, timeout)
+        if not self.path.exists():
+            return 0  # nothing was ever spooled here; do not create the file just to look
         self._used = True
         db = self._database()
         last = db.last_id(self.destination)

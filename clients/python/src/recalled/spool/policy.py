@@ -81,8 +81,8 @@ def backoff(consecutive_failures: int, minimum: float = 1.0, maximum: float = 60
     """Exponential from ``minimum`` to ``maximum`` seconds, ±25 % jitter so that many
     clients coming back from one outage do not all retry in the same second."""
     n = max(1, consecutive_failures)
-    base = min(maximum, minimum * 2 ** min(n - 1, 60))
-    jitter = (rng or random).uniform(0.75, 1.25)
+    base = min(maximum, minimum * 2.0 ** min(n - 1, 60))
+    jitter = rng.uniform(0.75, 1.25) if rng is not None else random.uniform(0.75, 1.25)
     return min(maximum, max(minimum, base * jitter))
 
 

@@ -89,7 +89,8 @@ class Row:
     attempts: int
 
     def event(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        event: dict[str, Any] = json.loads(self.body)
+        return event
 
 
 @dataclass(frozen=True)
@@ -302,13 +303,13 @@ class SpoolDB:
         """When a row of this destination next becomes claimable (due, or its lease ends)."""
         (when,) = self.read(
             "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM outbox WHERE destination = ?", (destination,))[0]
-        return when
+        return float(when) if when is not None else None
 
     # --- flush ----------------------------------------------------------------------------
 
     def last_id(self, destination: str) -> int | None:
         (last,) = self.read("SELECT MAX(id) FROM outbox WHERE destination = ?", (destination,))[0]
-        return last
+        return int(last) if last is not None else None
 
     def make_due(self, destination: str) -> None:
         """An explicit flush tries at once, except where the server asked for a wait."""
@@ -326,7 +327,7 @@ class SpoolDB:
         return int(left), int(flying), next_at
 
     def pending(self, destination: str | None = None, up_to_id: int | None = None) -> int:
-        sql, params = "SELECT COUNT(*) FROM outbox WHERE 1", []
+        sql, params = "SELECT COUNT(*) FROM outbox WHERE 1", list[Any]()
         if destination is not None:
             sql += " AND destination = ?"
             params.append(destination)
