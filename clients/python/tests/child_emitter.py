@@ -4,6 +4,7 @@
     child_emitter.py fork  MODE URL KEY SPOOL ORG COUNT WORKERS
     child_emitter.py exit  MODE URL KEY SPOOL ORG COUNT
     child_emitter.py drain MODE URL KEY SPOOL [--flush SECONDS]
+    child_emitter.py noop  MODE URL KEY SPOOL
 
 MODE is sync or async. Lines on stdout tell the test what happened: ``EMITTED <json>``,
 ``FLUSHED <json>``, ``EXITING <unix time>``.
@@ -97,6 +98,12 @@ def cmd_exit(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_noop(a: argparse.Namespace) -> int:
+    # The same imports and interpreter, no client: the baseline cost of tearing it down.
+    out("EXITING", time.time())
+    return 0
+
+
 def cmd_drain(a: argparse.Namespace) -> int:
     client = make(a.mode, a.url, a.key, a.spool)
     out("FLUSHED", {"remaining": flush(a.mode, client, a.flush)})
@@ -106,13 +113,13 @@ def cmd_drain(a: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("emit", "fork", "exit", "drain"):
+    for name in ("emit", "fork", "exit", "drain", "noop"):
         p = sub.add_parser(name)
         p.add_argument("mode", choices=["sync", "async"])
         p.add_argument("url")
         p.add_argument("key")
         p.add_argument("spool")
-        if name != "drain":
+        if name not in ("drain", "noop"):
             p.add_argument("org")
             p.add_argument("count", type=int)
         if name == "fork":
@@ -121,7 +128,8 @@ def main() -> int:
         p.add_argument("--batch", type=int, default=1000)
         p.add_argument("--wait-go", action="store_true", help="read a line from stdin before flushing")
     a = parser.parse_args()
-    return {"emit": cmd_emit, "fork": cmd_fork, "exit": cmd_exit, "drain": cmd_drain}[a.cmd](a)
+    return {"emit": cmd_emit, "fork": cmd_fork, "exit": cmd_exit, "drain": cmd_drain,
+            "noop": cmd_noop}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -100,9 +100,17 @@ class SilentListener:
         self.sock.close()
 
 
+def _teardown_seconds(mode: str, spool_path) -> float:
+    done = run_child("noop", mode, "http://127.0.0.1:9", "k", str(spool_path.with_name("unused.db")))
+    ended = time.time()
+    assert done.returncode == 0, done.stderr
+    return ended - json_line(done.stdout, "EXITING ")
+
+
 @pytest.mark.parametrize("unreachable", ["refused", "hung"])
 def test_exit_with_the_server_unreachable_is_bounded_and_the_events_go_out_next_start(
         mode, unreachable, tmp_path, spool_path):
+    baseline = _teardown_seconds(mode, spool_path)
     listener = SilentListener() if unreachable == "hung" else None
     srv = Server(tmp_path / "later", port=listener.port if listener else None)
     org = f"org_exit_{tag()}"
@@ -110,12 +118,16 @@ def test_exit_with_the_server_unreachable_is_bounded_and_the_events_go_out_next_
         done = run_child("exit", mode, srv.url, srv.key, str(spool_path), org, "50")
         exited_at = time.time()
         assert done.returncode == 0, done.stderr
-        # The bound the client promises is on interpreter exit itself: from the moment the
-        # script's main() returned (EXITING, printed by the child) to the process being gone.
-        # Interpreter start-up and the 50 emits come before the mark and are not counted;
-        # the parent's detection of the exit is, so the measure is on the generous side.
+        # What is measured: interpreter exit itself, from the moment the script's main()
+        # returned (EXITING, printed by the child) to the process being gone, as the parent
+        # sees it. Start-up and the 50 emits come before the mark and are not counted.
+        # What is allowed: the 2.5 s bound, plus what tearing down the same interpreter with
+        # the same imports costs when it has no client at all (measured just before, a few
+        # hundredths of a second on an idle machine, more on a loaded one). That is the
+        # "+ interpreter" allowance; the client's own share (the 2 s exit flush and its
+        # teardown) must fit in the 2.5 s.
         exit_seconds = exited_at - json_line(done.stdout, "EXITING ")
-        assert exit_seconds < EXIT_BOUND, f"exit took {exit_seconds:.2f} s"
+        assert exit_seconds < EXIT_BOUND + baseline, f"exit took {exit_seconds:.2f} s (baseline {baseline:.2f} s)"
         assert spool_rows(spool_path, "SELECT COUNT(*) FROM outbox")[0][0] == 50
         if unreachable == "refused":
             # The exit flush did try (and the sender before it): attempts are recorded.
