@@ -10,6 +10,7 @@ RATE_LIMITED, retried after Retry-After).
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -302,5 +303,30 @@ def test_flush_on_a_client_that_never_emitted_creates_nothing(server, tmp_path):
         assert driver.flush(5) == 0
         assert driver.client.events.queue_size() == 0
         assert not path.exists()
+    finally:
+        driver.close()
+
+
+SMALL_BODY_CONFIG = """
+[server]
+max_request_bytes = 100000
+"""
+
+
+def test_a_batch_over_the_servers_body_limit_is_split_until_it_fits(mode, make_server, spool_path, caplog):
+    caplog.set_level(logging.INFO, logger="recalled.spool")
+    srv = make_server(config_text=SMALL_BODY_CONFIG, start=False)
+    org = f"org_split_{tag()}"
+    driver = Driver(mode, api_key=srv.key, base_url=srv.url, spool=SpoolConfig(path=spool_path))
+    try:
+        # 40 events of ~20 KB: one 800 KB batch, eight times what this server takes at once.
+        for i in range(40):
+            driver.emit(action="split.x", organization=org, metadata={"i": i, "pad": "p" * 20_000})
+        srv.start()
+        assert driver.flush(60) == 0
+        assert sorted(e["metadata"]["i"] for e in srv.events_of(org)) == list(range(40))
+        splits = [r.getMessage() for r in caplog.records if "in halves" in r.getMessage()]
+        assert splits and all("REQUEST_TOO_LARGE" in m for m in splits)  # it met the limit, split around it
+        assert driver.dead_letters() == []
     finally:
         driver.close()

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from ..types import Event
 
 # on_delivered(event_input, stored_event); on_error(error, event_input) on every failed
-# attempt (retried or not); on_drop(event_input, reason, error) when an event leaves the
+# attempt that is retried or dead-lettered (a batch split to get around a 413 or one bad
+# event is not an attempt of its own); on_drop(event_input, reason, error) when an event leaves the
 # outbox unsent: reason "dead_letter" (refused for good; kept in the dead-letter table) or
 # "spool_full" (dropped by when_full="drop_oldest"; gone).
 OnDelivered = Callable[[dict[str, Any], "Event"], None]

@@ -209,6 +209,7 @@ class Sender(threading.Thread):
                 if rest:
                     stack.append(rest)
             elif verdict.decision is Decision.SPLIT:
+                log.info("recalled spool: a batch of %d was refused (%s); sending it in halves", len(batch), error)
                 half = len(batch) // 2
                 stack.extend([batch[half:], batch[:half]])
             elif verdict.decision is Decision.SPLIT_BY_ORGANIZATION:
