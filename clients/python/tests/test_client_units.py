@@ -472,3 +472,29 @@ def test_a_clients_dead_letter_calls_stay_within_its_server_and_key(tmp_path):
         assert client.spool.status().destinations[mine].pending == 1
     finally:
         client.close(timeout=0)
+
+
+def test_the_sender_survives_an_error_and_keeps_sending(tmp_path, monkeypatch):
+    calls: list[int] = []
+    sender, db = make_sender(tmp_path, stored_ok, poll_interval=0.01)
+    fill(db, 2)
+    real_claim = db.claim
+
+    def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise recalled.SpoolError("database is locked")
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(db, "claim", flaky_claim)
+    monkeypatch.setattr(sender, "run", lambda: sender._loop())
+    sender.start()
+    try:
+        deadline = time.monotonic() + 10
+        while db.pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert db.pending() == 0 and len(calls) >= 2 and sender.is_alive()
+    finally:
+        sender.signal.stopping = True
+        sender.signal.ring()
+        sender.join(5)

@@ -114,7 +114,12 @@ class Outbox:
                                 max_bytes=self.config.max_bytes,
                                 drop_oldest=self.config.when_full == "drop_oldest")
         self._used = True
-        self._ensure_sender()
+        try:
+            self._ensure_sender()
+        except RuntimeError:
+            # No new thread can start (interpreter shutdown). The event is committed all
+            # the same, and goes out from the next process that uses the spool.
+            log.warning("recalled spool: could not start the sender; the event stays in %s", self.path)
         self._signal.ring()
         for row in dropped:
             self._report_drop(row)

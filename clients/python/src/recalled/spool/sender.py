@@ -148,25 +148,32 @@ class Sender(threading.Thread):
         reclaim_every = min(config.lease_seconds / 4, 10.0)
         last_reclaim = 0.0
         while not signal.stopping:
-            now = time.time()
-            if now - last_reclaim >= reclaim_every:
-                if self.db.release_dead_owners(owner_is_dead):
-                    log.info("recalled spool: took over the rows of a sender that died")
-                last_reclaim = now
-            if signal.pause_until > now:
-                signal.sleep(signal.pause_until - now)
-                continue
-            rows = self.db.claim(self.destination, self.owner, lease_seconds=config.lease_seconds,
-                                 max_events=config.max_batch_events, max_bytes=config.max_batch_bytes)
-            if not rows:
-                wake = self.db.next_wakeup(self.destination)
-                delay = config.poll_interval if wake is None else min(config.poll_interval, wake - time.time())
-                signal.sleep(max(0.005, delay))
-                continue
             try:
-                self.deliver(rows)
-            finally:
-                signal.advanced()
+                now = time.time()
+                if now - last_reclaim >= reclaim_every:
+                    if self.db.release_dead_owners(owner_is_dead):
+                        log.info("recalled spool: took over the rows of a sender that died")
+                    last_reclaim = now
+                if signal.pause_until > now:
+                    signal.sleep(signal.pause_until - now)
+                    continue
+                rows = self.db.claim(self.destination, self.owner, lease_seconds=config.lease_seconds,
+                                     max_events=config.max_batch_events, max_bytes=config.max_batch_bytes)
+                if not rows:
+                    wake = self.db.next_wakeup(self.destination)
+                    delay = config.poll_interval if wake is None else min(config.poll_interval, wake - time.time())
+                    signal.sleep(max(0.005, delay))
+                    continue
+                try:
+                    self.deliver(rows)
+                finally:
+                    signal.advanced()
+            except Exception:
+                # A spool locked past busy_timeout, a full disk, a bug: the rows are on disk
+                # and their leases run out, so keep the thread and try again a little later.
+                log.exception("recalled spool: the sender hit an error; it tries again in %.0f s",
+                              config.poll_interval * 5)
+                signal.sleep(config.poll_interval * 5)
 
     # --- one claimed batch --------------------------------------------------------------
 
