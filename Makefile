@@ -25,6 +25,7 @@ $(RUNTIME_STAMP): pyproject.toml requirements/build.txt requirements/runtime.txt
 
 $(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt
 	$(PIP) --require-hashes -r requirements/build.txt -r requirements/test.txt
+	$(PIP) --no-deps --no-build-isolation -e clients/python
 	touch $@
 
 serve: $(RUNTIME_STAMP)
