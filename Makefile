@@ -23,7 +23,7 @@ $(RUNTIME_STAMP): pyproject.toml requirements/build.txt requirements/runtime.txt
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt clients/python/pyproject.toml
 	$(PIP) --require-hashes -r requirements/build.txt -r requirements/test.txt
 	$(PIP) --no-deps --no-build-isolation -e clients/python
 	touch $@
