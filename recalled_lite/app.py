@@ -32,12 +32,14 @@ from .api import keys as keys_api
 from .api import subscriptions as subscriptions_api
 from . import openapi
 from .api.common import AppContext, json_response
+from .client_address import ClientAddress
 from .config import Config
 from .errors import (
     APIError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, StorageError,
     StorageUnavailable, Unavailable,
 )
 from .ids import new_id
+from .routing import merge_routes, serve_trailing_slash
 from .timefmt import format_ms
 
 log = logging.getLogger("recalled_lite")
@@ -125,11 +127,13 @@ def _as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, StorageError):
         return InternalError("the database failed; see the server log for this request id", code="DATABASE_ERROR")
     if isinstance(exc, HTTPException):
+        # Starlette's own (routing.py answers 404/405 itself); keep its headers (Allow).
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
-            return NotFound("no such route")
+            return NotFound("no such route", headers=headers)
         if exc.status_code == 405:
-            return MethodNotAllowed("method not allowed on this route")
-        error = APIError(str(exc.detail), code="HTTP_ERROR")
+            return MethodNotAllowed("method not allowed on this route", headers=headers)
+        error = APIError(str(exc.detail), code="HTTP_ERROR", headers=headers)
         error.status = exc.status_code
         return error
     return InternalError("internal error; see the server log for this request id")
@@ -149,13 +153,16 @@ def _valid_request_id(value: bytes) -> bool:
 
 
 class RequestContextMiddleware:
-    """Outermost layer: request id on every response, early 413, last-resort 500, access log."""
+    """Outermost layer: request id on every response, client address, early 413,
+    last-resort 500, access log."""
 
-    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: Metrics):
+    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: Metrics,
+                 client_address: ClientAddress | None = None):
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.access_log_enabled = access_log_enabled
         self.metrics = metrics
+        self.client_address = client_address or ClientAddress()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -164,14 +171,28 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id: bytes | None = None
         content_length: bytes | None = None
+        user_agent: bytes | None = None
+        forwarded: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id" and _valid_request_id(value):
                 request_id = value
             elif name == b"content-length":
                 content_length = value
+            elif name == b"user-agent":
+                user_agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = [value] if forwarded is None else [*forwarded, value]
         if request_id is None:
             request_id = new_id("req").encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        path = scope["path"]  # before routing strips a trailing slash
+        peer = scope.get("client")
+        client = peer[0] if peer else None
+        if forwarded is not None and self.client_address.enabled:
+            client = self.client_address.resolve(client, b",".join(forwarded).decode("latin-1"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        state["client"] = client
+        state["user_agent"] = user_agent.decode("latin-1") if user_agent is not None else None
         status_holder = [0]
         response_started = False
 
@@ -209,11 +230,15 @@ class RequestContextMiddleware:
             self.metrics.responses[status] += 1
             if self.access_log_enabled:
                 write_access_line({
-                    "request_id": request_id.decode(),
+                    "request_id": state["request_id"],
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": path,
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "client": client,
+                    "user_agent": state["user_agent"],
+                    # Set by api.common.authorize once a key is recognised.
+                    "key_id": state.get("key_id"),
                 })
 
 
@@ -248,11 +273,13 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
               *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
               *openapi.routes]
     app = Starlette(
-        routes=routes,
+        # One route per path (405 with every allowed method): routing.py.
+        routes=merge_routes(routes),
         lifespan=lifespan,
         exception_handlers={Exception: _handle_exception, HTTPException: _handle_exception,
                             APIError: _handle_exception, StorageError: _handle_exception},
     )
+    serve_trailing_slash(app.router)
     app.state.ctx = ctx
     app.state.metrics = metrics
     return RequestContextMiddleware(
@@ -260,4 +287,5 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
         max_request_bytes=config.server.max_request_bytes,
         access_log_enabled=config.server.access_log,
         metrics=metrics,
+        client_address=ClientAddress(config.server.trusted_proxies),
     )
