@@ -11,6 +11,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..actions import AuditAction
+from ..audit import AdminAction, Caller, Describe
 from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, Unauthorized, UnsupportedMediaType, ValidationError
@@ -82,6 +84,16 @@ def require_json_content_type(request: Request) -> None:
             f"this route takes a JSON body: send Content-Type: application/json (got {content_type[:100]!r})",
             {"content_type": content_type[:100], "expected": "application/json"},
         )
+
+
+def admin_action(request: Request, key: ApiKeyRecord, action: AuditAction, describe: Describe,
+                 before: Callable[[], Any] | None = None) -> AdminAction:
+    """The audit hook of an administrative request (recalled_lite/audit.py): the acting key,
+    and the client address, user agent and request id the middleware found."""
+    state = request.scope["state"]
+    caller = Caller.for_key(key, ip_address=state.get("client"), user_agent=state.get("user_agent"),
+                            request_id=state.get("request_id"))
+    return AdminAction(caller, action, describe, before)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

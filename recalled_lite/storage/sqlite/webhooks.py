@@ -34,7 +34,7 @@ from ...delivery.subscriptions import (
 )
 from ...ids import ulid_ceiling, ulid_floor, ulids
 from ...timefmt import now_ms
-from ..base import EventRecord, RecordNotFound
+from ..base import AuditHook, EventRecord, RecordNotFound
 
 
 class InvalidWebhookOperation(Exception):
@@ -417,8 +417,8 @@ class WebhookStorage:
     # subscription operations (API)
     # ----------------------------------------------------------------------------------------
 
-    async def create_subscription(self, spec: NewSubscription) -> SubscriptionInfo:
-        return await self.store.write(self._create_subscription, spec)
+    async def create_subscription(self, spec: NewSubscription, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._create_subscription, spec, audit=audit)
 
     def _create_subscription(self, conn: sqlite3.Connection, spec: NewSubscription) -> SubscriptionInfo:
         now = now_ms()
@@ -435,8 +435,8 @@ class WebhookStorage:
         return self.subs[sid]
 
     async def update_subscription(self, sub_id: str, organization: str | None,
-                                  patch: SubscriptionPatch) -> SubscriptionInfo:
-        return await self.store.write(self._update_subscription, sub_id, organization, patch)
+                                  patch: SubscriptionPatch, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._update_subscription, sub_id, organization, patch, audit=audit)
 
     def _update_subscription(self, conn: sqlite3.Connection, sub_id: str, organization: str | None,
                              patch: SubscriptionPatch) -> SubscriptionInfo:
@@ -467,8 +467,9 @@ class WebhookStorage:
         self._reload(conn, [sub_id])
         return self.subs[sub_id]
 
-    async def delete_subscription(self, sub_id: str, organization: str | None) -> SubscriptionInfo:
-        return await self.store.write(self._delete_subscription, sub_id, organization)
+    async def delete_subscription(self, sub_id: str, organization: str | None,
+                                  audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._delete_subscription, sub_id, organization, audit=audit)
 
     def _delete_subscription(self, conn: sqlite3.Connection, sub_id: str,
                              organization: str | None) -> SubscriptionInfo:
@@ -497,8 +498,8 @@ class WebhookStorage:
         return sub, sub.test_message_id
 
     async def rotate_secret(self, sub_id: str, organization: str | None, new_secret: str,
-                            overlap_ms: int) -> SubscriptionInfo:
-        return await self.store.write(self._rotate_secret, sub_id, organization, new_secret, overlap_ms)
+                            overlap_ms: int, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._rotate_secret, sub_id, organization, new_secret, overlap_ms, audit=audit)
 
     def _rotate_secret(self, conn: sqlite3.Connection, sub_id: str, organization: str | None,
                        new_secret: str, overlap_ms: int) -> SubscriptionInfo:
