@@ -22,6 +22,7 @@ What an audit event holds:
 from __future__ import annotations
 
 import getpass
+import hmac
 import json
 import logging
 import os
@@ -246,9 +247,24 @@ def subscription_secret_rotated(sub: Any, _before: Any) -> Described:
     })
 
 
-def actor_erased(actor_id: str, organization: str | None) -> Describe:
+# derive_key purpose of the key that turns an erased actor's id into its reference.
+ERASED_ACTOR_KEY_PURPOSE = "audit: erased actor"
+
+
+def erased_actor_reference(key: bytes, actor_id: str) -> str:
+    """What the erasure's audit event calls the actor: a keyed digest, never the id.
+
+    The erasure takes the actor id out of every row, the index and the file; writing it
+    back in clear, in an event that itself can never be erased, would undo that. The
+    digest still answers "was this actor erased, and when?" for whoever holds the server
+    secret (docs/api.md shows how), and nobody else can reverse it.
+    """
+    return "hmac-sha256:" + hmac.new(key, actor_id.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
+
+
+def actor_erased(actor_reference: str, organization: str | None) -> Describe:
     def describe(count: int, _before: Any) -> Described:
-        return Described({"type": "actor", "id": actor_id},
+        return Described({"type": "actor", "id": actor_reference},
                          {"anonymized_events": count, "organization": organization})
 
     return describe

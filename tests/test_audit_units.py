@@ -152,7 +152,7 @@ def test_an_erasure_is_audited_once_with_the_total_of_every_chunk(tmp_path):
         try:
             await store.append_events([plain_event("doc.viewed", "u_erase") for _ in range(count)])
             erased = await store.erase_actor("u_erase", None, 1_700_000_000_000, audit=AdminAction(
-                caller(), AuditAction.ACTOR_ERASED, audit.actor_erased("u_erase", None)))
+                caller(), AuditAction.ACTOR_ERASED, audit.actor_erased("hmac-sha256:ref", None)))
             return erased, await store.verify_chain()
         finally:
             store.close()
@@ -161,7 +161,7 @@ def test_an_erasure_is_audited_once_with_the_total_of_every_chunk(tmp_path):
     assert erased == count and verified["valid"]
     (event,) = rows(tmp_path / "e.db", "SELECT seq, targets, metadata FROM events WHERE action = 'recalled.actor.erased'")
     assert event[0] == count + 1
-    assert '"id":"u_erase"' in event[1] and f'"anonymized_events":{count}' in event[2]
+    assert '"id":"hmac-sha256:ref"' in event[1] and f'"anonymized_events":{count}' in event[2]
 
 
 def test_another_process_appending_audit_events_does_not_fork_the_chain(tmp_path):

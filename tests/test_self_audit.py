@@ -119,7 +119,9 @@ def test_subscription_changes_and_erasure_are_audited(srv):
             verified = c.get("/v1/events/verify").json()["data"]
     finally:
         receiver.close()
-    mine = {e["action"]: e for e in events if e["targets"] and e["targets"][0]["id"] in (sub_id, f"gone_{t}")}
+    server_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    reference = erased_reference(server_secret, f"gone_{t}")
+    mine = {e["action"]: e for e in events if e["targets"] and e["targets"][0]["id"] in (sub_id, reference)}
     assert set(mine) == {"recalled.subscription.created", "recalled.subscription.updated",
                          "recalled.subscription.secret_rotated", "recalled.subscription.deleted",
                          "recalled.actor.erased"}
@@ -132,7 +134,9 @@ def test_subscription_changes_and_erasure_are_audited(srv):
     assert updated["before"] == {"event_types": ["x.*"]} and updated["after"] == {"event_types": ["y.*"]}
     assert mine["recalled.subscription.secret_rotated"]["metadata"]["previous_secret_expires_at"]
     erasure = mine["recalled.actor.erased"]
-    assert erasure["targets"] == [{"type": "actor", "id": f"gone_{t}", "name": None}]
+    # Not the actor id (the erasure took it out of the file): a digest keyed by the server secret.
+    assert erasure["targets"] == [{"type": "actor", "id": reference, "name": None}]
+    assert f"gone_{t}" not in json.dumps(erasure)
     assert erasure["organization"] is None
     assert erasure["metadata"]["anonymized_events"] == 1 and erasure["metadata"]["organization"] == f"org_{t}"
     assert verified["valid"] is True
@@ -146,6 +150,15 @@ def test_clients_may_not_write_server_actions(srv):
         batch = c.post("/v1/events/batch", json={"events": [{"event_type": "recalled.actor.erased"}]})
     assert single.status_code == 400 and single.json()["error"]["details"]["field"] == "action"
     assert batch.status_code == 400 and batch.json()["error"]["details"]["errors"][0]["index"] == 0
+
+
+def erased_reference(server_secret: str, actor_id: str) -> str:
+    """docs/api.md: how to recognise an erased actor's audit event, written out independently."""
+    import hashlib
+    import hmac
+
+    key = hmac.new(server_secret.encode(), b"recalled-lite key derivation\naudit: erased actor", hashlib.sha256).digest()
+    return "hmac-sha256:" + hmac.new(key, actor_id.encode(), hashlib.sha256).hexdigest()
 
 
 def run_cli(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess:

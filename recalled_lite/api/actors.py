@@ -34,8 +34,9 @@ async def delete_actor(request: Request):
     # Erasure is a write: a bound key erases only within its organization (403 for another).
     organization = write_organization(key, requested)
     erased_at = now_ms()
+    reference = audit.erased_actor_reference(ctx.store.derive_key(audit.ERASED_ACTOR_KEY_PURPOSE), actor_id)
     count = await ctx.store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
-        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(actor_id, organization)))
+        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
     return json_response({"data": {
         "actor_id": actor_id,
         "anonymized_events": count,
