@@ -7,6 +7,8 @@ database add exactly these, tests that look at their own events filter them out.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 SERVER_PREFIX = "recalled."
@@ -35,3 +37,9 @@ def is_audit(event: dict) -> bool:
 
 def without_audit(events: list[dict]) -> list[dict]:
     return [e for e in events if not is_audit(e)]
+
+
+def erased_reference(server_secret: str, actor_id: str) -> str:
+    """How docs/api.md says an erased actor is named in its audit event, written out independently."""
+    key = hmac.new(server_secret.encode(), b"recalled-lite key derivation\naudit: erased actor", hashlib.sha256).digest()
+    return "hmac-sha256:" + hmac.new(key, actor_id.encode(), hashlib.sha256).hexdigest()

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from audit_events import erased_reference
 from conftest import ADMIN_KEY, ServerProcess
 from recalled_lite.client_address import ClientAddress, parse_networks
 
@@ -159,7 +160,8 @@ def test_state_changes_are_logged_and_no_secret_is_ever_logged(plain):
     assert created["event_id"].startswith("evt_") and created["seq"] > 0
     assert any(e["targets"][0]["id"] == key["id"] for e in changes["recalled.key.revoked"])
     assert any(e["targets"][0]["id"] == sub["id"] for e in changes["recalled.subscription.secret_rotated"])
-    assert any(e["targets"][0]["id"] == "u_logged" for e in changes["recalled.actor.erased"])
+    assert any(e["targets"][0]["id"] == erased_reference(SERVER_SECRET, "u_logged")
+               for e in changes["recalled.actor.erased"])
     log = plain.log_text()
     for name, secret in {"admin key": ADMIN_KEY, "server secret": SERVER_SECRET, "key plaintext": key["key"],
                          "webhook secret": sub["secret"], "rotated webhook secret": rotated["secret"]}.items():

@@ -17,23 +17,10 @@ import time
 import httpx
 import pytest
 
+from audit_events import audit_events as admin_events
+from audit_events import erased_reference
 from conftest import ADMIN_KEY, ServerProcess
 from webhook_receiver import Receiver, tag, wait_until
-
-
-def admin_events(c: httpx.Client, **params) -> list[dict]:
-    events, cursor = [], None
-    while True:
-        query = {"action": "recalled.*", "limit": 200, **params}
-        if cursor:
-            query["cursor"] = cursor
-        page = c.get("/v1/events", params=query)
-        assert page.status_code == 200, page.text
-        body = page.json()
-        events += body["data"]
-        cursor = body["nextCursor"]
-        if not cursor:
-            return events
 
 
 def admin_key_id(c: httpx.Client) -> tuple[str, str]:
@@ -150,15 +137,6 @@ def test_clients_may_not_write_server_actions(srv):
         batch = c.post("/v1/events/batch", json={"events": [{"event_type": "recalled.actor.erased"}]})
     assert single.status_code == 400 and single.json()["error"]["details"]["field"] == "action"
     assert batch.status_code == 400 and batch.json()["error"]["details"]["errors"][0]["index"] == 0
-
-
-def erased_reference(server_secret: str, actor_id: str) -> str:
-    """docs/api.md: how to recognise an erased actor's audit event, written out independently."""
-    import hashlib
-    import hmac
-
-    key = hmac.new(server_secret.encode(), b"recalled-lite key derivation\naudit: erased actor", hashlib.sha256).digest()
-    return "hmac-sha256:" + hmac.new(key, actor_id.encode(), hashlib.sha256).hexdigest()
 
 
 def run_cli(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess:
