@@ -30,6 +30,7 @@ from .api import keys as keys_api
 from .api import subscriptions as subscriptions_api
 from . import openapi
 from .api.common import AppContext, json_response
+from .client_address import ClientAddress
 from .config import Config
 from .errors import (
     APIError, InternalError, MethodNotAllowed, NotFound, RequestTooLarge, StorageError,
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .ids import new_id
 from .metrics import AppMetrics
+from .routing import merge_routes, serve_trailing_slash
 from .timefmt import format_ms
 
 log = logging.getLogger("recalled_lite")
@@ -119,11 +121,13 @@ def _as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, StorageError):
         return InternalError("the database failed; see the server log for this request id", code="DATABASE_ERROR")
     if isinstance(exc, HTTPException):
+        # Starlette's own (routing.py answers 404/405 itself); keep its headers (Allow).
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
-            return NotFound("no such route")
+            return NotFound("no such route", headers=headers)
         if exc.status_code == 405:
-            return MethodNotAllowed("method not allowed on this route")
-        error = APIError(str(exc.detail), code="HTTP_ERROR")
+            return MethodNotAllowed("method not allowed on this route", headers=headers)
+        error = APIError(str(exc.detail), code="HTTP_ERROR", headers=headers)
         error.status = exc.status_code
         return error
     return InternalError("internal error; see the server log for this request id")
@@ -143,13 +147,16 @@ def _valid_request_id(value: bytes) -> bool:
 
 
 class RequestContextMiddleware:
-    """Outermost layer: request id on every response, early 413, last-resort 500, access log."""
+    """Outermost layer: request id on every response, client address, early 413,
+    last-resort 500, access log."""
 
-    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: AppMetrics):
+    def __init__(self, app: Any, *, max_request_bytes: int, access_log_enabled: bool, metrics: AppMetrics,
+                 client_address: ClientAddress | None = None):
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.access_log_enabled = access_log_enabled
         self.metrics = metrics
+        self.client_address = client_address or ClientAddress()
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -158,14 +165,28 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id: bytes | None = None
         content_length: bytes | None = None
+        user_agent: bytes | None = None
+        forwarded: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id" and _valid_request_id(value):
                 request_id = value
             elif name == b"content-length":
                 content_length = value
+            elif name == b"user-agent":
+                user_agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = [value] if forwarded is None else [*forwarded, value]
         if request_id is None:
             request_id = new_id("req").encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        path = scope["path"]  # before routing strips a trailing slash
+        peer = scope.get("client")
+        client = peer[0] if peer else None
+        if forwarded is not None and self.client_address.enabled:
+            client = self.client_address.resolve(client, b",".join(forwarded).decode("latin-1"))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        state["client"] = client
+        state["user_agent"] = user_agent.decode("latin-1") if user_agent is not None else None
         status_holder = [0]
         response_started = False
 
@@ -204,11 +225,15 @@ class RequestContextMiddleware:
             self.metrics.observe_request(scope, status, elapsed)
             if self.access_log_enabled:
                 write_access_line({
-                    "request_id": request_id.decode(),
+                    "request_id": state["request_id"],
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": path,
                     "status": status,
                     "ms": round(elapsed * 1000, 2),
+                    "client": client,
+                    "user_agent": state["user_agent"],
+                    # Set by api.common.authorize once a key is recognised.
+                    "key_id": state.get("key_id"),
                 })
 
 
@@ -246,11 +271,13 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
               *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
               *openapi.routes]
     app = Starlette(
-        routes=routes,
+        # One route per path (405 with every allowed method): routing.py.
+        routes=merge_routes(routes),
         lifespan=lifespan,
         exception_handlers={Exception: _handle_exception, HTTPException: _handle_exception,
                             APIError: _handle_exception, StorageError: _handle_exception},
     )
+    serve_trailing_slash(app.router)
     app.state.ctx = ctx
     app.state.metrics = metrics
     return RequestContextMiddleware(
@@ -258,4 +285,5 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
         max_request_bytes=config.server.max_request_bytes,
         access_log_enabled=config.server.access_log,
         metrics=metrics,
+        client_address=ClientAddress(config.server.trusted_proxies),
     )

@@ -46,8 +46,17 @@ def _open_store(config: Config, *, serving: bool = False):
     )
 
 
+def _audited(command: str, action: str, describe: Any) -> Any:
+    """The audit hook of a CLI action: the actor is the OS user at this terminal."""
+    from .actions import AuditAction
+    from .audit import AdminAction, Caller
+
+    return AdminAction(Caller.for_command(command), AuditAction(action), describe)
+
+
 def ensure_admin_key(store: Any, config: Config) -> str | None:
     """Install RECALLED_BOOTSTRAP_KEY, or mint an admin key if none exists. Returns a new plaintext."""
+    from .audit import key_created
     from .auth import ADMIN, KEY_PATTERN, hash_key, new_key_record
 
     if config.bootstrap_key:
@@ -57,14 +66,15 @@ def ensure_admin_key(store: Any, config: Config) -> str | None:
         existing = store.key_by_prefix(match.group(2))
         if existing is None:
             _, record = new_key_record("bootstrap", frozenset({ADMIN}), None, plaintext=config.bootstrap_key)
-            store.create_key_sync(record)
+            store.create_key_sync(record, audit=_audited("serve (RECALLED_BOOTSTRAP_KEY)", "recalled.key.created",
+                                                         key_created(record)))
         elif existing.secret_hash != hash_key(config.bootstrap_key):
             raise ConfigError("RECALLED_BOOTSTRAP_KEY shares its prefix with a different stored key; pick another key")
         return None
     if any(ADMIN in k.scopes and k.revoked_at is None for k in store.list_keys()):
         return None
     plaintext, record = new_key_record("admin", frozenset({ADMIN}), None)
-    store.create_key_sync(record)
+    store.create_key_sync(record, audit=_audited("serve (first start)", "recalled.key.created", key_created(record)))
     return plaintext
 
 
@@ -84,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .listening import Server
 
     configure_logging(config.server.log_level)
+    log.info("effective config", extra={"fields": {"config": config.redacted()}})  # secrets redacted
     store = _open_store(config, serving=True)
     printed = ensure_admin_key(store, config)
     if printed:
@@ -109,6 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             config.server.max_header_bytes),
         lifespan="on",
         access_log=False,
+        # uvicorn would rewrite the client address from X-Forwarded-For for any loopback peer;
+        # server.trusted_proxies decides that instead (recalled_lite/client_address.py).
+        proxy_headers=False,
         log_config=None,
         server_header=False,
         timeout_keep_alive=config.server.keepalive_seconds,
@@ -138,6 +152,7 @@ def _services(config: Config) -> list[Any]:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
+    from .audit import key_created
     from .auth import new_key_record, normalize_scopes
     from .errors import ValidationError
 
@@ -149,7 +164,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise ConfigError(exc.message) from None
         plaintext, record = new_key_record(args.name, scopes, args.organization)
-        store.create_key_sync(record)
+        store.create_key_sync(record, audit=_audited("keys create", "recalled.key.created", key_created(record)))
     finally:
         store.close()
     sys.stderr.write(f"created key {record.id} ({', '.join(sorted(scopes))}"
@@ -177,13 +192,15 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from .audit import key_revoked
     from .storage.base import RecordNotFound
 
     config = _load(args)
     store = _open_store(config)
     try:
         try:
-            record = store.revoke_key_sync(args.id, None)
+            record = store.revoke_key_sync(args.id, None, audit=_audited("keys revoke", "recalled.key.revoked",
+                                                                         key_revoked))
         except RecordNotFound:
             raise ConfigError(f"no key with id {args.id}; list them with `recalled-lite keys list`") from None
     finally:

@@ -44,6 +44,18 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For is believed: behind a reverse proxy the TCP
+    # peer is the proxy, and the client address in logs and audit events should be the real
+    # client. Empty = the header is ignored (anyone can write it). recalled_lite/client_address.py
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from .client_address import parse_networks
+
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
 
 
 class DatabaseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -161,6 +173,14 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     bootstrap_key: str | None = None
     secret: str | None = None
 
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for the start-up log line, secrets replaced."""
+        data = msgspec.to_builtins(self)
+        for name in SECRET_FIELDS:
+            if data.get(name) is not None:
+                data[name] = "[redacted]"
+        return data
+
     @property
     def db_path(self) -> Path:
         return Path(self.database.path)
@@ -171,6 +191,9 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
             return Path(self.server.secret_file)
         return Path(str(self.db_path) + ".secret")
 
+
+# Config fields that hold secrets: never logged (Config.redacted).
+SECRET_FIELDS = ("bootstrap_key", "secret")
 
 _PATH_IN_ERROR = re.compile(r" - at `\$\.?([^`]*)`$")
 

@@ -9,10 +9,14 @@
       IdempotencyConflict 409 IDEMPOTENCY_CONFLICT
       EventTooLarge     413 EVENT_TOO_LARGE
       RequestTooLarge   413 REQUEST_TOO_LARGE
+      UnsupportedMediaType 415 UNSUPPORTED_MEDIA_TYPE
       RateLimited       429 RATE_LIMITED
       PlanLimitReached  429 PLAN_LIMIT_REACHED
       Unavailable       503 UNAVAILABLE   (always with Retry-After)
       InternalError     500 INTERNAL_ERROR / DATABASE_ERROR
+
+`details` is always present in the body (`{}` when there is nothing to add), so
+clients can read `error.details.field` without checking for the key first.
 
 Storage raises StorageUnavailable / StorageError (no HTTP knowledge); the HTTP
 layer maps them to Unavailable / InternalError.
@@ -43,10 +47,8 @@ class APIError(Exception):
             self.code = code
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
-        return {"error": error}
+        details = self.details if self.details is not None else {}
+        return {"error": {"code": self.code, "message": self.message, "details": details}}
 
 
 class ValidationError(APIError):
@@ -83,6 +85,10 @@ class EventTooLarge(APIError):
 
 class RequestTooLarge(APIError):
     status, code = 413, "REQUEST_TOO_LARGE"
+
+
+class UnsupportedMediaType(APIError):
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
 
 
 class RateLimited(APIError):

@@ -116,9 +116,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_error(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         self._disarm()
-        error: dict[str, Any] = {"code": code, "message": message}
-        if details is not None:
-            error["details"] = details
+        error = {"code": code, "message": message, "details": details if details is not None else {}}
         body = msgspec.json.encode({"error": error})
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error"))]
         for name, value in self.server_state.default_headers:

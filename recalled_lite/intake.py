@@ -12,13 +12,14 @@ from typing import Any
 
 import msgspec
 
+from .actions import SERVER_ACTION_PREFIX, is_server_action
 from .auth import write_organization
 from .config import EventsConfig
 from .errors import APIError, EventTooLarge, ValidationError
 from .integrity.canonical import may_hold_floats
 from .integrity.chain import personal_digest, personal_document
 from .randbuf import random_bytes
-from .schemas import EventIn
+from .schemas import CAMEL_ALIASES, EventIn
 from .storage.base import ApiKeyRecord, PreparedEvent
 from .storage.sqlite.fts import fts_columns_from_values
 from .timefmt import parse_rfc3339_ms
@@ -48,6 +49,18 @@ def valid_idempotency_key(value: str, field: str = "idempotency_key") -> str:
     return value
 
 
+def either(snake: Any, camel: Any, snake_name: str) -> Any:
+    """One field sent in both spellings: the same value is fine, two values are a 400."""
+    if snake is None or snake == camel:
+        return camel
+    camel_name = CAMEL_ALIASES[snake_name]
+    raise ValidationError(
+        f"{snake_name} and {camel_name} are two spellings of the same field and their values differ; "
+        "send one of them",
+        {"field": snake_name, "fields": [snake_name, camel_name]},
+    )
+
+
 def prepare_event(
     event: EventIn,
     key: ApiKeyRecord,
@@ -55,12 +68,32 @@ def prepare_event(
     received_at: int,
     header_idempotency_key: str | None = None,
 ) -> PreparedEvent:
-    action = event.action if event.action is not None else event.event_type
+    """A client's event: its action and organization checked against the key, then prepared."""
+    action = event.action
     if action is None:
-        raise ValidationError.field("action", "action is required")
+        action = event.event_type if event.event_type_camel is None else either(
+            event.event_type, event.event_type_camel, "event_type")
+        if action is None:
+            raise ValidationError.field("action", "action is required")
+    if is_server_action(action):
+        raise ValidationError.field(
+            "action", f"actions starting with {SERVER_ACTION_PREFIX!r} are reserved for the server's own audit events")
+    organization = write_organization(key, event.organization)
+    return prepare_resolved(event, action, organization, limits, received_at, header_idempotency_key)
+
+
+def prepare_resolved(
+    event: EventIn,
+    action: str,
+    organization: str | None,
+    limits: EventsConfig,
+    received_at: int,
+    header_idempotency_key: str | None = None,
+) -> PreparedEvent:
+    """Every rule of an event whose action and organization are already decided (the
+    server's own audit events come in here directly)."""
     _no_nul(action, "action")
 
-    organization = write_organization(key, event.organization)
     _no_nul(organization, "organization")
 
     actor = event.actor
@@ -105,9 +138,19 @@ def prepare_event(
         metadata_json = encoded.decode()
         floats = may_hold_floats(encoded)
 
-    if event.occurred_at is not None:
+    # Each pair: the camelCase spelling is rare, so the common path is one `is None` test.
+    occurred_given = event.occurred_at if event.occurred_at_camel is None else either(
+        event.occurred_at, event.occurred_at_camel, "occurred_at")
+    ip_address = event.ip_address if event.ip_address_camel is None else either(
+        event.ip_address, event.ip_address_camel, "ip_address")
+    user_agent = event.user_agent if event.user_agent_camel is None else either(
+        event.user_agent, event.user_agent_camel, "user_agent")
+    idempotency_key = event.idempotency_key if event.idempotency_key_camel is None else either(
+        event.idempotency_key, event.idempotency_key_camel, "idempotency_key")
+
+    if occurred_given is not None:
         try:
-            occurred_at = parse_rfc3339_ms(event.occurred_at)
+            occurred_at = parse_rfc3339_ms(occurred_given)
         except ValueError as exc:
             raise ValidationError.field("occurred_at", f"occurred_at {exc}") from None
         if occurred_at > received_at + limits.max_future_seconds * 1000:
@@ -117,10 +160,9 @@ def prepare_event(
     else:
         occurred_at = received_at
 
-    _no_nul(event.ip_address, "ip_address")
-    _no_nul(event.user_agent, "user_agent")
+    _no_nul(ip_address, "ip_address")
+    _no_nul(user_agent, "user_agent")
 
-    idempotency_key = event.idempotency_key
     if header_idempotency_key is not None:
         if idempotency_key is not None and idempotency_key != header_idempotency_key:
             raise ValidationError.field(
@@ -134,19 +176,19 @@ def prepare_event(
         # (occurred_at as given, not the defaulted receive time).
         request_digest = _sha256(_fingerprint_encoder.encode((
             action, organization, actor_type, actor_id, actor_name, actor_email,
-            targets, metadata, event.occurred_at and occurred_at,
-            event.ip_address, event.user_agent,
+            targets, metadata, occurred_given and occurred_at,
+            ip_address, user_agent,
         ))).digest()
 
     salt = _urandom(16)
     # Only metadata can hold a number; the other personal fields are strings or null.
     digest = personal_digest(salt, personal_document(
-        actor_id, actor_name, actor_email, metadata, event.ip_address, event.user_agent
+        actor_id, actor_name, actor_email, metadata, ip_address, user_agent
     ), floats=floats)
     return PreparedEvent(
         organization=organization, action=action, actor_type=actor_type, actor_id=actor_id,
         actor_name=actor_name, actor_email=actor_email, targets=targets, targets_json=targets_json,
-        metadata_json=metadata_json, ip_address=event.ip_address, user_agent=event.user_agent,
+        metadata_json=metadata_json, ip_address=ip_address, user_agent=user_agent,
         occurred_at=occurred_at, received_at=received_at, idempotency_key=idempotency_key,
         request_digest=request_digest, personal_salt=salt, personal_digest=digest,
         fts=fts_columns_from_values(action, actor_id, actor_name, actor_email, organization, targets, metadata),
@@ -155,4 +197,7 @@ def prepare_event(
 
 def error_entry(index: int, exc: APIError) -> dict[str, Any]:
     details = exc.details or {}
-    return {"index": index, "field": details.get("field"), "message": exc.message}
+    entry = {"index": index, "field": details.get("field"), "message": exc.message}
+    if "fields" in details:  # both spellings of one field
+        entry["fields"] = details["fields"]
+    return entry

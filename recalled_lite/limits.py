@@ -16,7 +16,8 @@ Seconds are whole numbers rounded UP, and at least 1, so a client that waits the
 
 Quota: events stored per organization per calendar month (UTC, by receive time). An event with
 no organization counts under the organization "" (configure it like any other). The count is
-rebuilt from the events table on the first write after a start, so it survives restarts. A request
+rebuilt from the events table on the first write after a start, so it survives restarts (the
+server's own `recalled.*` audit events never count). A request
 reserves its events before it writes (a batch reserves all of them: all or nothing) and gives back
 what was not stored (deduplicated repeats, failed writes).
 """
@@ -28,6 +29,8 @@ import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
+
+from .actions import SERVER_ACTION_PREFIX
 
 from .errors import PlanLimitReached, RateLimited
 
@@ -107,9 +110,12 @@ def next_month_start_ms(year: int, month: int) -> int:
 
 
 def _count_month(conn: Any, since_ms: int) -> dict[str, int]:
+    # The server's own audit events (recalled.*) are not the organization's events: they never
+    # take quota when written, so they are not counted back in either.
     rows = conn.execute(
-        "SELECT coalesce(organization, ''), count(*) FROM events WHERE received_at >= ? GROUP BY 1",
-        (since_ms,),
+        "SELECT coalesce(organization, ''), count(*) FROM events WHERE received_at >= ? "
+        "AND substr(action, 1, ?) != ? GROUP BY 1",
+        (since_ms, len(SERVER_ACTION_PREFIX), SERVER_ACTION_PREFIX),
     ).fetchall()
     return {org: n for org, n in rows}
 

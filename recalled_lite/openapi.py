@@ -36,7 +36,7 @@ REF = "#/components/schemas/{name}"
 class ErrorDetail(Struct):
     code: str
     message: str
-    details: dict[str, Any] | None = None
+    details: dict[str, Any]  # always present; {} when there is nothing to add
 
 
 class Error(Struct):
@@ -292,10 +292,11 @@ ERRORS = {
     "401": "UNAUTHORIZED, INVALID_API_KEY or REVOKED_API_KEY",
     "403": "FORBIDDEN: the key lacks the scope, or is bound to another organization",
     "404": "NOT_FOUND: unknown route or id, or an id of an organization the key may not see",
-    "405": "METHOD_NOT_ALLOWED",
+    "405": "METHOD_NOT_ALLOWED: the route exists, not with this method; the Allow header lists its methods",
     "408": "REQUEST_TIMEOUT: the request head did not arrive within server.header_timeout_seconds",
     "409": "IDEMPOTENCY_CONFLICT",
     "413": "EVENT_TOO_LARGE or REQUEST_TOO_LARGE",
+    "415": "UNSUPPORTED_MEDIA_TYPE: a body declared as something other than JSON (send application/json)",
     "414": "URI_TOO_LONG: the URL is longer than server.max_url_bytes",
     "431": "HEADERS_TOO_LARGE: the headers are larger than server.max_header_bytes",
     "429": "RATE_LIMITED (per key) or PLAN_LIMIT_REACHED (monthly quota; details.limit)",
@@ -319,6 +320,8 @@ def _error_response(status: str) -> dict:
     response["headers"] = dict(_REQUEST_ID)
     if status == "429":
         response["headers"].update(_RATE_HEADERS)
+    if status == "405":
+        response["headers"]["Allow"] = {"description": "the route's methods", "required": True, **_HEADER}
     if status == "503":
         response["headers"]["Retry-After"] = {"description": "seconds to wait", "required": True, **_HEADER}
     return response
@@ -337,9 +340,11 @@ def _content(response: Any) -> dict | None:
 def build_document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(TYPES, ref_template=REF)
     # What the types cannot say: an event needs `action` or its alias `event_type`.
-    components["EventIn"]["anyOf"] = [{"required": ["action"]}, {"required": ["event_type"]}]
-    components["EventIn"]["properties"]["idempotency_key"] = {
-        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}, {"type": "null"}]}
+    components["EventIn"]["anyOf"] = [{"required": ["action"]}, {"required": ["event_type"]},
+                                      {"required": ["eventType"]}]
+    for name in ("idempotency_key", "idempotencyKey"):
+        components["EventIn"]["properties"][name] = {
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}, {"type": "null"}]}
     paths: dict[str, dict] = {}
     for (method, path), (tag, scope, summary, params, body, status, response) in OPERATIONS.items():
         operation: dict[str, Any] = {

@@ -35,11 +35,15 @@ class TargetIn(Struct):
     name: Str255 | None = None
 
 
+Action = Annotated[str, Meta(min_length=1, max_length=255)]
+UserAgent = Annotated[str, Meta(max_length=1024)]
+
+
 class EventIn(Struct):
     # `action` is required, but its alias `event_type` may stand in for it, so
     # both are optional here and the intake checks that one is present.
-    action: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
-    event_type: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    action: Action | None = None
+    event_type: Action | None = None
     organization: Str128 | None = None
     actor: ActorIn | None = None
     targets: Annotated[list[TargetIn], Meta(max_length=MAX_TARGETS)] | None = None
@@ -47,8 +51,25 @@ class EventIn(Struct):
     data: dict[str, Any] | None = None  # alias of metadata (quickstart shape)
     occurred_at: str | None = None
     ip_address: Str255 | None = None
-    user_agent: Annotated[str, Meta(max_length=1024)] | None = None
+    user_agent: UserAgent | None = None
     idempotency_key: str | None = None
+    # The same fields spelled as the responses spell them. Plain fields, so msgspec decodes
+    # both spellings in its one pass; intake.either() reconciles each pair (CAMEL_ALIASES).
+    event_type_camel: Action | None = msgspec.field(default=None, name="eventType")
+    occurred_at_camel: str | None = msgspec.field(default=None, name="occurredAt")
+    ip_address_camel: Str255 | None = msgspec.field(default=None, name="ipAddress")
+    user_agent_camel: UserAgent | None = msgspec.field(default=None, name="userAgent")
+    idempotency_key_camel: str | None = msgspec.field(default=None, name="idempotencyKey")
+
+
+# snake_case field -> its camelCase spelling, for every multi-word intake field.
+CAMEL_ALIASES = {
+    "event_type": "eventType",
+    "occurred_at": "occurredAt",
+    "ip_address": "ipAddress",
+    "user_agent": "userAgent",
+    "idempotency_key": "idempotencyKey",
+}
 
 
 class BatchIn(Struct):

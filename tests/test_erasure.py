@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from audit_events import audit_events, without_audit
 from test_integrity_independent import independent_verify, load_events
 
 ACTOR = "zq_actor_7f3kpw"
@@ -98,15 +99,17 @@ def test_erasure_removes_personal_data_everywhere_and_the_chain_still_verifies(m
         assert data["actor_id"] == ACTOR and data["anonymized_events"] == n_personal
         assert data["erased_at"].endswith("Z") and len(data["erased_at"]) == 24
 
-        # The chain verifies: server, and the export with the independent verifier.
+        # The chain verifies: server, and the export with the independent verifier. The erasure
+        # added one event of its own (recalled.actor.erased), after everything that was there.
         verify = c.get("/v1/events/verify").json()["data"]
-        assert verify["valid"] is True and verify["checked"] == len(before)
+        assert verify["valid"] is True and verify["checked"] == len(before) + 1
         after, head = export(c)
+        assert [e["action"] for e in after[len(before):]] == ["recalled.actor.erased"]
         project_id = after[0]["projectId"]
-        assert independent_verify(after, project_id, secret) == (True, len(before), None)
+        assert independent_verify(after, project_id, secret) == (True, len(before) + 1, None)
 
         by_seq = {e["seq"]: e for e in before}
-        for e in after:
+        for e in after[:len(before)]:
             old = by_seq[e["seq"]]
             if old["actor"]["id"] != ACTOR:
                 assert e == old  # untouched, salt and all
@@ -140,7 +143,7 @@ def test_erasure_removes_personal_data_everywhere_and_the_chain_still_verifies(m
         r = c.post("/v1/events", json=keyed, headers={"Idempotency-Key": "erase-11"})
         assert r.status_code == 200 and r.json()["deduplicated"] is True
         assert r.json()["data"]["actor"]["id"] == "[deleted]"
-        assert c.get("/v1/events/verify").json()["data"]["checked"] == len(before)
+        assert c.get("/v1/events/verify").json()["data"]["checked"] == len(before) + 2  # two erasures
 
     # Offline: the CLI verifier and the independent verifier reading the file agree.
     done = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(srv.db_path)],
@@ -149,7 +152,7 @@ def test_erasure_removes_personal_data_everywhere_and_the_chain_still_verifies(m
     assert json.loads(done.stdout)["data"]["valid"] is True
     srv.stop()
     project_id, stored = load_events(srv.db_path)
-    assert independent_verify(stored, project_id, secret) == (True, len(before), None)
+    assert independent_verify(stored, project_id, secret) == (True, len(before) + 2, None)
     assert grep(srv.db_path, NEEDLES) == {}
 
 
@@ -165,9 +168,9 @@ def test_erasure_scope_organization_and_the_wall(make_server):
 
         r = c.delete("/v1/actors/u%2Fslash", params={"organization": "org_a"})
         assert r.json()["data"]["anonymized_events"] == 2 and r.json()["data"]["actor_id"] == "u/slash"
-        events = {e["seq"]: e for e in export(c)[0]}
-        assert [events[s]["actor"]["id"] for s in (1, 2, 3, 4, 5)] == ["[deleted]", "u/slash", "[deleted]", "u/slash", "bystander"]
-        assert events[1]["actor"]["name"] is None  # a null stays null
+        events = without_audit(export(c)[0])  # the five events above, in seq order
+        assert [e["actor"]["id"] for e in events] == ["[deleted]", "u/slash", "[deleted]", "u/slash", "bystander"]
+        assert events[0]["actor"]["name"] is None  # a null stays null
 
     bound = srv.create_key(["actors:delete"], organization="org_b")
     with srv.client(key=bound) as c:
@@ -176,8 +179,8 @@ def test_erasure_scope_organization_and_the_wall(make_server):
         r = c.delete("/v1/actors/u%2Fslash")  # within its own organization only
         assert r.json()["data"]["anonymized_events"] == 1
     with srv.client() as c:
-        events = {e["seq"]: e for e in export(c)[0]}
-        assert events[2]["actor"]["id"] == "[deleted]" and events[4]["actor"]["id"] == "u/slash"  # org null: untouched
+        events = without_audit(export(c)[0])
+        assert events[1]["actor"]["id"] == "[deleted]" and events[3]["actor"]["id"] == "u/slash"  # org null: untouched
         assert c.delete("/v1/actors/u%2Fslash").json()["data"]["anonymized_events"] == 1  # any organization
         assert c.delete("/v1/actors/").status_code == 400
         assert c.delete("/v1/actors/" + "x" * 256).status_code == 400
@@ -197,7 +200,9 @@ def test_erasure_of_an_actor_with_many_events_runs_in_chunks(make_server):
         assert r["anonymized_events"] == 1200
         assert c.get("/v1/events", params={"actor_id": "bulk_actor"}).json()["data"] == []
         assert len(c.get("/v1/exports", params={"format": "json", "actor_id": "bystander"}).json()["data"]) == 300
+        own = len(audit_events(c))  # the bootstrap key's and this erasure's
+        assert own == 2
         assert c.get("/v1/events/verify").json()["data"] == {
-            "valid": True, "checked": 1500, "head": c.get("/v1/events/verify").json()["data"]["head"],
+            "valid": True, "checked": 1500 + own, "head": c.get("/v1/events/verify").json()["data"]["head"],
             "firstInvalid": None}
     assert grep(srv.db_path, ["bulkmailqz"]) == {}

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 
+from audit_events import audit_events
 from test_cli_progress import run_on_tty
 from test_integrity_independent import canonical, independent_verify
 
@@ -49,6 +50,12 @@ def fill(srv, extra_batches: int = 2) -> str:
                      for i in range(100)]
             assert c.post("/v1/events/batch", json={"events": batch}).status_code == 200
         return c.get("/v1/events", params={"limit": 1}).json()["data"][0]["projectId"]
+
+
+def own_events(srv) -> int:
+    """The server's own audit events (the bootstrap key's, first in the chain)."""
+    with srv.client() as c:
+        return len(audit_events(c))
 
 
 def parse_ndjson(text: str) -> tuple[list[dict], dict]:
@@ -107,6 +114,8 @@ def test_formats_headers_and_offline_verification(make_server):
     srv = make_server("exp_formats")
     project_id = fill(srv)
     secret = secret_of(srv)
+    own = own_events(srv)  # seq 1..own; then the 204 events of fill()
+    total = 204 + own
     with srv.client() as c:
         r = c.get("/v1/exports", params={"format": "ndjson"})
         assert r.status_code == 200
@@ -114,10 +123,10 @@ def test_formats_headers_and_offline_verification(make_server):
         assert r.headers["content-disposition"].startswith("attachment; filename=\"recalled-export-")
         assert r.headers["content-disposition"].endswith('.ndjson"')
         events, head = parse_ndjson(r.text)
-        assert [e["seq"] for e in events] == list(range(1, 205))
-        assert head == {"seq": 204, "hash": events[-1]["hash"]}
-        assert r.headers["recalled-chain-head"] == f"204 {events[-1]['hash']}"
-        assert independent_verify(events, project_id, secret) == (True, 204, None)
+        assert [e["seq"] for e in events] == list(range(1, total + 1))
+        assert head == {"seq": total, "hash": events[-1]["hash"]}
+        assert r.headers["recalled-chain-head"] == f"{total} {events[-1]['hash']}"
+        assert independent_verify(events, project_id, secret) == (True, total, None)
         # The exported objects are the Event objects plus the verification fields.
         listed = c.get(f"/v1/events/{events[0]['id']}").json()["data"]
         assert {k: v for k, v in events[0].items() if k in listed} == listed
@@ -128,7 +137,7 @@ def test_formats_headers_and_offline_verification(make_server):
         assert r.headers["content-type"].startswith("application/json")
         body = r.json()
         assert set(body) == {"data", "head"} and body["data"] == events and body["head"] == head
-        assert independent_verify(body["data"], project_id, secret) == (True, 204, None)
+        assert independent_verify(body["data"], project_id, secret) == (True, total, None)
 
         r = c.get("/v1/exports")  # csv is the default
         assert r.headers["content-type"].startswith("text/csv")
@@ -137,8 +146,8 @@ def test_formats_headers_and_offline_verification(make_server):
         header, data, last = rows[0], rows[1:-1], rows[-1]
         assert header[:4] == ["record", "seq", "id", "projectId"] and len(header) == 23
         assert all(len(row) == 23 for row in rows)
-        assert last[0] == "head" and last[1] == 204 and last[header.index("hash")] == head["hash"]
-        assert [row[1] for row in data] == list(range(1, 205))
+        assert last[0] == "head" and last[1] == total and last[header.index("hash")] == head["hash"]
+        assert [row[1] for row in data] == list(range(1, total + 1))
         # Rebuild the events from the CSV: they verify too (null and "" stay distinct).
         rebuilt = []
         for row in data:
@@ -155,14 +164,14 @@ def test_formats_headers_and_offline_verification(make_server):
                 "prevHash": rec["prevHash"], "hash": rec["hash"], "signature": rec["signature"],
                 "erasedAt": rec["erasedAt"],
             })
-        assert rebuilt[1]["actor"]["name"] == "" and rebuilt[1]["actor"]["email"] is None
-        assert independent_verify(rebuilt, project_id, secret) == (True, 204, None)
+        assert rebuilt[own + 1]["actor"]["name"] == "" and rebuilt[own + 1]["actor"]["email"] is None
+        assert independent_verify(rebuilt, project_id, secret) == (True, total, None)
 
         r = c.get("/v1/exports", params={"format": "xml"})
         assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "format"
 
     # A tampered export is caught by the same verifier (the check is real).
-    events[3]["actor"]["name"] = "someone else"
+    events[own + 3]["actor"]["name"] = "someone else"  # the fourth of EVENTS
     assert independent_verify(events, project_id, secret)[0] is False
 
 
@@ -170,6 +179,7 @@ def test_export_filters_and_the_organization_wall(make_server):
     srv = make_server("exp_filters")
     project_id = fill(srv)
     secret = secret_of(srv)
+    total = 204 + own_events(srv)
     with srv.client() as c:
         for params in ({"organization": "org_x"}, {"actor_id": "u1"}, {"action": "batch.*"},
                        {"action": "doc.shared"}, {"target_type": "doc", "target_id": "d1"},
@@ -183,7 +193,7 @@ def test_export_filters_and_the_organization_wall(make_server):
                     break
                 page = c.get("/v1/events", params={"cursor": page["nextCursor"], "limit": 200}).json()
             assert [e["seq"] for e in events] == sorted(e["seq"] for e in listed), params
-            assert head["seq"] == 204
+            assert head["seq"] == total
             check_each_event(events, project_id, secret)
         r = c.get("/v1/exports", params={"date_from": "nope"})
         assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "date_from"
@@ -193,7 +203,7 @@ def test_export_filters_and_the_organization_wall(make_server):
         events, head = parse_ndjson(c.get("/v1/exports", params={"format": "ndjson"}).text)
         assert events and {e["organization"] for e in events} == {"org_y"}
         events, head = parse_ndjson(c.get("/v1/exports", params={"format": "ndjson", "organization": "org_x"}).text)
-        assert events == [] and head["seq"] == 204
+        assert events == [] and head["seq"] == total + 1  # + the bound key's creation
         assert c.get("/v1/exports", params={"format": "json", "organization": "org_x"}).json()["data"] == []
 
 
@@ -204,6 +214,7 @@ def test_export_is_a_snapshot_while_events_keep_arriving(make_server):
             assert c.post("/v1/events/batch", json={"events": [{"action": "snap", "metadata": {"i": i}}
                                                                for i in range(1000)]}).status_code == 200
         project_id = c.get("/v1/events", params={"limit": 1}).json()["data"][0]["projectId"]
+        total = 5000 + len(audit_events(c))
         chunks = []
         with c.stream("GET", "/v1/exports", params={"format": "ndjson"}) as r:
             it = r.iter_bytes()
@@ -213,13 +224,14 @@ def test_export_is_a_snapshot_while_events_keep_arriving(make_server):
                     assert writer.post("/v1/events", json={"action": "late", "metadata": {"i": i}}).status_code == 200
             chunks.extend(it)
     events, head = parse_ndjson(b"".join(chunks).decode())
-    assert head["seq"] == 5000 and [e["seq"] for e in events] == list(range(1, 5001))
-    assert independent_verify(events, project_id, secret_of(srv)) == (True, 5000, None)
+    assert head["seq"] == total and [e["seq"] for e in events] == list(range(1, total + 1))
+    assert independent_verify(events, project_id, secret_of(srv)) == (True, total, None)
 
 
 def test_cli_export_matches_the_api_and_shows_progress(make_server):
     srv = make_server("exp_cli")
     fill(srv, extra_batches=30)
+    total = 3004 + own_events(srv)
     cli = [sys.executable, "-m", "recalled_lite.cli", "export", "--db", str(srv.db_path)]
     with srv.client() as c:
         api = {fmt: c.get("/v1/exports", params={"format": fmt, "organization": "org_x"}).content
@@ -234,9 +246,9 @@ def test_cli_export_matches_the_api_and_shows_progress(make_server):
         assert "exported" in done.stderr and "exporting [" not in done.stderr  # no bar when not a terminal
     stdout = subprocess.run(cli, capture_output=True, cwd=srv.workdir, timeout=60)  # default: ndjson to stdout
     events, head = parse_ndjson(stdout.stdout.decode())
-    assert len(events) == head["seq"] == 3004
+    assert len(events) == head["seq"] == total
     code, screen = run_on_tty(cli + ["--output", str(srv.workdir / "tty.ndjson")], srv.workdir)
-    assert code == 0 and "exporting (seq) [" in screen and "100.0%" in screen and "3,004/3,004" in screen
+    assert code == 0 and "exporting (seq) [" in screen and "100.0%" in screen and f"{total:,}/{total:,}" in screen
     bad = subprocess.run(cli + ["--date-from", "nope"], capture_output=True, text=True, cwd=srv.workdir, timeout=60)
     assert bad.returncode == 2 and "--date-from" in bad.stderr
 
@@ -323,6 +335,7 @@ def test_export_of_200k_events_streams_in_constant_memory_and_verifies(make_serv
             r = c.post("/v1/events/batch", content=bodies[n % len(bodies)], headers=headers)
             assert r.status_code == 200, r.text
         project_id = c.get("/v1/events", params={"limit": 1}).json()["data"][0]["projectId"]
+        total = N_LARGE + len(audit_events(c))
 
         pid = srv.proc.pid
         # A first, 10x smaller export warms every cache and allocator pool the export path uses.
@@ -340,5 +353,5 @@ def test_export_of_200k_events_streams_in_constant_memory_and_verifies(make_serv
     assert large.peak - small.peak < 24 * 1024
 
     events = NdjsonEvents(tmp_path / "all.ndjson")
-    assert independent_verify(events, project_id, secret_of(srv)) == (True, N_LARGE, None)
-    assert events.head["seq"] == N_LARGE
+    assert independent_verify(events, project_id, secret_of(srv)) == (True, total, None)
+    assert events.head["seq"] == total

@@ -6,11 +6,14 @@ import sqlite3
 import subprocess
 import sys
 
+from audit_events import audit_events
+
 
 def test_locked_database_answers_503_then_recovers(make_server):
     srv = make_server("locked", config_text="[database]\nbusy_timeout_ms = 200\n")
     with srv.client() as c:
-        assert c.post("/v1/events", json={"action": "before"}).status_code == 200
+        before = c.post("/v1/events", json={"action": "before"})
+        assert before.status_code == 200
         outsider = sqlite3.connect(srv.db_path)
         outsider.execute("BEGIN IMMEDIATE")  # hold the write lock, as a backup script might
         try:
@@ -25,9 +28,10 @@ def test_locked_database_answers_503_then_recovers(make_server):
             outsider.close()
         after = c.post("/v1/events", json={"action": "after"})
         assert after.status_code == 200
-        assert after.json()["data"]["seq"] == 2
+        seq = before.json()["data"]["seq"] + 1  # nothing of the refused write took a seq
+        assert after.json()["data"]["seq"] == seq
         assert c.get("/v1/events/verify").json()["data"] == {
-            "valid": True, "checked": 2, "head": {"seq": 2, "hash": after.json()["data"]["hash"]},
+            "valid": True, "checked": seq, "head": {"seq": seq, "hash": after.json()["data"]["hash"]},
             "firstInvalid": None}
 
 
@@ -45,13 +49,14 @@ def test_backup_is_a_verifiable_copy(make_server):
     srv = make_server("backup")
     with srv.client() as c:
         c.post("/v1/events/batch", json={"events": [{"action": f"a.{i}"} for i in range(300)]})
+        own = len(audit_events(c))  # the bootstrap key's
     dest = srv.workdir / "copy.db"
     result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "backup", str(dest), "--db", str(srv.db_path)],
                             capture_output=True, text=True, cwd=srv.workdir)
     assert result.returncode == 0, result.stderr
     assert "secret is NOT inside it" in result.stderr
     conn = sqlite3.connect(dest)
-    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 300
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 300 + own
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     # The copy verifies with the original secret.

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from audit_events import audit_events
+
 
 def canonical(value) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -111,12 +113,13 @@ def test_independent_verifier_accepts_fresh_and_rejects_altered(make_server):
         batch = {"events": [{"action": f"batch.{i}", "actor": {"id": f"u{i}"}, "metadata": {"i": i}}
                             for i in range(50)]}
         assert c.post("/v1/events/batch", json=batch).status_code == 200
+        total = 54 + len(audit_events(c))  # and the server's own (the bootstrap key's), first
     secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
     srv.stop()
 
     project_id, events = load_events(srv.db_path)
-    assert len(events) == 54
-    assert independent_verify(events, project_id, secret) == (True, 54, None)
+    assert len(events) == total
+    assert independent_verify(events, project_id, secret) == (True, total, None)
     # A wrong secret must fail the signature check: the check is real.
     assert independent_verify(events, project_id, b"x" * 64)[2] == "signature mismatch"
 
@@ -145,18 +148,18 @@ def test_independent_verifier_accepts_fresh_and_rejects_altered(make_server):
 def test_personal_data_tamper_and_row_deletion_detected(make_server):
     srv = make_server("chain2")
     with srv.client() as c:
-        for i in range(5):
-            assert c.post("/v1/events", json={"action": "a.b", "actor": {"id": f"u{i}", "email": f"{i}@x.io"}}).status_code == 200
+        seqs = [c.post("/v1/events", json={"action": "a.b", "actor": {"id": f"u{i}", "email": f"{i}@x.io"}})
+                .json()["data"]["seq"] for i in range(5)]
     secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
     srv.stop()
     run_sql(srv.db_path, "DROP TRIGGER events_append_only_update; "
-                         "UPDATE events SET actor_email = 'someone@else.io' WHERE seq = 2;")
+                         f"UPDATE events SET actor_email = 'someone@else.io' WHERE seq = {seqs[1]};")
     project_id, events = load_events(srv.db_path)
-    assert independent_verify(events, project_id, secret) == (False, 2, "personal data altered")
+    assert independent_verify(events, project_id, secret) == (False, seqs[1], "personal data altered")
 
     # Put the email back (the chain verifies again), then delete a whole row.
-    run_sql(srv.db_path, "UPDATE events SET actor_email = '1@x.io' WHERE seq = 2;")
+    run_sql(srv.db_path, f"UPDATE events SET actor_email = '1@x.io' WHERE seq = {seqs[1]};")
     assert independent_verify(*reversed(load_events(srv.db_path)), secret)[0] is True
-    run_sql(srv.db_path, "DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE seq = 4;")
+    run_sql(srv.db_path, f"DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE seq = {seqs[3]};")
     project_id, events = load_events(srv.db_path)
-    assert independent_verify(events, project_id, secret) == (False, 5, "chain broken")
+    assert independent_verify(events, project_id, secret) == (False, seqs[4], "chain broken")

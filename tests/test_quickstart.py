@@ -65,7 +65,11 @@ def test_make_serve_prints_a_key_that_curl_can_use(tmp_path: Path):
         body, status = curl.stdout.rsplit("\n", 1)
         assert status == "200", curl.stdout + curl.stderr
         event = json.loads(body)["data"]
-        assert event["action"] == "invoice.paid" and event["seq"] == 1
+        # seq 2: the first event of the log is the server's own record of the admin key it made.
+        assert event["action"] == "invoice.paid" and event["seq"] == 2
+        first = httpx.get(f"http://127.0.0.1:{port}/v1/events", params={"action": "recalled.key.created"},
+                          headers={"Authorization": f"Bearer {key}"}).json()["data"]
+        assert [(e["seq"], e["actor"]["type"], e["metadata"]["scopes"]) for e in first] == [(1, "cli", ["admin"])]
         assert (tmp_path / "recalled.db.secret").stat().st_mode & 0o777 == 0o600
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from .. import audit
+from ..actions import AuditAction
 from ..auth import write_organization
 from ..errors import ValidationError
 from ..timefmt import format_ms, now_ms
-from .common import authorize, context, json_response
+from .common import admin_action, authorize, context, json_response
 
 MAX_ACTOR_ID = 255
 
@@ -32,7 +34,9 @@ async def delete_actor(request: Request):
     # Erasure is a write: a bound key erases only within its organization (403 for another).
     organization = write_organization(key, requested)
     erased_at = now_ms()
-    count = await ctx.store.erase_actor(actor_id, organization, erased_at)
+    reference = audit.erased_actor_reference(ctx.store.derive_key(audit.ERASED_ACTOR_KEY_PURPOSE), actor_id)
+    count = await ctx.store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
+        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
     return json_response({"data": {
         "actor_id": actor_id,
         "anonymized_events": count,

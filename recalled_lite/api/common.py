@@ -11,9 +11,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..actions import AuditAction
+from ..audit import AdminAction, Caller, Describe
 from ..auth import check_key, parse_key, require_scope
 from ..config import Config
-from ..errors import RequestTooLarge, ValidationError
+from ..errors import RequestTooLarge, Unauthorized, UnsupportedMediaType, ValidationError
 from ..limits import Limits
 from ..memory import BulkWork
 from ..schemas import ActorOut, EventOut
@@ -59,7 +61,13 @@ async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     if record is None:
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
         record = await ctx.store.load_key(prefix)
-    key = check_key(token, record)
+    try:
+        key = check_key(token, record)
+    except Unauthorized as exc:
+        if exc.code == "REVOKED_API_KEY" and record is not None:
+            request.scope["state"]["key_id"] = record.id  # the secret matched: the access line may say whose
+        raise
+    request.scope["state"]["key_id"] = key.id  # for the access line
     rate = ctx.limits.rate
     if rate is not None:
         rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
@@ -67,12 +75,42 @@ async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     return key
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it passes `limit` bytes.
+def is_json_media_type(content_type: str) -> bool:
+    """application/json (any parameters, e.g. charset) or a structured-syntax type like
+    application/merge-patch+json (RFC 6839)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
-    The middleware already refused a declared Content-Length over the limit;
-    this catches chunked bodies without reading further than the limit.
+
+def require_json_content_type(request: Request) -> None:
+    """415 for a body declared as something else (a form, text); no Content-Type is fine."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise UnsupportedMediaType(
+            f"this route takes a JSON body: send Content-Type: application/json (got {content_type[:100]!r})",
+            {"content_type": content_type[:100], "expected": "application/json"},
+        )
+
+
+def admin_action(request: Request, key: ApiKeyRecord, action: AuditAction, describe: Describe,
+                 before: Callable[[], Any] | None = None) -> AdminAction:
+    """The audit hook of an administrative request (recalled_lite/audit.py): the acting key,
+    and the client address, user agent and request id the middleware found."""
+    state = request.scope["state"]
+    caller = Caller.for_key(key, ip_address=state.get("client"), user_agent=state.get("user_agent"),
+                            request_id=state.get("request_id"))
+    return AdminAction(caller, action, describe, before)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole JSON body, refusing (413) as soon as it passes `limit` bytes.
+
+    Every caller decodes the body as JSON, so a declared non-JSON Content-Type is
+    refused (415) here, before reading. The middleware already refused a declared
+    Content-Length over the limit; this catches chunked bodies without reading
+    further than the limit.
     """
+    require_json_content_type(request)
     chunks = []
     size = 0
     async for chunk in request.stream():

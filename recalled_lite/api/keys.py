@@ -5,12 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from .. import audit
+from ..actions import AuditAction
 from ..auth import ADMIN, new_key_record, normalize_scopes
 from ..errors import Forbidden, NotFound
 from ..schemas import KeyOut, decode_key_create
 from ..storage.base import ApiKeyRecord, RecordNotFound
 from ..timefmt import format_ms
-from .common import authorize, context, decode_json, json_response, read_body
+from .common import admin_action, authorize, context, decode_json, json_response, read_body
 
 
 def key_to_wire(record: ApiKeyRecord, plaintext: str | None = None) -> KeyOut:
@@ -38,7 +40,8 @@ async def create_key(request: Request):
     if ADMIN not in caller.scopes and not scopes <= caller.scopes:
         raise Forbidden("a key cannot grant scopes it does not hold", {"field": "scopes"})
     plaintext, record = new_key_record(payload.name, scopes, organization)
-    await ctx.store.create_key(record)
+    await ctx.store.create_key(record, audit=admin_action(
+        request, caller, AuditAction.KEY_CREATED, audit.key_created(record)))
     return json_response({"data": key_to_wire(record, plaintext)}, status=201)
 
 
@@ -56,7 +59,8 @@ async def revoke_key(request: Request):
     ctx = context(request)
     caller = await authorize(request, "keys:manage")
     try:
-        record = await ctx.store.revoke_key(request.path_params["key_id"], caller.organization)
+        record = await ctx.store.revoke_key(request.path_params["key_id"], caller.organization, audit=admin_action(
+            request, caller, AuditAction.KEY_REVOKED, audit.key_revoked))
     except RecordNotFound:
         raise NotFound("no API key with that id") from None
     return json_response({"data": key_to_wire(record)})

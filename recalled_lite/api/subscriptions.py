@@ -14,6 +14,8 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.routing import Route
 
+from .. import audit
+from ..actions import AuditAction
 from ..auth import write_organization
 from ..delivery.service import DeliveryService
 from ..delivery.signing import SECRET_PREFIX, generate_secret, secret_key_bytes
@@ -27,7 +29,7 @@ from ..webhook_schemas import (
     AttemptOut, JobOut, JobProgress, Page, SecretOut, SubscriptionOut, decode_create, decode_cursor,
     decode_example, decode_patch, decode_range, decode_rotate, encode_cursor,
 )
-from .common import authorize, context, decode_json, int_param, json_response, read_body
+from .common import admin_action, authorize, context, decode_json, int_param, json_response, read_body
 
 SCOPE = "webhooks:manage"
 BODY_LIMIT = 64 * 1024
@@ -164,9 +166,10 @@ async def create_subscription(request: Request):
     patterns = checked_patterns(payload.event_types)
     secret = checked_secret(payload.secret) if payload.secret is not None else generate_secret()
     assert svc.storage is not None
+    audited = admin_action(request, key, AuditAction.SUBSCRIPTION_CREATED, audit.subscription_created)
     sub = await run_op(lambda: svc.storage.create_subscription(NewSubscription(
         url=url, description=payload.description, event_types=patterns, organization=organization,
-        disabled=payload.disabled, secret=secret)))
+        disabled=payload.disabled, secret=secret), audit=audited))
     return json_response({"data": sub_to_wire(sub, with_secret=True)}, status=201)
 
 
@@ -236,7 +239,11 @@ async def update_subscription(request: Request):
             raise Forbidden("this API key is bound to another organization", {"field": "organization"})
         patch.organization, patch.set_organization = payload.organization, True
     assert svc.storage is not None
-    sub = await run_op(lambda: svc.storage.update_subscription(sub_id, key.organization, patch))
+    storage = svc.storage
+    # `before` reads the writer's own view, just before the update: exact, unlike svc.subs.
+    audited = admin_action(request, key, AuditAction.SUBSCRIPTION_UPDATED, audit.subscription_updated,
+                           before=lambda: storage.subs.get(sub_id))
+    sub = await run_op(lambda: storage.update_subscription(sub_id, key.organization, patch, audit=audited))
     return json_response({"data": sub_to_wire(sub)})
 
 
@@ -244,7 +251,9 @@ async def delete_subscription(request: Request):
     key = await authorize(request, SCOPE)
     svc = delivery(request)
     assert svc.storage is not None
-    sub = await run_op(lambda: svc.storage.delete_subscription(request.path_params["sub_id"], key.organization))
+    audited = admin_action(request, key, AuditAction.SUBSCRIPTION_DELETED, audit.subscription_deleted)
+    sub = await run_op(lambda: svc.storage.delete_subscription(request.path_params["sub_id"], key.organization,
+                                                               audit=audited))
     return json_response({"data": sub_to_wire(sub)})
 
 
@@ -282,7 +291,9 @@ async def rotate_secret(request: Request):
     secret = checked_secret(payload.secret) if payload is not None and payload.secret else generate_secret()
     overlap_ms = int(svc.config.secret_rotation_overlap_seconds * 1000)
     assert svc.storage is not None
-    sub = await run_op(lambda: svc.storage.rotate_secret(sub_id, key.organization, secret, overlap_ms))
+    audited = admin_action(request, key, AuditAction.SUBSCRIPTION_SECRET_ROTATED, audit.subscription_secret_rotated)
+    sub = await run_op(lambda: svc.storage.rotate_secret(sub_id, key.organization, secret, overlap_ms,
+                                                         audit=audited))
     return json_response({"data": secret_to_wire(sub)})
 
 

@@ -3,7 +3,10 @@ hook uses (spec §5.1). Pure Python, no storage and no I/O.
 
 Patterns (``event_types``): an exact action (``invoice.paid``) or a prefix ending in ``.*``
 (``invoice.*`` matches ``invoice.paid`` and ``invoice.line.added``, not ``invoice``). ``*``
-alone, or an empty list, means every event.
+alone, or an empty list, means every event of the application: the server's own audit
+events (``recalled.*``, recalled_lite/actions.py) are sent only to subscriptions that name
+them (``recalled.*``, ``recalled.key.*``, ``recalled.key.created``), so a receiver that
+subscribed to "everything" does not start getting admin events.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Iterable
+
+from ..actions import is_server_action
 
 STATES = ("new", "valid", "invalid", "deactivated")
 #: States whose subscriptions get new events queued (spec §5.1).
@@ -52,7 +57,9 @@ class TypeFilter:
         self.prefixes = tuple(p[:-1] for p in patterns if p.endswith(".*"))
 
     def matches(self, action: str) -> bool:
-        if self.all or action in self.exact:
+        if action in self.exact:
+            return True
+        if self.all and not is_server_action(action):
             return True
         for prefix in self.prefixes:
             if action.startswith(prefix):

@@ -22,12 +22,13 @@ from ...integrity.chain import core_document, link
 from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
 from ..base import (
-    ApiKeyRecord, AppendResult, EventRecord, ExportRecord, IdempotencyKeyReused, PreparedEvent, RecordNotFound,
-    StorageGauges,
+    ApiKeyRecord, AppendResult, AuditHook, EventRecord, ExportRecord, IdempotencyKeyReused, PreparedEvent,
+    RecordNotFound, StorageGauges,
 )
 from .connection import open_writer
 from .migrate import migrate
 from . import erasure, gauges, reads
+from .audited import AuditIf, AuditWhenFinished, call_op
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp
 
@@ -187,6 +188,14 @@ class AppendEvents(WriteOp):
         return outcomes
 
 
+def append_in_op(conn: sqlite3.Connection, writer: Writer, events: list[PreparedEvent]) -> list[EventRecord]:
+    """Append events from inside another op (audited.AuditedCall): the same chain append."""
+    (outcome,) = AppendEvents.apply_group(conn, writer, [AppendEvents(events)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return [appended.event for appended in outcome]
+
+
 _SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
@@ -270,8 +279,12 @@ class SqliteStore:
             shared_ulids.continue_after(last)
 
     def _load_chain_head(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        self.writer.state["head_seq"], self.writer.state["head_hash"] = row if row else (0, None)
+        # Also after another process (`recalled-lite keys ...`) appended its audit events:
+        # the writer reloads this when the file changed under it (writer.py).
+        row = conn.execute("SELECT seq, hash, id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        self.writer.state["head_seq"], self.writer.state["head_hash"] = row[:2] if row else (0, None)
+        if row is not None:
+            self.writer.state["ulids"].continue_after(row[2].partition("_")[2])
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers = ReaderPool(self.path, size=self._reader_count,
@@ -298,13 +311,16 @@ class SqliteStore:
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         self.writer.commit_listeners.append(listener)
 
-    async def write(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None) -> Any:
-        """Run `fn(conn, *args)` inside a group transaction; resolves after COMMIT."""
-        return await self.writer.submit(CallOp(fn, *args, on_commit=on_commit))
+    async def write(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
+                    audit: AuditHook | None = None) -> Any:
+        """Run `fn(conn, *args)` inside a group transaction; resolves after COMMIT.
+        With `audit`, its events are appended in the same op, after `fn` (AuditedCall)."""
+        return await self.writer.submit(call_op(fn, args, on_commit, audit, append_in_op))
 
-    def write_sync(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None) -> Any:
+    def write_sync(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
+                   audit: AuditHook | None = None) -> Any:
         """The same, for CLI commands that run without the event loop."""
-        return self.writer.run_sync(CallOp(fn, *args, on_commit=on_commit))
+        return self.writer.run_sync(call_op(fn, args, on_commit, audit, append_in_op))
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self.readers is not None, "store not started"
@@ -342,15 +358,18 @@ class SqliteStore:
 
     # -- erasure (§4.7) -------------------------------------------------------
 
-    async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int) -> int:
+    async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int,
+                          audit: AuditHook | None = None) -> int:
         """Erase the actor's personal fields on every matching event; returns the count.
+        The audit events are written with the last chunk (the one that finishes it).
 
         One chunk per write transaction, then the purge (storage/sqlite/erasure.py).
         Concurrent erasures share a purge when their rows were committed before it ran.
         """
         total = 0
         while True:
-            done = await self.write(erasure.erase_chunk, actor_id, organization, erased_at)
+            chunk_audit = AuditWhenFinished(audit, total, erasure.ERASE_CHUNK) if audit is not None else None
+            done = await self.write(erasure.erase_chunk, actor_id, organization, erased_at, audit=chunk_audit)
             total += done
             if done < erasure.ERASE_CHUNK:
                 break
@@ -400,17 +419,23 @@ class SqliteStore:
         if key is not None:
             self._keys[key.prefix] = key
 
-    async def create_key(self, record: ApiKeyRecord) -> None:
-        await self.write(_insert_key, record, on_commit=lambda _: self._remember_key(record))
+    async def create_key(self, record: ApiKeyRecord, audit: AuditHook | None = None) -> None:
+        await self.write(_insert_key, record, on_commit=lambda _: self._remember_key(record), audit=audit)
 
-    def create_key_sync(self, record: ApiKeyRecord) -> None:
-        self.write_sync(_insert_key, record, on_commit=lambda _: self._remember_key(record))
+    def create_key_sync(self, record: ApiKeyRecord, audit: AuditHook | None = None) -> None:
+        self.write_sync(_insert_key, record, on_commit=lambda _: self._remember_key(record), audit=audit)
 
-    async def revoke_key(self, key_id: str, organization: str | None) -> ApiKeyRecord | None:
-        return await self.write(_revoke_key, key_id, organization, now_ms(), on_commit=self._remember_key)
+    async def revoke_key(self, key_id: str, organization: str | None,
+                         audit: AuditHook | None = None) -> ApiKeyRecord | None:
+        at = now_ms()
+        return await self.write(_revoke_key, key_id, organization, at, on_commit=self._remember_key,
+                                audit=_revoked_now(audit, at))
 
-    def revoke_key_sync(self, key_id: str, organization: str | None) -> ApiKeyRecord | None:
-        return self.write_sync(_revoke_key, key_id, organization, now_ms(), on_commit=self._remember_key)
+    def revoke_key_sync(self, key_id: str, organization: str | None,
+                        audit: AuditHook | None = None) -> ApiKeyRecord | None:
+        at = now_ms()
+        return self.write_sync(_revoke_key, key_id, organization, at, on_commit=self._remember_key,
+                               audit=_revoked_now(audit, at))
 
     # -- integrity ----------------------------------------------------------
 
@@ -445,6 +470,11 @@ class SqliteStore:
             write_ops=self.writer.ops_committed, deliveries=deliveries,
             subscriptions=subscriptions, files=files,
         )
+
+
+def _revoked_now(audit: AuditHook | None, at: int) -> AuditHook | None:
+    # Revoking a revoked key is a no-op: no audit event for it.
+    return AuditIf(audit, lambda key: key.revoked_at == at) if audit is not None else None
 
 
 def _purge_if_pending(conn: sqlite3.Connection) -> bool:

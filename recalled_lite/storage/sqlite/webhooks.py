@@ -33,7 +33,7 @@ from ...delivery.sealing import SealError, Sealer
 from ...delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
-from ..base import EventRecord, RecordNotFound
+from ..base import AuditHook, EventRecord, RecordNotFound
 from ..webhook_base import (  # noqa: F401 - re-exported for callers of the first release
     AttemptOutcome, AttemptRow, InvalidWebhookOperation, JobRow, NewSubscription, OpenItem, RetryPolicy,
     Sink, SubscriptionPatch, attempt_id_for,
@@ -392,8 +392,8 @@ class WebhookStorage(OutboxOps, JobOps):
     # subscription operations (API)
     # ----------------------------------------------------------------------------------------
 
-    async def create_subscription(self, spec: NewSubscription) -> SubscriptionInfo:
-        return await self.store.write(self._create_subscription, spec)
+    async def create_subscription(self, spec: NewSubscription, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._create_subscription, spec, audit=audit)
 
     def _create_subscription(self, conn: sqlite3.Connection, spec: NewSubscription) -> SubscriptionInfo:
         now = now_ms()
@@ -412,8 +412,8 @@ class WebhookStorage(OutboxOps, JobOps):
         return self.subs[sid]
 
     async def update_subscription(self, sub_id: str, organization: str | None,
-                                  patch: SubscriptionPatch) -> SubscriptionInfo:
-        return await self.store.write(self._update_subscription, sub_id, organization, patch)
+                                  patch: SubscriptionPatch, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._update_subscription, sub_id, organization, patch, audit=audit)
 
     def _update_subscription(self, conn: sqlite3.Connection, sub_id: str, organization: str | None,
                              patch: SubscriptionPatch) -> SubscriptionInfo:
@@ -444,8 +444,9 @@ class WebhookStorage(OutboxOps, JobOps):
         self._reload(conn, [sub_id])
         return self.subs[sub_id]
 
-    async def delete_subscription(self, sub_id: str, organization: str | None) -> SubscriptionInfo:
-        return await self.store.write(self._delete_subscription, sub_id, organization)
+    async def delete_subscription(self, sub_id: str, organization: str | None,
+                                  audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._delete_subscription, sub_id, organization, audit=audit)
 
     def _delete_subscription(self, conn: sqlite3.Connection, sub_id: str,
                              organization: str | None) -> SubscriptionInfo:
@@ -498,8 +499,8 @@ class WebhookStorage(OutboxOps, JobOps):
         return True
 
     async def rotate_secret(self, sub_id: str, organization: str | None, new_secret: str,
-                            overlap_ms: int) -> SubscriptionInfo:
-        return await self.store.write(self._rotate_secret, sub_id, organization, new_secret, overlap_ms)
+                            overlap_ms: int, audit: AuditHook | None = None) -> SubscriptionInfo:
+        return await self.store.write(self._rotate_secret, sub_id, organization, new_secret, overlap_ms, audit=audit)
 
     def _rotate_secret(self, conn: sqlite3.Connection, sub_id: str, organization: str | None,
                        new_secret: str, overlap_ms: int) -> SubscriptionInfo:

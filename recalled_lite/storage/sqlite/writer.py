@@ -85,6 +85,9 @@ class Writer:
         self.ops_committed = 0
         # (ops in the group, COMMIT seconds) after each commit: /metrics histograms.
         self.group_observer: Callable[[int, float], None] | None = None
+        # Changes when ANOTHER connection commits (`recalled-lite keys create` appends its
+        # audit event to the chain from its own process): then the state is reloaded.
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -174,6 +177,11 @@ class Writer:
             error = classify_sqlite_error(exc)
             return [(future, None, error) for _, future in group]
         try:
+            # Under the write lock nobody else can commit until we do: one check per group.
+            data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if data_version != self._data_version:
+                self._data_version = data_version
+                self.reload_state(conn)
             position = 0
             while position < len(group):
                 op, future = group[position]
