@@ -8,7 +8,7 @@ would implement the same methods over the same records. Rules that do not need S
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from ..delivery.subscriptions import SubscriptionInfo
 from .base import EventRecord
