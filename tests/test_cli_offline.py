@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from audit_events import audit_events
+
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
 
 
@@ -87,6 +89,7 @@ def test_verify_no_signatures_checks_hashes_and_catches_tampering(make_server, t
     with srv.client() as c:
         for i in range(6):
             assert c.post("/v1/events", json={"action": f"h.{i}", "actor": {"id": f"u{i}"}}).status_code == 200
+        server_events = len(audit_events(c))  # the bootstrap key's, first in the chain
     copy = copy_without_secret(srv, tmp_path)
     before = listing(copy.parent)
 
@@ -94,7 +97,7 @@ def test_verify_no_signatures_checks_hashes_and_catches_tampering(make_server, t
     assert ok.returncode == 0, ok.stderr
     assert "hashes only" in ok.stderr and "NOT checked" in ok.stderr
     out = json.loads(ok.stdout)
-    assert out["signaturesChecked"] is False and out["data"]["valid"] is True and out["data"]["checked"] == 6
+    assert out["signaturesChecked"] is False and out["data"]["valid"] is True and out["data"]["checked"] == 6 + server_events
 
     tamper(copy, "DROP TRIGGER events_append_only_update; UPDATE events SET action = 'forged' WHERE seq = 4;")
     bad = run(["verify", "--no-signatures", "--db", str(copy)], copy.parent)
@@ -144,6 +147,7 @@ def test_backups_and_exports_are_private_and_a_missing_directory_is_refused(make
     srv = make_server("private-files")
     with srv.client() as c:
         assert c.post("/v1/events/batch", json={"events": [{"action": "p"}] * 50}).status_code == 200
+        server_events = len(audit_events(c))
     out = tmp_path / "out"
     out.mkdir()
     # Stale .partial files from an interrupted run, readable by everyone: must not keep that mode.
@@ -163,9 +167,9 @@ def test_backups_and_exports_are_private_and_a_missing_directory_is_refused(make
     for name in ("b.db", "e.ndjson"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
     conn = sqlite3.connect(out / "b.db")
-    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 50
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 50 + server_events
     conn.close()
-    assert (out / "e.ndjson").read_text().count("\n") == 51  # 50 events + the head
+    assert (out / "e.ndjson").read_text().count("\n") == 51 + server_events  # the events + the head
 
     nowhere = tmp_path / "no-such-dir"
     refused = run(["backup", str(nowhere / "b.db"), "--db", str(srv.db_path)], srv.workdir)
