@@ -14,6 +14,7 @@ from starlette.responses import Response
 from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, ValidationError
+from ..key_usage import KeyUsage
 from ..limits import Limits
 from ..schemas import ActorOut, EventOut
 from ..storage.base import ApiKeyRecord, EventRecord
@@ -36,6 +37,8 @@ class AppContext:
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None
+    # When each key was last used, noted per request, written once a minute (key_usage.py).
+    key_usage: KeyUsage = field(default_factory=KeyUsage)
 
     def __post_init__(self) -> None:
         if self.limits is None:
@@ -54,11 +57,19 @@ async def authorize(request: Request, scope: str) -> ApiKeyRecord:
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
         record = await ctx.store.load_key(prefix)
     key = check_key(token, record)
+    admit(ctx, key, scope)
+    return key
+
+
+def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None) -> None:
+    """What a recognised key passes on every request, from the API or the console: its rate
+    limit, the in-memory note of its use, and (when given) the scope."""
     rate = ctx.limits.rate
     if rate is not None:
         rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
-    require_scope(key, scope)
-    return key
+    ctx.key_usage.note(key.id)
+    if scope is not None:
+        require_scope(key, scope)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -989,3 +989,51 @@ def _time_filters(where: list[str], params: list[Any], alias: str, begin: int | 
         ident = id_expr or f"{alias}.id"
         where.append(f"({col} < ? OR ({col} = ? AND {ident} < ?))")
         params.extend((cursor[0], cursor[0], cursor[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# read-only figures for the console: the backlog, and what a job would send (a preview)
+# --------------------------------------------------------------------------------------------
+
+
+def backlog_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Open (pending or sending) deliveries per subscription: a walk of the small partial
+    index webhook_messages_open, whose rows leave it once finished."""
+    return dict(conn.execute(
+        f"SELECT subscription_id, count(*) FROM webhook_messages WHERE {_OPEN} GROUP BY subscription_id"))
+
+
+def preview_job_count(conn: sqlite3.Connection, kind: str, sub: SubscriptionInfo, begin: int,
+                      end: int | None, now: int) -> int:
+    """How many messages ``create_job(kind, ...)`` followed by its steps would queue if it
+    ran now: the same bounds and rules, counted instead of queued."""
+    if kind == "recover":
+        upper = min(end, now) if end is not None else now
+        return conn.execute(
+            "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
+            "AND id >= ? AND id <= ?",
+            (sub.id, "whd_" + ulid_floor(begin), "whd_" + ulid_ceiling(upper))).fetchone()[0]
+    stop = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+    start = _first_seq_received_after(conn, begin - _RECEIVED_SKEW_MS, stop) - 1
+    where = ["e.seq > ?", "e.seq <= ?", "e.received_at >= ?"]
+    params: list[Any] = [start, stop, begin]
+    if end is not None:
+        where.append("e.received_at <= ?")
+        params.append(end)
+    if sub.organization is not None:
+        where.append("e.organization = ?")
+        params.append(sub.organization)
+    types = TypeFilter(sub.event_types)
+    if not types.all:
+        terms: list[str] = []
+        if types.exact:
+            terms.append(f"e.action IN ({','.join('?' * len(types.exact))})")
+            params.extend(types.exact)
+        for prefix in types.prefixes:
+            terms.append("substr(e.action, 1, ?) = ?")
+            params.extend((len(prefix), prefix))
+        where.append("(" + " OR ".join(terms) + ")")
+    where.append("NOT EXISTS (SELECT 1 FROM webhook_messages m WHERE m.subscription_id = ? "
+                 "AND m.event_seq = e.seq)")
+    params.append(sub.id)
+    return conn.execute(f"SELECT count(*) FROM events e WHERE {' AND '.join(where)}", params).fetchone()[0]
