@@ -106,10 +106,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _services(config: Config) -> list[Any]:
+    from .console.service import ConsoleService
     from .delivery.service import DeliveryService
+    from .key_usage import KeyUsageFlusher
     from .services import KeyCacheRefresher
 
-    return [KeyCacheRefresher(), DeliveryService(config)]
+    return [KeyCacheRefresher(), KeyUsageFlusher(), DeliveryService(config), ConsoleService(config.console)]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

@@ -52,13 +52,18 @@ def context(request: Request) -> AppContext:
 async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     ctx: AppContext = request.app.state.ctx
     token, prefix = parse_key(request.headers.get("authorization"))
+    key = await authenticate(ctx, token, prefix)
+    admit(ctx, key, scope)
+    return key
+
+
+async def authenticate(ctx: AppContext, token: str, prefix: str) -> ApiKeyRecord:
+    """The stored key for a presented one, or 401 (unknown, wrong secret, revoked)."""
     record = ctx.store.key_by_prefix(prefix)
     if record is None:
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
         record = await ctx.store.load_key(prefix)
-    key = check_key(token, record)
-    admit(ctx, key, scope)
-    return key
+    return check_key(token, record)
 
 
 def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None) -> None:

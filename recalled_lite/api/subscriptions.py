@@ -397,15 +397,18 @@ async def list_jobs(request: Request):
                               encode_cursor("j", page[-1][0]) if more else None))
 
 
-async def get_job(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub_id = request.path_params["sub_id"]
+async def job_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str, job_id: str) -> tuple:
     visible_subscription(svc, sub_id, key)
     assert svc.storage is not None
-    row = await svc.storage.get_job(sub_id, request.path_params["job_id"])
+    row = await svc.storage.get_job(sub_id, job_id)
     if row is None:
         raise NotFound("no job with that id")
+    return row
+
+
+async def get_job(request: Request):
+    key = await authorize(request, SCOPE)
+    row = await job_for(delivery(request), key, request.path_params["sub_id"], request.path_params["job_id"])
     return json_response({"data": job_to_wire(row)})
 
 
