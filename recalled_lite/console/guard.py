@@ -17,6 +17,7 @@ in a sentence, what went wrong (never the JSON error body).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, quote
 
@@ -25,11 +26,12 @@ from starlette.responses import Response
 
 from ..api.common import admit, read_body
 from ..auth import require_scope
-from ..errors import APIError, Forbidden, StorageError, StorageUnavailable, Unauthorized
+from ..errors import APIError, Forbidden, InternalError, StorageError, StorageUnavailable, Unauthorized, Unavailable
 from .render import json_for_script, page as render_page, redirect
 from .service import console_service
 from .sessions import SESSION_COOKIE, Viewer, csrf_token, tokens_match
 
+log = logging.getLogger("recalled_lite.console")
 FORM_LIMIT = 64 * 1024
 Handler = Callable[..., Awaitable[Response]]
 
@@ -115,18 +117,19 @@ def _title_for(status: int) -> str:
             429: "Slow down", 503: "Unavailable"}.get(status, "Something went wrong")
 
 
-def _as_api_error(exc: Exception) -> APIError:
+def _as_api_error(request: Request, exc: Exception) -> APIError:
+    """Any failure as an APIError for the page; unexpected ones are logged with the request id."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, StorageUnavailable):
-        from ..errors import Unavailable
-
         return Unavailable(f"the database is busy or full ({exc}); try again in a moment",
                            retry_after=exc.retry_after)
-    from ..errors import InternalError
-
-    return InternalError("the database failed; the server log has the details for this request",
-                         code="DATABASE_ERROR")
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.error("console request failed", exc_info=exc, extra={"fields": {"request_id": request_id}})
+    if isinstance(exc, StorageError):
+        return InternalError(f"the database failed; the server log has the details (request {request_id})",
+                             code="DATABASE_ERROR")
+    return InternalError(f"something went wrong on the server; the log has the details (request {request_id})")
 
 
 async def _run(request: Request, viewer: Viewer, scope: str | None, handler: Handler, *args: Any) -> Response:
@@ -134,8 +137,8 @@ async def _run(request: Request, viewer: Viewer, scope: str | None, handler: Han
         if scope is not None:
             require_scope(viewer.key, scope)
         return await handler(request, viewer, *args)
-    except (APIError, StorageError) as exc:
-        return error_page(request, _as_api_error(exc))
+    except Exception as exc:  # a page, never the API's JSON body
+        return error_page(request, _as_api_error(request, exc))
 
 
 def _tag(endpoint: Any, kind: str, scope: str | None) -> Any:
@@ -144,14 +147,25 @@ def _tag(endpoint: Any, kind: str, scope: str | None) -> Any:
     return endpoint
 
 
+def public(handler: Handler) -> Handler:
+    """An endpoint open to anyone (sign-in, static files, the 404 page); failures are pages too."""
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return error_page(request, _as_api_error(request, exc))
+    return _tag(endpoint, "public", None)
+
+
 def page(scope: str | None = None) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             try:
                 viewer = await current_viewer(request)
-            except APIError as exc:  # e.g. the key's rate limit
-                return error_page(request, exc)
+            except Exception as exc:  # e.g. the key's rate limit
+                return error_page(request, _as_api_error(request, exc))
             if viewer is None:
                 return redirect(sign_in_url(request))
             return await _run(request, viewer, scope, handler)
@@ -170,8 +184,8 @@ def feed(scope: str | None = None) -> Callable[[Handler], Handler]:
                 if scope is not None:
                     require_scope(viewer.key, scope)
                 return await handler(request, viewer)
-            except (APIError, StorageError) as exc:
-                error = _as_api_error(exc)
+            except Exception as exc:
+                error = _as_api_error(request, exc)
                 return json_for_script({"error": {"code": error.code, "message": error.message}}, error.status)
         return _tag(endpoint, "feed", scope)
     return wrap
@@ -192,8 +206,8 @@ def action(scope: str | None = None) -> Callable[[Handler], Handler]:
                 if not tokens_match(viewer.csrf, form.get("csrf")):
                     raise Forbidden("this form has expired or did not come from this console; reload "
                                     "the page and send it again", {"field": "csrf"})
-            except APIError as exc:
-                return error_page(request, exc)
+            except Exception as exc:
+                return error_page(request, _as_api_error(request, exc))
             return await _run(request, viewer, scope, handler, form)
         return _tag(endpoint, "action", scope)
     return wrap

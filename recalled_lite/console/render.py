@@ -73,6 +73,11 @@ def target_list(value: Any) -> list[str]:
     return [f"{t.get('type')}:{t.get('id')}" for t in decoded if isinstance(t, dict)]
 
 
+def or_dash(value: object) -> object:
+    """The value, or a muted dash for nothing (so an empty field does not look like a glitch)."""
+    return Markup('<span class="muted">—</span>') if value in (None, "") else value
+
+
 def number(value: int | float | None) -> str:
     return "—" if value is None else f"{value:,}"
 
@@ -109,7 +114,7 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(when=when, pretty_json=pretty_json, targets=target_list, number=number,
-                    short_hash=short_hash, sentence=sentence)
+                    short_hash=short_hash, sentence=sentence, or_dash=or_dash)
 _env.globals.update(asset=asset_url, url_with=url_with)
 
 

@@ -15,16 +15,18 @@ from starlette.routing import Match, Route
 from ..errors import MethodNotAllowed, NotFound
 from . import actors, chain, events, keys, overview, signin, webhook_jobs, webhooks
 from .assets import static_file
-from .guard import current_viewer, error_page
+from .guard import current_viewer, error_page, public
 from .render import redirect
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+@public
 async def to_console(request: Request) -> Response:
     return redirect("/console/")
 
 
+@public
 async def not_found_page(request: Request) -> Response:
     try:
         await current_viewer(request)  # the page shows the navigation when signed in
@@ -38,9 +40,6 @@ async def not_found_page(request: Request) -> Response:
     return error_page(request, NotFound("there is no console page at this address"))
 
 
-for _public in (to_console, not_found_page, static_file):
-    _public.console_kind = "public"  # type: ignore[attr-defined]
-
 routes = [
     Route("/", to_console, methods=["GET"]),
     Route("/console", to_console, methods=["GET"]),
@@ -50,7 +49,7 @@ routes = [
     Route("/console/logout", signin.sign_out, methods=["POST"]),
     Route("/console/link", signin.link_page, methods=["GET"]),
     Route("/console/link", signin.use_link, methods=["POST"]),
-    Route("/console/static/{name}", static_file, methods=["GET"]),
+    Route("/console/static/{name}", public(static_file), methods=["GET"]),
     Route("/console/events", events.events_page, methods=["GET"]),
     Route("/console/events/tail", events.events_tail, methods=["GET"]),
     Route("/console/events/download", events.events_download, methods=["GET"]),

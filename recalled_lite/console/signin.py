@@ -16,9 +16,9 @@ from starlette.responses import Response
 
 from ..api.common import admit, authenticate
 from ..auth import key_prefix
-from ..errors import APIError, Forbidden, RateLimited, Unauthorized
+from ..errors import Forbidden, RateLimited, Unauthorized
 from ..timefmt import now_ms
-from .guard import action, current_viewer, error_page, read_form
+from .guard import action, current_viewer, error_page, public, read_form
 from .render import page, redirect
 from .service import ConsoleService, console_service
 from .sessions import (
@@ -82,6 +82,7 @@ async def _signed_in(request: Request, service: ConsoleService, key_id: str, tar
     return response
 
 
+@public
 async def login_page(request: Request) -> Response:
     service = console_service(request)
     if await current_viewer(request) is not None:
@@ -90,13 +91,11 @@ async def login_page(request: Request) -> Response:
     return _login_form(request, service, notice=notice)
 
 
+@public
 async def sign_in(request: Request) -> Response:
     service = console_service(request)
-    try:
-        form = await read_form(request)
-        _check_login_form(request, service, form.get("csrf"))
-    except APIError as exc:
-        return error_page(request, exc)
+    form = await read_form(request)
+    _check_login_form(request, service, form.get("csrf"))
     address = request.client.host if request.client else ""
     limiter = service.sign_in_limiter
     wait = limiter.retry_after(address)
@@ -154,6 +153,7 @@ _LINK_GONE = (f"This sign-in link cannot be used: it was used already, or it is 
               "minutes. Print a new one with: recalled-lite console-link")
 
 
+@public
 async def link_page(request: Request) -> Response:
     """The link's landing page: a button, so that link previews and prefetchers do not use it up."""
     service = console_service(request)
@@ -167,20 +167,12 @@ async def link_page(request: Request) -> Response:
                 title="Sign-in link")
 
 
+@public
 async def use_link(request: Request) -> Response:
     service = console_service(request)
-    try:
-        form = await read_form(request)
-        _check_login_form(request, service, form.get("csrf"))
-        key_id = await _live_link(request, form.get("token"), consume=True)
-        if key_id is None:
-            return page(request, "link.html", status=404, viewer=None, problem=_LINK_GONE, title="Sign-in link")
-        return await _signed_in(request, service, key_id, "/console/")
-    except APIError as exc:
-        return error_page(request, exc)
-
-
-login_page.console_kind = "public"  # type: ignore[attr-defined]
-sign_in.console_kind = "public"  # type: ignore[attr-defined]
-link_page.console_kind = "public"  # type: ignore[attr-defined]
-use_link.console_kind = "public"  # type: ignore[attr-defined]
+    form = await read_form(request)
+    _check_login_form(request, service, form.get("csrf"))
+    key_id = await _live_link(request, form.get("token"), consume=True)
+    if key_id is None:
+        return page(request, "link.html", status=404, viewer=None, problem=_LINK_GONE, title="Sign-in link")
+    return await _signed_in(request, service, key_id, "/console/")

@@ -74,6 +74,6 @@ async def job_page(request: Request, viewer: Viewer) -> Response:
 async def job_progress(request: Request, viewer: Viewer) -> Response:
     job = job_to_wire(await job_for(delivery(request), viewer.key, request.path_params["sub_id"],
                                     request.path_params["job_id"]))
-    return json_for_script({"status": job.status, "error": job.error, "total": job.progress.total,
+    return json_for_script({"id": job.id, "status": job.status, "error": job.error, "total": job.progress.total,
                             "scanned": job.progress.scanned, "queued": job.progress.queued,
                             "skipped": job.progress.skipped, "percent": job.progress.percent})
