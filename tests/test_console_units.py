@@ -82,7 +82,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.usage_writes: list[dict] = []
         self.fail = False
-        self.sessions: dict[str, ConsoleSession] = {}
+        self.sessions: dict = {}
         self.touches: list[dict] = []
         self.deleted: list[str] = []
 

@@ -8,6 +8,8 @@ the organization wall behave exactly as ``GET /v1/events``, ``/search`` and ``/e
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,6 +25,10 @@ from .render import json_for_script, page as render_page, render_text, sentence
 from .sessions import Viewer
 
 FILTER_PARAMS = ("organization", "actor_id", "action", "target_type", "target_id", "date_from", "date_to")
+# The form's labels, for messages that name a query parameter ("date_from: ..." -> "From: ...").
+FIELD_LABELS = {"organization": "Organization", "actor_id": "Actor id", "action": "Action",
+                "target_type": "Target type", "target_id": "Target id", "date_from": "From", "date_to": "To",
+                "q": "Search", "cursor": "Page link", "limit": "Page size"}
 TAIL_ROWS_KEPT = 250  # console.js drops the oldest rows past this
 
 
@@ -30,6 +36,20 @@ def current_filters(request: Request) -> dict[str, str]:
     """The list filters and search text of this URL, as given (for the form and the links)."""
     params = request.query_params
     return {name: params[name] for name in (*FILTER_PARAMS, "q") if params.get(name)}
+
+
+# Only names no one would write in prose or in a search query (those with an underscore).
+_PARAM_NAMES = re.compile(r"\b(" + "|".join(name for name in FIELD_LABELS if "_" in name) + r")\b")
+
+
+def labelled(exc: ValidationError) -> str:
+    """The message in the form's words: parameter names become their fields' labels."""
+    field = (exc.details or {}).get("field", "")
+    message = _PARAM_NAMES.sub(lambda m: FIELD_LABELS[m.group(1)], exc.message)
+    label = FIELD_LABELS.get(field)
+    if label and not message.startswith(label):
+        message = f"{label}: {message}"
+    return message
 
 
 @page("events:read")
@@ -45,7 +65,7 @@ async def events_page(request: Request, viewer: Viewer) -> Response:
         else:
             result = await list_page(request, store, wall, cursor_param(request, ("list",)), allow_tail=False)
     except ValidationError as exc:
-        result, problem = EventPage([], None), sentence(exc)
+        result, problem = EventPage([], None), sentence(labelled(exc))
     first_page = not request.query_params.get("cursor")
     # The tail starts after the newest event readers can see now (never one still uncommitted).
     tail_after = (await store.chain_head())[0] if first_page and not searching and problem is None else None

@@ -54,7 +54,7 @@ def _login_form(request: Request, service: ConsoleService, *, status: int = 200,
                 notice: str | None = None) -> Response:
     csrf, headers = _login_csrf(request, service)
     return page(request, "login.html", status=status, headers=headers, viewer=None, csrf=csrf,
-                next=safe_next(request.query_params.get("next")), message=message, notice=notice,
+                next=safe_next(request.query_params.get("next")), message=message, signin_notice=notice,
                 title="Sign in")
 
 

@@ -53,7 +53,6 @@
     const body = document.getElementById(box.dataset.tailBody);
     const status = box.querySelector("[data-tail-status]");
     const toggle = box.querySelector("[data-tail-toggle]");
-    const keep = parseInt(box.dataset.tailKeep, 10) || 250;
     let after = box.dataset.tailAfter;
     let paused = false;
     let stopped = false;
@@ -74,6 +73,7 @@
         body.insertBefore(row, body.firstChild);
       });
       showTimes(body, localTimes());
+      const keep = parseInt(box.dataset.tailKeep, 10) || 250; // a long tail must not slow the page
       while (body.children.length > keep) body.removeChild(body.lastChild);
     }
 
