@@ -28,6 +28,7 @@ import pytest
 
 from conftest import ServerProcess
 from console_support import ConsoleSession, signed_in
+from test_route_auth_matrix import fill
 from recalled_lite.app import create_app
 from recalled_lite.auth import SCOPES
 from recalled_lite.config import Config
@@ -207,14 +208,6 @@ def expired_sessions(tmp_path_factory, world):
     for s in sessions.values():
         s.close()
     srv.kill()
-
-
-def fill(value, ids):
-    if isinstance(value, str):
-        return value.format(**ids)
-    if isinstance(value, dict):
-        return {k: fill(v, ids) for k, v in value.items()}
-    return value
 
 
 def call(session: ConsoleSession, method: str, path: str, spec: dict, ids: dict, *, csrf: bool = True) -> httpx.Response:

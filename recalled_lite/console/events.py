@@ -13,16 +13,17 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..api.attempts import attempt_page, event_attempt_rows
+from ..api.attempts import event_attempt_rows
 from ..api.events import verify_chain_for
 from ..api.exports import export_response
 from ..api.reading import EventPage, cursor_param, filters_from_params, list_page, search_page
-from ..api.subscriptions import attempt_to_wire, delivery
+from ..api.subscriptions import delivery
 from ..errors import APIError, Forbidden, NotFound, ValidationError
 from ..exporting import FORMATS
 from .guard import feed, page
 from .render import json_for_script, page as render_page, render_text, sentence
 from .sessions import Viewer
+from .webhooks import wired_attempts
 
 FILTER_PARAMS = ("organization", "actor_id", "action", "target_type", "target_id", "date_from", "date_to")
 # The form's labels, for messages that name a query parameter ("date_from: ..." -> "From: ...").
@@ -114,10 +115,8 @@ async def event_page(request: Request, viewer: Viewer) -> Response:
     attempts, attempts_next, attempts_problem = [], None, None
     if viewer.can("webhooks:manage"):
         try:
-            svc = delivery(request)
-            rows, limit = await event_attempt_rows(request, svc, viewer.key, event_id)
-            page_rows, attempts_next = attempt_page(rows, limit)
-            attempts = [attempt_to_wire(r) for r in page_rows]
+            attempts, attempts_next = wired_attempts(
+                *await event_attempt_rows(request, delivery(request), viewer.key, event_id))
         except APIError as exc:
             attempts_problem = sentence(exc)
     return render_page(

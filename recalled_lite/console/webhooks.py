@@ -45,6 +45,12 @@ def event_types_of(text: str) -> list[str] | None:
     return patterns or None
 
 
+def wired_attempts(rows: list[tuple], limit: int) -> tuple[list, str | None]:
+    """A page of attempt rows as the API shows them, and the next page's cursor."""
+    page_rows, next_cursor = attempt_page(rows, limit)
+    return [attempt_to_wire(r) for r in page_rows], next_cursor
+
+
 def _fields(form: Form) -> dict:
     fields = {"url": form.text("url"), "description": form.text("description"),
               "event_types": event_types_of(form.get("event_types", ""))}
@@ -109,9 +115,7 @@ async def _subscription_context(request: Request, viewer: Viewer, sub_id: str) -
     status = request.query_params.get("status") or None
     attempts, attempts_next, attempts_problem = [], None, None
     try:
-        rows, limit = await subscription_attempt_rows(request, svc, viewer.key, sub_id)
-        page_rows, attempts_next = attempt_page(rows, limit)
-        attempts = [attempt_to_wire(r) for r in page_rows]
+        attempts, attempts_next = wired_attempts(*await subscription_attempt_rows(request, svc, viewer.key, sub_id))
     except ValidationError as exc:
         attempts_problem = sentence(exc)
     assert svc.storage is not None
