@@ -121,6 +121,8 @@ def test_a_bound_key_sees_its_organization_and_is_told_so(srv):
     page = s.get("/console/events", params={"action": "bound.view"}).text
     assert mine["id"] in page and theirs["id"] not in page
     assert "This key sees only this organization." in page
+    elsewhere = s.get("/console/events", params={"organization": "org_view_b"}).text
+    assert theirs["id"] not in elsewhere and "matches nothing" in elsewhere
     assert s.get(f"/console/events/{theirs['id']}").status_code == 404
     overview = s.get("/console/").text
     assert "Totals span every organization" in overview

@@ -67,6 +67,7 @@ async def events_page(request: Request, viewer: Viewer) -> Response:
             result = await list_page(request, store, wall, cursor_param(request, ("list",)), allow_tail=False)
     except ValidationError as exc:
         result, problem = EventPage([], None), sentence(labelled(exc))
+    walled_out = wall is not None and filters.get("organization") not in (None, wall)
     first_page = not request.query_params.get("cursor")
     # The tail starts after the newest event readers can see now (never one still uncommitted).
     tail_after = (await store.chain_head())[0] if first_page and not searching and problem is None else None
@@ -74,7 +75,7 @@ async def events_page(request: Request, viewer: Viewer) -> Response:
     return render_page(
         request, "events.html", status=400 if problem else 200, title="Events", nav="events",
         events=result.data, next_cursor=result.next_cursor, filters=filters, list_filters=list_filters,
-        problem=problem, searching=searching, first_page=first_page, tail_after=tail_after,
+        problem=problem, walled_out=walled_out, searching=searching, first_page=first_page, tail_after=tail_after,
         tail_keep=TAIL_ROWS_KEPT, formats=FORMATS, can_export=viewer.can("exports:read"))
 
 
