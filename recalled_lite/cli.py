@@ -111,7 +111,8 @@ def _services(config: Config) -> list[Any]:
     from .key_usage import KeyUsageFlusher
     from .services import KeyCacheRefresher
 
-    return [KeyCacheRefresher(), KeyUsageFlusher(), DeliveryService(config), ConsoleService(config.console)]
+    console = [ConsoleService(config.console)] if config.console.enabled else []
+    return [KeyCacheRefresher(), KeyUsageFlusher(), DeliveryService(config), *console]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

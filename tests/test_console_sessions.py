@@ -292,3 +292,32 @@ def test_last_use_of_a_key_is_recorded_without_a_write_per_request(make_server):
     with srv.client() as c:
         listed = {k["id"]: k for k in c.get("/v1/keys").json()["data"]}
     assert listed[made["id"]]["last_used_at"] == seen
+
+
+def test_signing_in_again_ends_the_previous_session(server):
+    s = signed_in(server.url, server.key)
+    first = s.http.cookies.get("recalled_console")
+    login = s.http.get("/console/login?next=/console/keys")  # signed in: sent on
+    assert login.status_code == 303
+    fresh = ConsoleSession(server.url)
+    fresh.http.cookies.set("recalled_console", first, path="/console")
+    page = fresh.http.get("/console/login")
+    assert page.status_code == 303, "still signed in with the first session"
+    fresh.http.cookies.clear()
+    page = fresh.http.get("/console/login")
+    fresh.http.cookies.set("recalled_console", first, path="/console")
+    answer = fresh.http.post("/console/login", data={"csrf": csrf_in(page.text), "key": server.key})
+    assert answer.status_code == 303
+    stale = ConsoleSession(server.url)
+    stale.http.cookies.set("recalled_console", first, path="/console")
+    assert stale.get("/console/").status_code == 303, "the first session ended"
+
+
+def test_the_console_can_be_turned_off(make_server):
+    srv = make_server("no-console", config_text="[console]\nenabled = false\n")
+    with srv.client(key=None) as c:
+        assert c.get("/").status_code == 404
+        gone = c.get("/console/login")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "NOT_FOUND"
+    with srv.client() as c:
+        assert c.get("/v1/events").status_code == 200

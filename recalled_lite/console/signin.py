@@ -74,6 +74,9 @@ async def _signed_in(request: Request, service: ConsoleService, key_id: str, tar
         key = store.key_by_id(key_id)
     if key is None or key.revoked_at is not None:
         raise Unauthorized("the key behind this sign-in has been revoked", code="REVOKED_API_KEY")
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous and len(previous) <= 200:
+        await service.book.close(token_hash(previous))  # one browser, one session
     token = await service.book.open(key)
     secure = _secure(request, service)
     response = redirect(safe_next(target))
