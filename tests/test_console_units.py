@@ -244,3 +244,56 @@ def test_the_sign_in_hook_sees_every_attempt_and_can_lock_out(tmp_path: Path):
         locked = attempt(plaintext)
         assert locked.status_code == 429 and locked.headers["retry-after"] == "30"
         assert "too many failed sign-ins from this address; try again in 30 seconds" in locked.text.lower()
+
+
+class ChainStore:
+    """verify_chain over a fake chain of `head` events, failing at `bad` if given."""
+
+    def __init__(self, head: int, bad: int | None = None) -> None:
+        self.head, self.bad = head, bad
+        self.ranges: list[tuple[int, int]] = []
+        self.recorded: list = []
+
+    async def chain_head(self):
+        return self.head, "sha256:head"
+
+    async def verify_chain(self, from_seq, to_seq):
+        self.ranges.append((from_seq, to_seq))
+        if self.bad is not None and from_seq <= self.bad <= to_seq:
+            return {"valid": False, "checked": self.bad - from_seq,
+                    "firstInvalid": {"seq": self.bad, "id": "evt_x", "reason": "hash mismatch"}}
+        return {"valid": True, "checked": to_seq - from_seq + 1, "firstInvalid": None}
+
+    async def record_chain_verification(self, record):
+        self.recorded.append(record)
+
+
+def test_whole_chain_verification_goes_in_chunks_and_is_recorded(monkeypatch):
+    from recalled_lite.console import verification
+
+    monkeypatch.setattr(verification, "CHUNK", 4)
+    _, admin = new_key_record("admin", frozenset({ADMIN}), None)
+    _, bound = new_key_record("bound", frozenset({ADMIN}), "org_x")
+
+    async def scenario():
+        store = ChainStore(10)
+        runner = verification.ChainVerification(store)
+        run = await runner.start(admin)
+        assert await runner.start(admin) is run, "one run at a time"
+        await run.task
+        assert store.ranges == [(1, 4), (5, 8), (9, 10)]
+        assert run.progress()["checked"] == 10 and run.valid
+        (record,) = store.recorded
+        assert record.valid and record.checked == 10 and record.head_seq == 10 and record.key_id == admin.id
+
+        broken = ChainStore(10, bad=6)
+        run = await verification.ChainVerification(broken).start(admin)
+        await run.task
+        assert broken.ranges == [(1, 4), (5, 8)], "stops at the first failure"
+        assert run.valid is False and run.first_invalid["seq"] == 6 and run.checked == 5
+        assert broken.recorded[0].first_invalid["reason"] == "hash mismatch"
+
+        from recalled_lite.errors import Forbidden
+        with pytest.raises(Forbidden):
+            await verification.ChainVerification(ChainStore(3)).start(bound)
+    asyncio.run(scenario())

@@ -158,6 +158,9 @@ def test_recover_preview_counts_failed_messages(dev_server, rx):
         for _ in range(3):
             c.post("/v1/events", json={"action": action})
     wait_until(lambda: api_sub(dev_server, sub_id)["state"] == "invalid", message="410 makes it invalid")
+    overview = s.get("/console/").text
+    assert "Ready" in overview and sub_id in overview, "the overview lists the failing subscription"
+    assert "the receiver answered 410 Gone" in overview, "with its reason"
     down["on"] = False
     preview = s.post(f"/console/webhooks/{sub_id}/jobs/preview", {"kind": "recover", "begin": BEGIN})
     count = int(re.search(r'data-preview-count="(\d+)"', preview.text).group(1))
