@@ -27,12 +27,13 @@ from pathlib import Path
 
 import msgspec
 
-from . import dataset, durability, exports, prefill, sql_floor, webhooks, wrkrun
+from . import console, dataset, durability, exports, prefill, sql_floor, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks", "exports"]
+SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks", "exports",
+             "console"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -548,6 +549,47 @@ def scen_exports(ctx: Ctx) -> None:
                 verdict(res["peak_rss_mb"] <= EXPORT_BAR_MB and came_back)))
 
 
+def scen_console(ctx: Ctx) -> None:
+    """One row per console page (bench/console.py), each measured on one connection."""
+    n = ctx.cfg.read_prefill
+    label = human_n(n) + ("*" if n != 1_000_000 else "")
+    cache = ensure_prefill(ctx, n)
+    key = prefill.read_meta(cache)["key"]
+    work = ctx.tmp / "console"
+    progress(f"cloning {cache.name} for the console pages")
+    prefill.clone(cache, work)
+    seconds = max(3.0, ctx.cfg.duration / 4)
+    try:
+        server = start_recalled(ctx, f"console-{human_n(n)}", work, key, dev=True, timeout=600)
+        try:
+            try:
+                cookie = console.sign_in(server.port, key)
+            except NotImplementedError as exc:
+                raise NotBuilt(str(exc)) from exc
+            ids = console.seed(server.port, key)
+            for title, paths in console.pages(ids):
+                scenario = f"console: {title}, {label} events"
+                for path in paths[:8]:
+                    status, body = console.get(server.port, path, cookie)
+                    if status != 200:
+                        raise RuntimeError(f"console probe {path} -> {status}: {short(body)}")
+                paths_file = ctx.tmp / "console-paths.txt"
+                paths_file.write_text("\n".join(paths) + "\n")
+                env = {"BENCH_COOKIE": cookie, "BENCH_PATHS_FILE": str(paths_file)}
+                run_wrk(server, "get_paths.lua", 1, ctx.cfg.warmup, ctx, f"console {title} warm-up", env=env)
+                res = run_wrk(server, "get_paths.lua", 1, seconds, ctx, f"console {title}", env=env)
+                ctx.raw.setdefault("console", {})[title] = res
+                note = error_note(res)
+                ctx.add(Row(scenario, f"p50 {res['p50_ms']:.2f} ms, p99 {res['p99_ms']:.2f} ms"
+                                      + (f" ({note})" if note else ""),
+                            f"p50 <= {console.BAR_MS:g} ms",
+                            "errors" if note else verdict(res["p50_ms"] <= console.BAR_MS)))
+        finally:
+            stop_recalled(ctx, server, f"console {human_n(n)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def durability_row(ctx: Ctx) -> None:
     if not ctx.audits:
         return
@@ -727,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
                      lambda c: scen_read(c, read_which)))
     plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
     plan.append(("exports", [(export_row_title(), f"<= {EXPORT_BAR_MB} MB")], scen_exports))
+    plan.append(("console", [("console pages", f"p50 <= {console.BAR_MS:g} ms")], scen_console))
     try:
         for name, titles, fn in plan:
             if name in only or name == "+".join(read_which):
@@ -758,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     if any("*" in r.scenario and "stored vs empty" in r.scenario for r in ctx.rows):
         notes.append(f"{human_n(cfg.intake_prefill)} events stored for the intake comparison (bar: 5M)")
     if any("*" in r.scenario and "events" in r.scenario for r in ctx.rows):
-        notes.append(f"{human_n(cfg.read_prefill)} events for list/search (bar: 1M)")
+        notes.append(f"{human_n(cfg.read_prefill)} events for list/search and the console pages (bar: 1M)")
     if notes:
         print(" * smaller dataset than the spec's bar: " + "; ".join(notes) + ". Indicative only.")
     print(f"({elapsed:.0f}s; full results in {out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path})")

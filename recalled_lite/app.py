@@ -270,6 +270,10 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     routes = [*events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
               *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
               *openapi.routes]
+    if config.console.enabled:
+        from .console.routes import routes as console_routes  # Jinja loads only when served
+
+        routes += console_routes
     app = Starlette(
         # One route per path (405 with every allowed method): routing.py.
         routes=merge_routes(routes),

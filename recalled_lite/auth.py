@@ -78,10 +78,14 @@ def bearer_token(authorization: str | None) -> str:
 def parse_key(authorization: str | None) -> tuple[str, str]:
     """(key, prefix) from the Authorization header, or 401 UNAUTHORIZED."""
     token = bearer_token(authorization)
+    return token, key_prefix(token)
+
+
+def key_prefix(token: str) -> str:
     match = KEY_PATTERN.match(token)
     if match is None:
         raise Unauthorized("malformed API key; expected rec_live_<prefix>_<secret>")
-    return token, match.group(2)
+    return match.group(2)
 
 
 def check_key(token: str, record: ApiKeyRecord | None) -> ApiKeyRecord:

@@ -145,10 +145,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _services(config: Config) -> list[Any]:
+    from .console.service import ConsoleService
     from .delivery.service import DeliveryService
+    from .key_usage import KeyUsageFlusher
     from .services import KeyCacheRefresher
 
-    return [KeyCacheRefresher(), DeliveryService(config)]
+    console = [ConsoleService(config.console)] if config.console.enabled else []
+    return [KeyCacheRefresher(), KeyUsageFlusher(), DeliveryService(config), *console]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -206,6 +209,23 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     finally:
         store.close()
     sys.stderr.write(f"revoked {record.id} ({record.name}); a running server refuses it within 2 seconds\n")
+    return 0
+
+
+def cmd_console_link(args: argparse.Namespace) -> int:
+    from .console.links import create_sign_in_link
+
+    config = _load(args)
+    if not config.db_path.exists():
+        raise ConfigError(f"no database at {config.db_path}; pass --db PATH (the server's database)")
+    store = _open_store(config)
+    try:
+        url, key = create_sign_in_link(store, config, key_id=args.key_id, base_url=args.base_url)
+    finally:
+        store.close()
+    sys.stderr.write(f"one-time sign-in link for key {key.id} ({key.name}); it works once, "
+                     "within 10 minutes:\n")
+    print(url)
     return 0
 
 
@@ -339,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(revoke, secret=True)
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    link = sub.add_parser("console-link", help="print a one-time sign-in URL for the web console")
+    _common(link)
+    link.add_argument("--key-id", dest="key_id",
+                      help="the key to sign in as (default: the oldest active admin key not bound to an organization)")
+    link.add_argument("--base-url", dest="base_url",
+                      help="how browsers reach this server, e.g. https://audit.example.com (default: from host/port)")
+    link.set_defaults(func=cmd_console_link)
 
     verify = sub.add_parser("verify", help="verify the hash chain and signatures offline")
     _common(verify, secret=True)

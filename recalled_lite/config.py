@@ -163,12 +163,25 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     monthly_events: dict[str, Annotated[int, Meta(ge=0)]] = msgspec.field(default_factory=dict)
 
 
+class ConsoleConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """The web console at /console/ (docs/console.md)."""
+
+    # Serve the console (and the / redirect to it). Off: those paths are 404 like any other.
+    enabled: bool = True
+    # Mark the session cookie Secure even on plain http: set this behind a TLS-terminating
+    # proxy that does not send X-Forwarded-Proto (over https the cookie is always Secure).
+    secure_cookies: bool = False
+    # A session unused for this long ends; signing in again starts a new one.
+    session_idle_hours: Annotated[float, Meta(gt=0, le=24 * 365)] = 12.0
+
+
 class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     # Not in the file on purpose: secrets come from the environment.
     bootstrap_key: str | None = None
     secret: str | None = None

@@ -131,6 +131,7 @@ class KeyOut(Struct, omit_defaults=False):
     organization: str | None
     created_at: str
     revoked_at: str | None
+    last_used_at: str | None = None  # updated at most once a minute
     key: str | None = None  # plaintext, only in the create response
 
 

@@ -13,6 +13,8 @@ function bench_headers()
   local h = { ["Content-Type"] = "application/json" }
   local key = os.getenv("BENCH_KEY")
   if key and key ~= "" then h["Authorization"] = "Bearer " .. key end
+  local cookie = os.getenv("BENCH_COOKIE")  -- a console session (bench/console.py)
+  if cookie and cookie ~= "" then h["Cookie"] = cookie end
   return h
 end
 

@@ -7,6 +7,8 @@ the chain still verifies: storage/sqlite/erasure.py, docs/api.md, docs/integrity
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -14,6 +16,7 @@ from .. import audit
 from ..actions import AuditAction
 from ..auth import write_organization
 from ..errors import ValidationError
+from ..storage.base import ApiKeyRecord
 from ..timefmt import format_ms, now_ms
 from .common import admin_action, authorize, context, json_response
 
@@ -23,25 +26,33 @@ MAX_ACTOR_ID = 255
 async def delete_actor(request: Request):
     ctx = context(request)
     key = await authorize(request, "actors:delete")
-    actor_id = request.path_params["actor_id"]
-    if not actor_id:
-        raise ValidationError.field("id", "the actor id is required: DELETE /v1/actors/{id}")
-    if len(actor_id) > MAX_ACTOR_ID:
-        raise ValidationError.field("id", f"the actor id is longer than {MAX_ACTOR_ID} characters")
-    requested = request.query_params.get("organization") or None
-    if requested is not None and len(requested) > 128:
-        raise ValidationError.field("organization", "organization is longer than 128 characters")
-    # Erasure is a write: a bound key erases only within its organization (403 for another).
-    organization = write_organization(key, requested)
-    erased_at = now_ms()
-    reference = audit.erased_actor_reference(ctx.store.derive_key(audit.ERASED_ACTOR_KEY_PURPOSE), actor_id)
-    count = await ctx.store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
-        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
+    actor_id, count, erased_at = await erase_actor_for(
+        ctx.store, key, request.path_params["actor_id"], request.query_params.get("organization") or None,
+        request=request)
     return json_response({"data": {
         "actor_id": actor_id,
         "anonymized_events": count,
         "erased_at": format_ms(erased_at),
     }})
+
+
+async def erase_actor_for(store: Any, key: ApiKeyRecord, actor_id: str, requested: str | None, *,
+                          request: Request) -> tuple[str, int, int]:
+    """Validate and erase (shared by the API and the console): (actor id, events, erased_at).
+    `request` is the API's or the console's: the audit event names its key, address and id."""
+    if not actor_id:
+        raise ValidationError.field("id", "the actor id is required: DELETE /v1/actors/{id}")
+    if len(actor_id) > MAX_ACTOR_ID:
+        raise ValidationError.field("id", f"the actor id is longer than {MAX_ACTOR_ID} characters")
+    if requested is not None and len(requested) > 128:
+        raise ValidationError.field("organization", "organization is longer than 128 characters")
+    # Erasure is a write: a bound key erases only within its organization (403 for another).
+    organization = write_organization(key, requested)
+    erased_at = now_ms()
+    reference = audit.erased_actor_reference(store.derive_key(audit.ERASED_ACTOR_KEY_PURPOSE), actor_id)
+    count = await store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
+        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
+    return actor_id, count, erased_at
 
 
 # `:path`: actor ids may contain '/' (sent percent-encoded by the SDK).

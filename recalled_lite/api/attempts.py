@@ -14,8 +14,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from ..delivery.service import DeliveryService
 from ..errors import NotFound, ValidationError
-from ..storage.base import RecordNotFound
+from ..storage.base import ApiKeyRecord, RecordNotFound
 from ..storage.webhook_base import InvalidWebhookOperation
 from ..webhook_schemas import Page, decode_cursor, encode_cursor
 from .common import authorize, int_param, json_response
@@ -45,27 +46,31 @@ def _filters(request: Request) -> tuple[str | None, int | None, int | None, tupl
     return status, begin, end, cursor, limit
 
 
-def _page(rows: list[tuple], limit: int):
+def attempt_page(rows: list[tuple], limit: int) -> tuple[list[tuple], str | None]:
+    """The page's rows and the cursor of the next page (None on the last)."""
     page, more = rows[:limit], len(rows) > limit
-    cursor = encode_cursor("a", f"{page[-1][12]}:{page[-1][0]}") if more else None
-    return json_response(Page([attempt_to_wire(r) for r in page], more, cursor))
+    return page, encode_cursor("a", f"{page[-1][12]}:{page[-1][0]}") if more else None
 
 
-async def subscription_attempts(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub = visible_subscription(svc, request.path_params["sub_id"], key)
+def _page(rows: list[tuple], limit: int):
+    page, cursor = attempt_page(rows, limit)
+    return json_response(Page([attempt_to_wire(r) for r in page], cursor is not None, cursor))
+
+
+async def subscription_attempt_rows(request: Request, svc: DeliveryService, key: ApiKeyRecord,
+                                    sub_id: str) -> tuple[list[tuple], int]:
+    """Attempts of one subscription, filtered by the request's status/begin/end/cursor/limit."""
+    sub = visible_subscription(svc, sub_id, key)
     status, begin, end, cursor, limit = _filters(request)
     assert svc.storage is not None
     rows = await svc.storage.list_attempts(sub_ids=[sub.id], event_id=None, status=status, begin=begin,
                                            end=end, cursor=cursor, limit=limit)
-    return _page(rows or [], limit)
+    return rows or [], limit
 
 
-async def event_attempts(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    event_id = request.path_params["event_id"]
+async def event_attempt_rows(request: Request, svc: DeliveryService, key: ApiKeyRecord,
+                             event_id: str) -> tuple[list[tuple], int]:
+    """Attempts of one event to the subscriptions `key` can see (404 behind the wall)."""
     status, begin, end, cursor, limit = _filters(request)
     only = request.query_params.get("event_subscription_id") or None
     if only is not None:
@@ -79,23 +84,37 @@ async def event_attempts(request: Request):
                                            end=end, cursor=cursor, limit=limit)
     if rows is None:
         raise NotFound("no event with that id")
-    return _page(rows, limit)
+    return rows, limit
 
 
-async def resend(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub_id = request.path_params["sub_id"]
-    event_id = request.path_params["event_id"]
+async def resend_for(svc: DeliveryService, key: ApiKeyRecord, event_id: str, sub_id: str) -> tuple:
+    """Send one event to one subscription again (same webhook-id if it was sent before)."""
     visible_subscription(svc, sub_id, key)
     assert svc.storage is not None
     try:
-        row = await svc.storage.resend(event_id, sub_id, key.organization)
+        return await svc.storage.resend(event_id, sub_id, key.organization)
     except RecordNotFound as exc:
         what = "event" if str(exc) == event_id else "event subscription"
         raise NotFound(f"no {what} with that id") from None
     except InvalidWebhookOperation as exc:
         raise ValidationError.field(exc.field, str(exc)) from None
+
+
+async def subscription_attempts(request: Request):
+    key = await authorize(request, SCOPE)
+    rows, limit = await subscription_attempt_rows(request, delivery(request), key, request.path_params["sub_id"])
+    return _page(rows, limit)
+
+
+async def event_attempts(request: Request):
+    key = await authorize(request, SCOPE)
+    rows, limit = await event_attempt_rows(request, delivery(request), key, request.path_params["event_id"])
+    return _page(rows, limit)
+
+
+async def resend(request: Request):
+    key = await authorize(request, SCOPE)
+    row = await resend_for(delivery(request), key, request.path_params["event_id"], request.path_params["sub_id"])
     return json_response({"data": attempt_to_wire(row)}, status=202)
 
 

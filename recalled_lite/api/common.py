@@ -16,6 +16,7 @@ from ..audit import AdminAction, Caller, Describe
 from ..auth import check_key, parse_key, require_scope
 from ..config import Config
 from ..errors import RequestTooLarge, Unauthorized, UnsupportedMediaType, ValidationError
+from ..key_usage import KeyUsage
 from ..limits import Limits
 from ..memory import BulkWork
 from ..schemas import ActorOut, EventOut
@@ -44,6 +45,8 @@ class AppContext:
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None
+    # When each key was last used, noted per request, written once a minute (key_usage.py).
+    key_usage: KeyUsage = field(default_factory=KeyUsage)
 
     def __post_init__(self) -> None:
         if self.limits is None:
@@ -57,6 +60,15 @@ def context(request: Request) -> AppContext:
 async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     ctx: AppContext = request.app.state.ctx
     token, prefix = parse_key(request.headers.get("authorization"))
+    key = await authenticate(ctx, token, prefix, request.scope["state"])
+    admit(ctx, key, scope)
+    return key
+
+
+async def authenticate(ctx: AppContext, token: str, prefix: str,
+                       state: dict[str, Any] | None = None) -> ApiKeyRecord:
+    """The stored key for a presented one, or 401 (unknown, wrong secret, revoked). The key's
+    id goes into the request `state` (when given) for the access line."""
     record = ctx.store.key_by_prefix(prefix)
     if record is None:
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
@@ -64,15 +76,23 @@ async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     try:
         key = check_key(token, record)
     except Unauthorized as exc:
-        if exc.code == "REVOKED_API_KEY" and record is not None:
-            request.scope["state"]["key_id"] = record.id  # the secret matched: the access line may say whose
+        if state is not None and exc.code == "REVOKED_API_KEY" and record is not None:
+            state["key_id"] = record.id  # the secret matched: the access line may say whose
         raise
-    request.scope["state"]["key_id"] = key.id  # for the access line
+    if state is not None:
+        state["key_id"] = key.id  # for the access line
+    return key
+
+
+def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None) -> None:
+    """What a recognised key passes on every request, from the API or the console: its rate
+    limit, the in-memory note of its use, and (when given) the scope."""
     rate = ctx.limits.rate
     if rate is not None:
         rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
-    require_scope(key, scope)
-    return key
+    ctx.key_usage.note(key.id)
+    if scope is not None:
+        require_scope(key, scope)
 
 
 def is_json_media_type(content_type: str) -> bool:

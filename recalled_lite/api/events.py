@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
@@ -10,7 +12,7 @@ from ..errors import APIError, Forbidden, IdempotencyConflict, NotFound, Validat
 from ..intake import error_entry, prepare_event
 from ..limits import append_within_quota
 from ..schemas import BatchCreated, BatchIn, EventCreated, EventIn, decode_batch, decode_event
-from ..storage.base import IdempotencyKeyReused
+from ..storage.base import ApiKeyRecord, IdempotencyKeyReused
 from ..timefmt import now_ms
 from .common import (
     authorize, context, decode_json, describe_validation_error, event_to_wire, int_param,
@@ -158,19 +160,29 @@ async def create_batch(request: Request):
     return json_response(BatchCreated(results, deduplicated))
 
 
-async def verify_events(request: Request):
-    ctx = context(request)
-    key = await authorize(request, "events:read")
+def require_unbound_for_chain(key: ApiKeyRecord) -> None:
     if key.organization is not None:
         raise Forbidden(
             "the chain spans every organization; verify it with a key not bound to one",
             {"organization": key.organization},
         )
-    from_seq = int_param(request, "from_seq", minimum=1)
-    to_seq = int_param(request, "to_seq", minimum=1)
+
+
+async def verify_chain_for(store: Any, key: ApiKeyRecord, from_seq: int | None, to_seq: int | None) -> dict:
+    """Verify [from_seq, to_seq] (shared by the API and the console)."""
+    require_unbound_for_chain(key)
     if from_seq is not None and to_seq is not None and to_seq < from_seq:
         raise ValidationError.field("to_seq", "to_seq must be >= from_seq")
-    result = await ctx.store.verify_chain(from_seq, to_seq)
+    return await store.verify_chain(from_seq, to_seq)
+
+
+async def verify_events(request: Request):
+    ctx = context(request)
+    key = await authorize(request, "events:read")
+    require_unbound_for_chain(key)
+    from_seq = int_param(request, "from_seq", minimum=1)
+    to_seq = int_param(request, "to_seq", minimum=1)
+    result = await verify_chain_for(ctx.store, key, from_seq, to_seq)
     return json_response({"data": result})
 
 

@@ -10,15 +10,15 @@ from starlette.routing import Route
 
 from ..errors import Unavailable
 from ..metrics import CONTENT_TYPE
-from .common import context, json_response
+from .common import AppContext, context, json_response
 
 
 async def healthz(request: Request):
     return json_response({"data": {"status": "ok"}})
 
 
-async def readyz(request: Request):
-    ctx = context(request)
+async def readiness_problems(ctx: AppContext) -> dict[str, str]:
+    """What is not ready, by part (empty when ready): used by /readyz and the console."""
     problems: dict[str, str] = {}
     if ctx.shutting_down:
         problems["server"] = "shutting down"
@@ -31,6 +31,12 @@ async def readyz(request: Request):
             reason = check()
             if reason is not None:
                 problems[name] = reason
+    return problems
+
+
+async def readyz(request: Request):
+    ctx = context(request)
+    problems = await readiness_problems(ctx)
     if problems:
         raise Unavailable("not ready: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),
                           retry_after=5, details=problems)

@@ -26,8 +26,9 @@ from ..storage.base import ApiKeyRecord, RecordNotFound
 from ..storage.webhook_base import InvalidWebhookOperation, NewSubscription, SubscriptionPatch
 from ..timefmt import format_ms, parse_bound_ms
 from ..webhook_schemas import (
-    AttemptOut, JobOut, JobProgress, Page, SecretOut, SubscriptionOut, decode_create, decode_cursor,
-    decode_example, decode_patch, decode_range, decode_rotate, encode_cursor,
+    AttemptOut, JobOut, JobProgress, Page, RangeIn, SecretOut, SubscriptionCreateIn, SubscriptionOut,
+    SubscriptionPatchIn, decode_create, decode_cursor, decode_example, decode_patch, decode_range,
+    decode_rotate, encode_cursor,
 )
 from .common import admin_action, authorize, context, decode_json, int_param, json_response, read_body
 
@@ -156,20 +157,27 @@ def checked_secret(secret: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-async def create_subscription(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    body = await read_body(request, BODY_LIMIT)
-    payload = decode_json(body, decode_create, context(request).config.server.max_json_depth)
+async def create_subscription_for(svc: DeliveryService, key: ApiKeyRecord, payload: SubscriptionCreateIn, *,
+                                  request: Request) -> SubscriptionInfo:
+    """Validate and create (shared by the API and the console); the secret is in the result.
+    `request` is the API's or the console's: the audit event names its key, address and id."""
     organization = write_organization(key, payload.organization)
     url = await checked_url(svc, payload.url)
     patterns = checked_patterns(payload.event_types)
     secret = checked_secret(payload.secret) if payload.secret is not None else generate_secret()
     assert svc.storage is not None
     audited = admin_action(request, key, AuditAction.SUBSCRIPTION_CREATED, audit.subscription_created)
-    sub = await run_op(lambda: svc.storage.create_subscription(NewSubscription(
+    return await run_op(lambda: svc.storage.create_subscription(NewSubscription(
         url=url, description=payload.description, event_types=patterns, organization=organization,
         disabled=payload.disabled, secret=secret), audit=audited))
+
+
+async def create_subscription(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    body = await read_body(request, BODY_LIMIT)
+    payload = decode_json(body, decode_create, context(request).config.server.max_json_depth)
+    sub = await create_subscription_for(svc, key, payload, request=request)
     return json_response({"data": sub_to_wire(sub, with_secret=True)}, status=201)
 
 
@@ -210,13 +218,9 @@ async def get_subscription(request: Request):
     return json_response({"data": sub_to_wire(visible_subscription(svc, request.path_params["sub_id"], key))})
 
 
-async def update_subscription(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub_id = request.path_params["sub_id"]
+async def update_subscription_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str,
+                                  payload: SubscriptionPatchIn, *, request: Request) -> SubscriptionInfo:
     visible_subscription(svc, sub_id, key)
-    body = await read_body(request, BODY_LIMIT)
-    payload = decode_json(body, decode_patch, context(request).config.server.max_json_depth)
     patch = SubscriptionPatch()
     if payload.state is not UNSET:
         if payload.state not in ("new", "deactivated"):
@@ -243,7 +247,17 @@ async def update_subscription(request: Request):
     # `before` reads the writer's own view, just before the update: exact, unlike svc.subs.
     audited = admin_action(request, key, AuditAction.SUBSCRIPTION_UPDATED, audit.subscription_updated,
                            before=lambda: storage.subs.get(sub_id))
-    sub = await run_op(lambda: storage.update_subscription(sub_id, key.organization, patch, audit=audited))
+    return await run_op(lambda: storage.update_subscription(sub_id, key.organization, patch, audit=audited))
+
+
+async def update_subscription(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    sub_id = request.path_params["sub_id"]
+    visible_subscription(svc, sub_id, key)
+    body = await read_body(request, BODY_LIMIT)
+    payload = decode_json(body, decode_patch, context(request).config.server.max_json_depth)
+    sub = await update_subscription_for(svc, key, sub_id, payload, request=request)
     return json_response({"data": sub_to_wire(sub)})
 
 
@@ -257,11 +271,15 @@ async def delete_subscription(request: Request):
     return json_response({"data": sub_to_wire(sub)})
 
 
+async def test_subscription_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str) -> SubscriptionInfo:
+    assert svc.storage is not None
+    sub, _ = await run_op(lambda: svc.storage.test_subscription(sub_id, key.organization))
+    return sub
+
+
 async def test_subscription(request: Request):
     key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    assert svc.storage is not None
-    sub, _ = await run_op(lambda: svc.storage.test_subscription(request.path_params["sub_id"], key.organization))
+    sub = await test_subscription_for(delivery(request), key, request.path_params["sub_id"])
     return json_response({"data": sub_to_wire(sub)}, status=202)
 
 
@@ -282,18 +300,25 @@ async def get_secret(request: Request):
     return json_response({"data": secret_to_wire(visible_subscription(svc, request.path_params["sub_id"], key))})
 
 
-async def rotate_secret(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub_id = request.path_params["sub_id"]
+async def rotate_secret_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str,
+                            secret: str | None, *, request: Request) -> SubscriptionInfo:
+    """A new signing secret (given, or generated); the old one keeps signing for the overlap."""
     visible_subscription(svc, sub_id, key)
-    payload = await optional_json(request, decode_rotate, None)
-    secret = checked_secret(payload.secret) if payload is not None and payload.secret else generate_secret()
+    new_secret = checked_secret(secret) if secret else generate_secret()
     overlap_ms = int(svc.config.secret_rotation_overlap_seconds * 1000)
     assert svc.storage is not None
     audited = admin_action(request, key, AuditAction.SUBSCRIPTION_SECRET_ROTATED, audit.subscription_secret_rotated)
-    sub = await run_op(lambda: svc.storage.rotate_secret(sub_id, key.organization, secret, overlap_ms,
-                                                         audit=audited))
+    return await run_op(lambda: svc.storage.rotate_secret(sub_id, key.organization, new_secret, overlap_ms,
+                                                          audit=audited))
+
+
+async def rotate_secret(request: Request):
+    key = await authorize(request, SCOPE)
+    svc = delivery(request)
+    visible_subscription(svc, request.path_params["sub_id"], key)
+    payload = await optional_json(request, decode_rotate, None)
+    sub = await rotate_secret_for(svc, key, request.path_params["sub_id"], payload.secret if payload else None,
+                                  request=request)
     return json_response({"data": secret_to_wire(sub)})
 
 
@@ -325,6 +350,35 @@ def _range_value(text: str, name: str, *, upper: bool) -> int:
         raise ValidationError.field(name, f"{name} {exc}") from None
 
 
+def job_range(payload: RangeIn) -> tuple[int, int | None]:
+    begin = _range_value(payload.begin, "begin", upper=False)
+    end = _range_value(payload.end, "end", upper=True) if payload.end is not None else None
+    if end is not None and end < begin:
+        raise ValidationError.field("end", "end must not be before begin")
+    return begin, end
+
+
+async def start_job_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str, kind: str,
+                        payload: RangeIn) -> tuple:
+    """Start a recover / replay_missing job (shared by the API and the console): its row."""
+    visible_subscription(svc, sub_id, key)
+    begin, end = job_range(payload)
+    assert svc.storage is not None
+    row = await run_op(lambda: svc.storage.create_job(kind, sub_id, key.organization, begin, end))
+    svc.add_job(row[0])
+    return row
+
+
+async def preview_job_for(svc: DeliveryService, store: Any, key: ApiKeyRecord, sub_id: str, kind: str,
+                          payload: RangeIn) -> int:
+    """How many messages `start_job_for` with the same arguments would send, were it run now."""
+    sub = visible_subscription(svc, sub_id, key)
+    begin, end = job_range(payload)
+    if sub.state == "deactivated":
+        raise ValidationError.field("state", "the subscription is deactivated; re-activate it first")
+    return await store.preview_webhook_job(kind, sub, begin, end)
+
+
 async def _start_job(request: Request, kind: str):
     key = await authorize(request, SCOPE)
     svc = delivery(request)
@@ -332,13 +386,7 @@ async def _start_job(request: Request, kind: str):
     visible_subscription(svc, sub_id, key)
     body = await read_body(request, BODY_LIMIT)
     payload = decode_json(body, decode_range, context(request).config.server.max_json_depth)
-    begin = _range_value(payload.begin, "begin", upper=False)
-    end = _range_value(payload.end, "end", upper=True) if payload.end is not None else None
-    if end is not None and end < begin:
-        raise ValidationError.field("end", "end must not be before begin")
-    assert svc.storage is not None
-    row = await run_op(lambda: svc.storage.create_job(kind, sub_id, key.organization, begin, end))
-    svc.add_job(row[0])
+    row = await start_job_for(svc, key, sub_id, kind, payload)
     return json_response({"data": job_to_wire(row)}, status=202)
 
 
@@ -370,15 +418,18 @@ async def list_jobs(request: Request):
                               encode_cursor("j", page[-1][0]) if more else None))
 
 
-async def get_job(request: Request):
-    key = await authorize(request, SCOPE)
-    svc = delivery(request)
-    sub_id = request.path_params["sub_id"]
+async def job_for(svc: DeliveryService, key: ApiKeyRecord, sub_id: str, job_id: str) -> tuple:
     visible_subscription(svc, sub_id, key)
     assert svc.storage is not None
-    row = await svc.storage.get_job(sub_id, request.path_params["job_id"])
+    row = await svc.storage.get_job(sub_id, job_id)
     if row is None:
         raise NotFound("no job with that id")
+    return row
+
+
+async def get_job(request: Request):
+    key = await authorize(request, SCOPE)
+    row = await job_for(delivery(request), key, request.path_params["sub_id"], request.path_params["job_id"])
     return json_response({"data": job_to_wire(row)})
 
 

@@ -102,6 +102,33 @@ class ApiKeyRecord:
     organization: str | None
     created_at: int
     revoked_at: int | None
+    # Written at most once a minute from what `authorize` noted in memory (key_usage.py).
+    last_used_at: int | None = None
+
+
+@dataclass(slots=True)
+class ConsoleSession:
+    """A signed-in console browser: the cookie holds a random id, this its SHA-256."""
+
+    token_hash: str
+    key_id: str
+    created_at: int
+    last_seen_at: int
+
+
+@dataclass(slots=True)
+class ChainVerificationRecord:
+    """One whole-chain verification started from the console (shown on the overview)."""
+
+    id: str
+    started_at: int
+    finished_at: int
+    valid: bool
+    checked: int
+    head_seq: int
+    head_hash: str | None
+    first_invalid: dict[str, Any] | None
+    key_id: str | None
 
 
 @dataclass(slots=True)
@@ -187,3 +214,29 @@ class Store(Protocol):
     engine_versions: dict[str, str]
     def observe_write_groups(self, observer: Callable[[int, float], None]) -> None: ...
     async def storage_gauges(self) -> StorageGauges: ...
+
+    # An event with what verification needs (salt, digest, erasure mark), behind the wall.
+    async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None: ...
+
+    # -- keys: last use, lookup by id (the console checks its session's key on every request)
+    def key_by_id(self, key_id: str) -> ApiKeyRecord | None: ...
+    async def record_key_usage(self, used: dict[str, int]) -> None: ...
+
+    # -- console sessions, one-time sign-in links, chain verification records
+    async def create_console_session(self, session: ConsoleSession) -> None: ...
+    async def load_console_session(self, token_hash: str) -> ConsoleSession | None: ...
+    async def touch_console_sessions(self, seen: dict[str, int]) -> None: ...
+    async def delete_console_sessions(self, token_hashes: list[str]) -> None: ...
+    # Deletes sessions idle since before `idle_before`, and links expired before `now`.
+    async def purge_console_sessions(self, idle_before: int, now: int) -> int: ...
+    def create_console_link_sync(self, token_hash: str, key_id: str, created_at: int, expires_at: int) -> None: ...
+    # The link's key id if it exists, is unused and unexpired at `now` (and marks it used).
+    async def redeem_console_link(self, token_hash: str, now: int, *, consume: bool) -> str | None: ...
+    async def record_chain_verification(self, record: ChainVerificationRecord) -> None: ...
+    async def last_chain_verification(self) -> ChainVerificationRecord | None: ...
+
+    # -- webhooks, read-only figures for the console
+    # Open (pending or sending) deliveries per subscription id.
+    async def webhook_backlog(self) -> dict[str, int]: ...
+    # How many messages a recover / replay_missing job over [begin, end] would queue now.
+    async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int: ...

@@ -22,12 +22,12 @@ from ...integrity.chain import core_document, link
 from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
 from ..base import (
-    ApiKeyRecord, AppendResult, AuditHook, EventRecord, ExportRecord, IdempotencyKeyReused, PreparedEvent,
-    RecordNotFound, StorageGauges,
+    ApiKeyRecord, AppendResult, AuditHook, ChainVerificationRecord, ConsoleSession, EventRecord, ExportRecord,
+    IdempotencyKeyReused, PreparedEvent, RecordNotFound, StorageGauges,
 )
 from .connection import open_writer
 from .migrate import migrate
-from . import erasure, gauges, reads
+from . import console, erasure, gauges, reads, webhook_jobs, webhooks
 from .audited import AuditIf, AuditWhenFinished, call_op
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp
@@ -218,7 +218,7 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=row[0], name=row[1], prefix=row[2], secret_hash=row[3],
         scopes=frozenset(json.loads(row[4])), organization=row[5],
-        created_at=row[6], revoked_at=row[7],
+        created_at=row[6], revoked_at=row[7], last_used_at=row[8],
     )
 
 
@@ -471,6 +471,61 @@ class SqliteStore:
             subscriptions=subscriptions, files=files,
         )
 
+    # -- console: key use, sessions, links, verification records (storage/sqlite/console.py)
+
+    async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None:
+        return await self.read(_get_chain_record, event_id, organization)
+
+    def key_by_id(self, key_id: str) -> ApiKeyRecord | None:
+        # Keys are few (tens): a scan of the cache is cheaper than keeping a second index exact.
+        for record in self._keys.values():
+            if record.id == key_id:
+                return record
+        return None
+
+    async def record_key_usage(self, used: dict[str, int]) -> None:
+        def remember(_: Any) -> None:
+            for record in self._keys.values():
+                at = used.get(record.id)
+                if at is not None and (record.last_used_at or 0) < at:
+                    record.last_used_at = at
+        await self.write(console.record_key_usage, used, on_commit=remember)
+
+    async def create_console_session(self, session: ConsoleSession) -> None:
+        await self.write(console.insert_session, session)
+
+    async def load_console_session(self, token_hash: str) -> ConsoleSession | None:
+        return await self.read(console.select_session, token_hash)
+
+    async def touch_console_sessions(self, seen: dict[str, int]) -> None:
+        await self.write(console.touch_sessions, seen)
+
+    async def delete_console_sessions(self, token_hashes: list[str]) -> None:
+        await self.write(console.delete_sessions, token_hashes)
+
+    async def purge_console_sessions(self, idle_before: int, now: int) -> int:
+        return await self.write(console.purge, idle_before, now)
+
+    def create_console_link_sync(self, token_hash: str, key_id: str, created_at: int, expires_at: int) -> None:
+        self.write_sync(console.insert_link, token_hash, key_id, created_at, expires_at)
+
+    async def redeem_console_link(self, token_hash: str, now: int, *, consume: bool) -> str | None:
+        if consume:
+            return await self.write(console.redeem_link, token_hash, now, True)
+        return await self.read(console.redeem_link, token_hash, now, False)
+
+    async def record_chain_verification(self, record: ChainVerificationRecord) -> None:
+        await self.write(console.insert_verification, record)
+
+    async def last_chain_verification(self) -> ChainVerificationRecord | None:
+        return await self.read(console.last_verification)
+
+    async def webhook_backlog(self) -> dict[str, int]:
+        return await self.read(webhooks.backlog_counts)
+
+    async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int:
+        return await self.read(webhook_jobs.preview_job_count, kind, subscription, begin, end, now_ms())
+
 
 def _revoked_now(audit: AuditHook | None, at: int) -> AuditHook | None:
     # Revoking a revoked key is a no-op: no audit event for it.
@@ -508,7 +563,14 @@ def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None
     return record
 
 
-_KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at"
+def _get_chain_record(conn: sqlite3.Connection, event_id: str, organization: str | None) -> ExportRecord | None:
+    row = conn.execute(f"SELECT {CHAIN_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None or (organization is not None and row[2] != organization):
+        return None  # the tenant wall, as in _get_event
+    return _make_export(row)
+
+
+_KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at, last_used_at"
 
 
 def _select_key(conn: sqlite3.Connection, prefix: str) -> ApiKeyRecord | None:

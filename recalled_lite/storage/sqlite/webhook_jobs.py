@@ -38,6 +38,61 @@ def first_seq_for_replay(conn: sqlite3.Connection, begin: int) -> int | None:
     return row[0] if row is not None else None
 
 
+def recover_bounds(begin: int, end: int | None, now: int) -> tuple[str, str]:
+    """The message-id range a recover job scans: ids are ULIDs, so time bounds are id bounds."""
+    return "whd_" + ulid_floor(begin), "whd_" + ulid_ceiling(min(end, now) if end is not None else now)
+
+
+def count_failed(conn: sqlite3.Connection, sub_id: str, first_id: str, last_id: str) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
+        "AND id >= ? AND id <= ?", (sub_id, first_id, last_id)).fetchone()[0]
+
+
+def replay_candidates(rows: list[tuple[int, str | None, str, int]], sub: SubscriptionInfo, begin: int,
+                      end: int | None, types: TypeFilter) -> list[int]:
+    """The seqs of (seq, organization, action, received_at) rows that replay_missing sends to `sub`."""
+    return [
+        seq for seq, org, action, received in rows
+        if received >= begin and (end is None or received <= end)
+        and (sub.organization is None or org == sub.organization) and types.matches(action)
+    ]
+
+
+def never_sent(conn: sqlite3.Connection, sub_id: str, seqs: list[int]) -> list[int]:
+    """`seqs` (ascending) without those that already have a message for `sub_id` (delivered,
+    failed or on their way): structural "never twice", UNIQUE(subscription_id, event_seq)."""
+    have = {r[0] for r in conn.execute(
+        "SELECT event_seq FROM webhook_messages WHERE subscription_id = ? "
+        "AND event_seq BETWEEN ? AND ?", (sub_id, seqs[0], seqs[-1]))}
+    return [seq for seq in seqs if seq not in have]
+
+
+def preview_job_count(conn: sqlite3.Connection, kind: str, sub: SubscriptionInfo, begin: int,
+                      end: int | None, now: int, chunk: int = 5000) -> int:
+    """How many messages a recover / replay_missing job over [begin, end] would queue if it ran
+    now: the job's own bounds and rules (the functions above), counted instead of queued."""
+    if kind == "recover":
+        return count_failed(conn, sub.id, *recover_bounds(begin, end, now))
+    stop = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+    first = first_seq_for_replay(conn, begin)
+    if first is None:
+        return 0
+    types = TypeFilter(sub.event_types)
+    cursor, count = first - 1, 0
+    while cursor < stop:
+        rows = conn.execute(
+            "SELECT seq, organization, action, received_at FROM events WHERE seq > ? AND seq <= ? "
+            "ORDER BY seq LIMIT ?", (cursor, stop, chunk)).fetchall()
+        if not rows:
+            break
+        wanted = replay_candidates(rows, sub, begin, end, types)
+        if wanted:
+            count += len(never_sent(conn, sub.id, wanted))
+        cursor = rows[-1][0]
+    return count
+
+
 class JobOps:
     async def create_job(self: "WebhookStorage", kind: str, sub_id: str, organization: str | None,
                          begin: int, end: int | None) -> JobRow:
@@ -60,11 +115,8 @@ class JobOps:
             cursor_seq = (first if first is not None else stop_seq + 1) - 1
             total = max(stop_seq - cursor_seq, 0)
         else:
-            cursor_id = "whd_" + ulid_floor(begin)
-            stop_id = "whd_" + ulid_ceiling(min(end, now) if end is not None else now)
-            total = conn.execute(
-                "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
-                "AND id >= ? AND id <= ?", (sub_id, cursor_id, stop_id)).fetchone()[0]
+            cursor_id, stop_id = recover_bounds(begin, end, now)
+            total = count_failed(conn, sub_id, cursor_id, stop_id)
         conn.execute(
             "INSERT INTO webhook_jobs (id, subscription_id, kind, status, begin_at, end_at, cursor_seq, "
             "stop_seq, cursor_id, stop_id, total, created_at, updated_at) "
@@ -137,20 +189,10 @@ class JobOps:
             "ORDER BY seq LIMIT ?", (cursor, stop, chunk)).fetchall()
         if not rows:
             return True, 0, 0, 0, cursor
-        types = TypeFilter(sub.event_types)
-        wanted = [
-            seq for seq, org, action, received in rows
-            if received >= begin and (end is None or received <= end)
-            and (sub.organization is None or org == sub.organization) and types.matches(action)
-        ]
+        wanted = replay_candidates(rows, sub, begin, end, TypeFilter(sub.event_types))
         skipped = 0
         if wanted:
-            # Structural "never twice": UNIQUE(subscription_id, event_seq). Events that already
-            # have a message (delivered, failed or on their way) are skipped.
-            have = {r[0] for r in conn.execute(
-                "SELECT event_seq FROM webhook_messages WHERE subscription_id = ? "
-                "AND event_seq BETWEEN ? AND ?", (sub.id, wanted[0], wanted[-1]))}
-            fresh = [seq for seq in wanted if seq not in have]
+            fresh = never_sent(conn, sub.id, wanted)
             skipped = len(wanted) - len(fresh)
             if fresh:
                 ids = ulids.batch(len(fresh))

@@ -580,3 +580,15 @@ class WebhookStorage(OutboxOps, JobOps):
 
 def _default_reason(state: str) -> str:
     return {"new": "waiting for its test message", "valid": "its test message succeeded"}.get(state, state)
+
+
+# --------------------------------------------------------------------------------------------
+# read-only figures for the console (the preview of a job is webhook_jobs.preview_job_count)
+# --------------------------------------------------------------------------------------------
+
+
+def backlog_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Open (pending or sending) deliveries per subscription: a walk of the small partial
+    index webhook_messages_open, whose rows leave it once finished."""
+    return dict(conn.execute(
+        f"SELECT subscription_id, count(*) FROM webhook_messages WHERE {OPEN} GROUP BY subscription_id"))
