@@ -167,6 +167,7 @@ class RequestContextMiddleware:
         content_length: bytes | None = None
         user_agent: bytes | None = None
         forwarded: list[bytes] | None = None
+        forwarded_proto: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id" and _valid_request_id(value):
                 request_id = value
@@ -176,13 +177,21 @@ class RequestContextMiddleware:
                 user_agent = value
             elif name == b"x-forwarded-for":
                 forwarded = [value] if forwarded is None else [*forwarded, value]
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
         if request_id is None:
             request_id = new_id("req").encode()
         path = scope["path"]  # before routing strips a trailing slash
         peer = scope.get("client")
         client = peer[0] if peer else None
-        if forwarded is not None and self.client_address.enabled:
-            client = self.client_address.resolve(client, b",".join(forwarded).decode("latin-1"))
+        if self.client_address.enabled:
+            if forwarded_proto is not None:
+                # TLS ended at a trusted proxy: the console's Secure cookies follow the scheme.
+                scheme = self.client_address.scheme(client, forwarded_proto)
+                if scheme is not None:
+                    scope["scheme"] = scheme
+            if forwarded is not None:
+                client = self.client_address.resolve(client, b",".join(forwarded).decode("latin-1"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
         state["client"] = client
@@ -267,16 +276,18 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
 
     # Webhook routes first: /v1/events/{id}/attempts and .../resend before /v1/events/{id}.
     # Intake first: most requests are intake, and Starlette tries routes in order.
-    routes = [*events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
-              *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
-              *openapi.routes]
+    # One API route per path (405 with every allowed method): routing.py. The console keeps
+    # its own routes as they are: it answers a wrong method with a page, not JSON.
+    routes = merge_routes([
+        *events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes,
+        *subscriptions_api.routes, *events_api.routes, *exports_api.routes, *actors_api.routes,
+        *embed_api.routes, *openapi.routes])
     if config.console.enabled:
         from .console.routes import routes as console_routes  # Jinja loads only when served
 
         routes += console_routes
     app = Starlette(
-        # One route per path (405 with every allowed method): routing.py.
-        routes=merge_routes(routes),
+        routes=routes,
         lifespan=lifespan,
         exception_handlers={Exception: _handle_exception, HTTPException: _handle_exception,
                             APIError: _handle_exception, StorageError: _handle_exception},

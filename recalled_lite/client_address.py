@@ -75,6 +75,14 @@ class ClientAddress:
             self._trusted_cache[peer] = known
         return known
 
+    def scheme(self, peer: str | None, forwarded_proto: bytes) -> str | None:
+        """The scheme a trusted proxy says the client used (X-Forwarded-Proto: https when
+        TLS ends at the proxy), or None: from anyone else the header proves nothing."""
+        if peer is None or not self._peer_trusted(peer):
+            return None
+        proto = forwarded_proto.split(b",")[0].strip().lower()
+        return proto.decode("ascii") if proto in (b"http", b"https") else None
+
     def resolve(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The client address: `peer` (the TCP peer's host) unless it is a trusted proxy
         that sent `forwarded_for` (all X-Forwarded-For values, joined with commas)."""

@@ -131,6 +131,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     further than the limit.
     """
     require_json_content_type(request)
+    return await read_raw_body(request, limit)
+
+
+async def read_raw_body(request: Request, limit: int) -> bytes:
+    """The whole body whatever its type (the console's forms), 413 past `limit` bytes."""
     chunks = []
     size = 0
     async for chunk in request.stream():

@@ -9,7 +9,7 @@ The formats are described in recalled_lite/exporting.py and docs/api.md.
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -18,19 +18,20 @@ from starlette.routing import Route
 from ..errors import ValidationError
 from ..exporting import FORMATS, MEDIA_TYPES, Renderer
 from ..storage.base import ApiKeyRecord
-from .common import authorize, context
+from .common import AppContext, authorize, context
 from .reading import CursorFilters, filters_from_params, to_list_filters, wall_allows
 
 
 async def export_events(request: Request):
     ctx = context(request)
     key = await authorize(request, "exports:read")
-    return await export_response(ctx.store, key, request.query_params.get("format") or "csv",
+    return await export_response(ctx, key, request.query_params.get("format") or "csv",
                                  filters_from_params(request))
 
 
-async def export_response(store: Any, key: ApiKeyRecord, fmt: str, given: CursorFilters) -> StreamingResponse:
+async def export_response(ctx: AppContext, key: ApiKeyRecord, fmt: str, given: CursorFilters) -> StreamingResponse:
     """The export of `given` under `key`'s organization wall (shared by the API and the console)."""
+    store = ctx.store
     if fmt not in FORMATS:
         raise ValidationError.field("format", f"format must be one of {', '.join(FORMATS)}")
     head_seq, head_hash = await store.chain_head()

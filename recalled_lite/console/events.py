@@ -95,8 +95,7 @@ async def events_tail(request: Request, viewer: Viewer) -> Response:
 @page("exports:read")
 async def events_download(request: Request, viewer: Viewer) -> Response:
     """The current filters as CSV, NDJSON or JSON, streamed by the export code itself."""
-    store = request.app.state.ctx.store
-    return await export_response(store, viewer.key, request.query_params.get("format") or "csv",
+    return await export_response(request.app.state.ctx, viewer.key, request.query_params.get("format") or "csv",
                                  filters_from_params(request))
 
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..api.common import admit, read_body
+from ..api.common import admit, read_raw_body
 from ..auth import require_scope
 from ..errors import APIError, Forbidden, InternalError, StorageError, StorageUnavailable, Unauthorized, Unavailable
 from .render import json_for_script, page as render_page, redirect
@@ -55,7 +55,7 @@ class Form(dict):
 
 async def read_form(request: Request) -> Form:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, FORM_LIMIT)
+    body = await read_raw_body(request, FORM_LIMIT)
     if content_type != "application/x-www-form-urlencoded" and body:
         raise _media_type_error()
     try:
@@ -186,7 +186,7 @@ def feed(scope: str | None = None) -> Callable[[Handler], Handler]:
                 return await handler(request, viewer)
             except Exception as exc:
                 error = _as_api_error(request, exc)
-                return json_for_script({"error": {"code": error.code, "message": error.message}}, error.status)
+                return json_for_script(error.body(), error.status)
         return _tag(endpoint, "feed", scope)
     return wrap
 
