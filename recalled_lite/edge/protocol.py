@@ -1,0 +1,568 @@
+"""The HTTP/1.1 connection: framing, deadlines, flow control, lingering close, the connection
+cap and graceful shutdown. uvicorn.Server runs it (sockets, signals, lifespan); see
+edge/__init__.py for what it defends and why.
+
+Framing is ours: the head ends at the first empty line (CRLF CRLF, the only terminator the strict
+parser accepts), httptools parses exactly those bytes, and the body is then read by its declared
+length or chunk by chunk (edge/framing.py). So a body is always consumed as a body, whatever the
+head says (an `Upgrade` we do not perform is just a header), and the next request is parsed only
+after the current response is complete: pipelined requests are answered in order, and junk
+after a valid request gets its 400 after that request's response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from typing import Any
+
+import httptools
+
+from ..errors import (
+    APIError, HeadersTooLarge, NotImplementedByServer, RequestTimeout, Unavailable, URITooLong,
+    ValidationError,
+)
+from .cycle import RequestCycle
+from .framing import ChunkedBody, body_framing
+from .replies import error_body, error_headers, error_reply
+from .settings import EdgeSettings
+from .table import ConnectionTable
+
+log = logging.getLogger("recalled_lite.edge")
+
+_HEAD_END = b"\r\n\r\n"
+# Raw head bytes allowed beyond the URL and header caps (request line, ": " and CRLFs); more than
+# that is a head made of framing, not of content, and gets 431 before it is buffered further.
+_HEAD_FRAMING_ALLOWANCE = 8192
+# At shutdown a connection waiting for its next request gets this long before it is closed: a
+# client that just read a response is usually writing its next request, which then gets a 503
+# instead of a reset. A connection quiet for longer is closed at once.
+SHUTDOWN_IDLE_GRACE = 0.5
+# Making room at the connection cap closes a keep-alive connection only if it has been idle at
+# least this long: one idle for less is probably about to send its next request.
+EVICT_MIN_IDLE = 1.0
+
+# Phases of a connection.
+_HEAD = 0       # reading a request head (or idle between requests)
+_BODY = 1       # the application runs, its body is still arriving
+_WAIT = 2       # the request is in, its response is not complete: input is kept, reading paused
+_STALLED = 3    # the body failed (timeout, bad framing): input is dropped, reading paused
+_LINGER = 4     # the last response is written: input is drained and dropped, then close
+_CLOSED = 5
+
+
+class _Refused(Exception):
+    """Raised from a parser callback; the error is answered and the connection closed."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class EdgeProtocol(asyncio.Protocol):
+    # Set per server by protocol_class().
+    settings: EdgeSettings
+    table: ConnectionTable
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.root_path = config.root_path
+        self.app_state = app_state
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.phase = _HEAD
+        self.cycle: RequestCycle | None = None
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._read_paused = False
+        self._pending = b""          # input after the current request, parsed once it is answered
+        self._reusable = True        # False once the connection must close after this response
+        self._peer_done = False      # the client half-closed its side
+        self._shutting_down = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._other_timer: asyncio.TimerHandle | None = None  # linger end, or shutdown close
+        self._linger_left = 0
+        self._body_left = 0
+        self._chunked: ChunkedBody | None = None
+        self._reset_head()
+
+    def _reset_head(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._head_seen = False      # a byte of this head has arrived
+        self._head_complete = False
+        self._head_raw = 0
+        self._header_bytes = 0
+        self._tail = b""
+        self._te: list[bytes] = []
+        self._cl: list[bytes] = []
+        self._expect_continue = False
+        self._scope: dict[str, Any] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        settings = self.settings
+        if len(self.connections) >= settings.max_connections and not self._make_room():
+            self._refuse_connection(transport)
+            return
+        self.connections.add(self)
+        self.server, self.client = _addresses(transport)
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self._quiet_since = self.loop.time()
+        self._head_timer = self.loop.call_later(settings.header_timeout, self._head_too_slow)
+        if self.table.shutting_down:
+            self.shutdown()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = _CLOSED
+        self.connections.discard(self)
+        self.table.forget(self)
+        self._cancel_timers()
+        if self.cycle is not None:
+            self.cycle.lose_connection()
+        self._writable()
+        self.parser = None  # type: ignore[assignment]
+
+    def eof_received(self) -> bool | None:
+        # The client will send nothing more. A request already in is still answered (the
+        # transport stays open for writing); a body cut short is a client disconnect.
+        self._peer_done = True
+        if self.phase == _WAIT or (self.phase == _STALLED and self.cycle is not None):
+            self._reusable = False
+            return True
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == _HEAD:
+            self.table.forget(self)
+            self._receive_head(data)
+        elif phase == _BODY:
+            rest = self._receive_body(data)
+            if rest:
+                self._keep_pending(rest)
+        elif phase == _WAIT:
+            self._keep_pending(data)
+        elif phase == _LINGER:
+            self._linger_left -= len(data)
+            if self._linger_left <= 0:
+                self.transport.close()
+        else:  # _STALLED: the body failed; nothing more of this connection is read
+            self.pause_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self._writable()
+
+    def _writable(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.write_paused:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    # -- what the server calls (uvicorn.Server.shutdown) ----------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: in-flight and received requests are answered (503 for those not
+        started yet), idle connections are closed; see SHUTDOWN_IDLE_GRACE."""
+        self.table.shutting_down = True
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        if self.phase == _HEAD:
+            self._close_when_quiet()
+
+    # -- reading a head ----------------------------------------------------------------------
+
+    def _receive_head(self, data: bytes) -> None:
+        while data:
+            tail = self._tail
+            found = (tail + data[:3]).find(_HEAD_END) if tail else -1
+            if found >= 0:  # the empty line began in the previous piece
+                end = found + 4 - len(tail)
+            else:
+                end = data.find(_HEAD_END)
+                if end >= 0:
+                    end += 4
+            piece = data if end < 0 or end == len(data) else data[:end]
+            self._head_raw += len(piece)
+            settings = self.settings
+            if self._head_raw > settings.max_url_bytes + settings.max_header_bytes + _HEAD_FRAMING_ALLOWANCE:
+                self._refuse(HeadersTooLarge(f"the request head is larger than the "
+                                             f"{settings.max_header_bytes}-byte header limit allows"))
+                return
+            if not self._feed_parser(piece):
+                return
+            if end < 0:
+                self._tail = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(settings.header_timeout, self._head_too_slow)
+                return
+            data = data[end:] if end < len(data) else b""
+            self._tail = b""
+            if self._head_complete:
+                self._start_request(data)
+                return
+            # Only empty lines so far (allowed before a request line): go on with the rest.
+
+    def _feed_parser(self, piece: bytes) -> bool:
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            pass  # an upgrade we do not perform: the head is parsed, the request is plain HTTP
+        except httptools.HttpParserError as exc:
+            context = exc.__context__
+            self._refuse(context.error if isinstance(context, _Refused) else _parser_error(exc))
+            return False
+        return True
+
+    # httptools callbacks, for the head only.
+
+    def on_message_begin(self) -> None:
+        self._head_seen = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.settings.max_url_bytes:
+            raise _Refused(URITooLong(f"the URL is longer than {self.settings.max_url_bytes} bytes",
+                                      {"limit": self.settings.max_url_bytes}))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.settings.max_header_bytes:
+            raise _Refused(HeadersTooLarge(f"the headers are larger than {self.settings.max_header_bytes} bytes",
+                                           {"limit": self.settings.max_header_bytes}))
+        name = name.lower()
+        if name == b"content-length":
+            self._cl.append(value)
+        elif name == b"transfer-encoding":
+            self._te.append(value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Refused(ValidationError(f"HTTP/{version} is not supported; use HTTP/1.1",
+                                           {"field": "request"}))
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise _Refused(NotImplementedByServer("CONNECT is not supported: this is not a proxy",
+                                                  {"field": "method"}))
+        try:
+            framing = body_framing(version, self._te, self._cl)
+        except APIError as error:
+            raise _Refused(error) from None
+        if framing is None:
+            self._chunked = ChunkedBody(self.settings.max_request_bytes, self.settings.max_header_bytes)
+            self._body_left = 0
+        else:
+            self._chunked = None
+            self._body_left = framing
+        try:
+            parsed = httptools.parse_url(self.url)
+            raw_path = parsed.path
+            path = raw_path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            raise _Refused(ValidationError("the request target is not a valid URL",
+                                           {"field": "url"})) from None
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        self._keep_alive = parser.should_keep_alive()
+        self._scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+            "method": method,
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": parsed.query or b"",
+        }
+        self._head_complete = True
+
+    # -- a request ---------------------------------------------------------------------------
+
+    def _start_request(self, rest: bytes) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        scope = self._scope
+        cycle = RequestCycle(self, scope, self._keep_alive)  # type: ignore[arg-type]
+        self.cycle = cycle
+        expect_continue = self._expect_continue
+        self._reset_head()
+        self.phase = _BODY
+        if self._chunked is None and not self._body_left:
+            cycle.end_body()
+            self.phase = _WAIT
+        elif rest:
+            rest = self._receive_body(rest)
+        if self.phase == _BODY:
+            cycle.waiting_for_100_continue = expect_continue
+            self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_too_slow)
+        elif rest:
+            self._keep_pending(rest)
+        app = _unavailable if self._shutting_down else self.app
+        task = self.loop.create_task(cycle.run(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _receive_body(self, data: bytes) -> bytes | None:
+        """Hand body bytes to the application; returns what follows the body once it is complete."""
+        cycle = self.cycle
+        chunked = self._chunked
+        if chunked is None:
+            left = self._body_left
+            if len(data) < left:
+                self._body_left = left - len(data)
+                cycle.add_body(data)  # type: ignore[union-attr]
+                return None
+            self._body_left = 0
+            cycle.add_body(data if len(data) == left else data[:left])  # type: ignore[union-attr]
+            rest = data[left:] if len(data) > left else b""
+        else:
+            try:
+                rest = chunked.feed(data, cycle.add_body)  # type: ignore[union-attr]
+            except APIError as error:
+                self._fail_body(error)
+                return None
+            if rest is None:
+                return None
+            self._chunked = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self.phase = _WAIT
+        cycle.end_body()  # type: ignore[union-attr]
+        return rest
+
+    def _keep_pending(self, data: bytes) -> None:
+        self._pending += data
+        self.pause_reading()
+
+    def _fail_body(self, error: APIError) -> None:
+        self._reusable = False
+        self.phase = _STALLED
+        self.pause_reading()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self.cycle is not None:
+            self.cycle.fail_body(error)
+
+    def may_keep_alive(self, cycle: RequestCycle) -> bool:
+        """Asked when a response starts: may the connection serve another request after it?"""
+        if cycle.more_body or not self._reusable or self._peer_done:
+            return False  # the body is not all read: what follows it cannot be trusted as a request
+        if self._shutting_down:
+            return _HEAD_END in self._pending  # answer (with 503) what is already received
+        return True
+
+    def response_done(self, cycle: RequestCycle) -> None:
+        self.server_state.total_requests += 1
+        if cycle is not self.cycle:
+            return
+        self.cycle = None
+        if self.phase == _CLOSED or self.transport.is_closing():
+            return
+        if not cycle.keep_alive or self._peer_done:
+            if self.phase == _WAIT and not self._pending and not self._shutting_down:
+                self.phase = _CLOSED
+                self.transport.close()  # everything sent was read: nothing to drain
+            else:
+                self._linger()
+            return
+        self.phase = _HEAD
+        data, self._pending = self._pending, b""
+        self.resume_reading()
+        if data:
+            self._receive_head(data)
+        else:
+            self._quiet_since = now = self.loop.time()
+            if self._shutting_down:
+                self._close_when_quiet()
+            else:
+                self.table.mark_idle(self, now, self.loop)
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.phase == _HEAD and not self.transport.is_closing():
+            self._refuse(RequestTimeout(
+                f"the request head did not arrive within {self.settings.header_timeout:g} s",
+                {"limit_seconds": self.settings.header_timeout}))
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self.phase != _BODY or self.cycle is None:
+            return
+        if self._read_paused:
+            # We stopped reading (the application is not taking the body): not the client's fault.
+            self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_too_slow)
+            return
+        limit = self.settings.body_timeout
+        self._fail_body(RequestTimeout(
+            f"the request body did not arrive within {limit:g} s of the request head",
+            {"limit_seconds": limit}, headers={"Connection": "close"}))
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer, self._other_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = self._other_timer = None
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _refuse(self, error: APIError) -> None:
+        """Answer an error ourselves (no request is running) and close."""
+        if self.transport.is_closing():
+            return
+        self.transport.write(error_reply(error, self.server_state.default_headers))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the last response without resetting the connection: a client still sending
+        (a body we refused, pipelined requests) would otherwise get ECONNRESET / EPIPE, often
+        before it reads our answer. Input is read and dropped until the client closes, or up to
+        server.linger_bytes / server.linger_seconds."""
+        self.phase = _LINGER
+        self._cancel_timers()
+        self.table.forget(self)
+        self._pending = b""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self._peer_done:
+            transport.close()
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._linger_left = self.settings.linger_bytes
+        self._other_timer = self.loop.call_later(self.settings.linger_seconds, transport.close)
+        self.resume_reading()
+
+    def close_idle(self) -> None:
+        """Close a connection that is between requests (keep-alive timeout, making room, shutdown)."""
+        if self.phase == _HEAD and not self.transport.is_closing():
+            self.phase = _CLOSED
+            self.connections.discard(self)
+            self.table.forget(self)
+            self._cancel_timers()
+            self.transport.close()
+
+    def _close_when_quiet(self) -> None:
+        if self._head_seen:
+            wait = SHUTDOWN_IDLE_GRACE  # a head is arriving: it gets the grace to complete
+        else:
+            wait = self._quiet_since + SHUTDOWN_IDLE_GRACE - self.loop.time()
+        if wait <= 0:
+            self.close_idle()
+            return
+        if self._other_timer is None:
+            self._other_timer = self.loop.call_later(wait, self._shutdown_close)
+
+    def _shutdown_close(self) -> None:
+        self._other_timer = None
+        self.close_idle()
+
+    def abort(self) -> None:
+        self.phase = _CLOSED
+        self.transport.close()
+
+    def _make_room(self) -> bool:
+        victim = self.table.longest_idle(self.loop.time(), EVICT_MIN_IDLE)
+        if victim is None:
+            return False
+        victim.close_idle()
+        return True
+
+    def _refuse_connection(self, transport: asyncio.Transport) -> None:
+        """Past server.max_connections with no idle connection to close: 503 and close, having
+        parsed nothing. The connection is not counted (it never joins server_state.connections)."""
+        self.phase = _LINGER
+        error = Unavailable(f"the server is at its limit of {self.settings.max_connections} connections; retry shortly",
+                            retry_after=1, details={"limit": self.settings.max_connections})
+        transport.write(error_reply(error, self.server_state.default_headers))
+        self._linger()
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and not self.transport.is_closing():
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._read_paused and not self.transport.is_closing():
+            self._read_paused = False
+            self.transport.resume_reading()
+
+
+async def _unavailable(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """What requests that arrive during shutdown get instead of the application."""
+    error = Unavailable("the server is shutting down; retry shortly", retry_after=1)
+    body = error_body(error)
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": error_headers(error, body)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _parser_error(exc: httptools.HttpParserError) -> APIError:
+    reason = str(exc)
+    if "Transfer-Encoding" in reason:
+        if "Content-Length" in reason:
+            return ValidationError("a request may not have both Transfer-Encoding and Content-Length",
+                                   {"field": "content-length"})
+        return NotImplementedByServer("only the chunked transfer coding is implemented, once and last",
+                                      {"field": "transfer-encoding", "supported": ["chunked"]})
+    if "Content-Length" in reason:
+        return ValidationError(f"invalid Content-Length: {reason}", {"field": "content-length"})
+    log.info("invalid HTTP request", extra={"fields": {"reason": reason}})
+    return ValidationError("invalid HTTP request", {"field": "request", "reason": reason})
+
+
+def _addresses(transport: asyncio.Transport) -> tuple[Any, Any]:
+    sock = transport.get_extra_info("socket")
+    try:
+        local = sock.getsockname() if sock is not None else transport.get_extra_info("sockname")
+        remote = sock.getpeername() if sock is not None else transport.get_extra_info("peername")
+    except OSError:
+        return None, None
+    server = (str(local[0]), int(local[1])) if isinstance(local, tuple) else None
+    client = (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else None
+    return server, client
