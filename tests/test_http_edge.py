@@ -416,3 +416,17 @@ def test_at_the_cap_the_longest_idle_keepalive_connection_makes_room(make_server
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_idle_keepalive_connections_are_closed_after_keepalive_seconds(make_server):
+    srv = make_server("keepalive", config_text="[server]\nkeepalive_seconds = 1.0\n")
+    with connect(srv.port) as sock:
+        for _ in range(3):  # busy connections are not cut
+            sock.sendall(request("GET", "/healthz"))
+            assert [r.status for r in read_exchange(sock, expect=1, quiet=0.05).responses] == [200]
+            time.sleep(0.5)
+        idle_from = time.monotonic()
+        sock.settimeout(10)
+        assert sock.recv(100) == b""  # closed without a response: nothing was asked
+        # 1 s after the response, minus the 0.5 s above and read_exchange's 0.05 s of quiet
+        assert time.monotonic() - idle_from >= 0.3
