@@ -37,7 +37,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     keepalive_seconds: Annotated[float, Meta(gt=0)] = 5.0
     # A request head (request line + headers) must arrive within this long of its first byte (or
     # of the connection opening), else 408 and the connection is closed: slow clients cannot
-    # hold connections (recalled_lite/http_protocol.py; uvicorn has no such setting).
+    # hold connections (recalled_lite/edge/; uvicorn has no such setting).
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     # Longer request URLs (path + query) get 414; larger headers (all names + values) get 431.
     max_url_bytes: Annotated[int, Meta(ge=256)] = 16 * 1024
