@@ -14,8 +14,9 @@ and the ASGI application, because uvicorn's own protocol lets real clients break
   `server.max_request_bytes` is 413 before any of it is read.
 - **Deadlines**, one timer each and only while needed: the head within
   `server.header_timeout_seconds` of its first byte (408), the whole body within
-  `server.body_timeout_seconds` of the head (408; a body still trickling after that is not
-  read), keep-alive idle `server.keepalive_seconds` (one timer for the whole server).
+  `server.body_timeout_seconds` of the head (408; after that a trickling body is only drained
+  by the lingering close, then cut off), keep-alive idle `server.keepalive_seconds` (one timer
+  for the whole server).
 - **Lingering close**: after a response that ends the connection while the client may still be
   sending (413, 408, 400, shutdown), the server half-closes and reads and drops input until the
   client closes, up to `server.linger_bytes` / `server.linger_seconds`, so the client reads the
