@@ -13,28 +13,17 @@ after a valid request gets its 400 after that request's response.
 from __future__ import annotations
 
 import asyncio
-import logging
-import urllib.parse
 from typing import Any
 
-import httptools
-
-from ..errors import (
-    APIError, HeadersTooLarge, NotImplementedByServer, RequestTimeout, Unavailable, URITooLong,
-    ValidationError,
-)
+from ..errors import APIError, RequestTimeout, Unavailable
 from .cycle import RequestCycle
-from .framing import ChunkedBody, body_framing
+from .framing import ChunkedBody
+from .head import HeadRefused, RequestHead
 from .replies import error_body, error_headers, error_reply
 from .settings import EdgeSettings
 from .table import ConnectionTable
 
-log = logging.getLogger("recalled_lite.edge")
-
 _HEAD_END = b"\r\n\r\n"
-# Raw head bytes allowed beyond the URL and header caps (request line, ": " and CRLFs); more than
-# that is a head made of framing, not of content, and gets 431 before it is buffered further.
-_HEAD_FRAMING_ALLOWANCE = 8192
 # At shutdown a connection waiting for its next request gets this long before it is closed: a
 # client that just read a response is usually writing its next request, which then gets a 503
 # instead of a reset. A connection quiet for longer is closed at once.
@@ -50,14 +39,6 @@ _WAIT = 2       # the request is in, its response is not complete: input is kept
 _STALLED = 3    # the body failed (timeout, bad framing): input is dropped, reading paused
 _LINGER = 4     # the last response is written: input is drained and dropped, then close
 _CLOSED = 5
-
-
-class _Refused(Exception):
-    """Raised from a parser callback; the error is answered and the connection closed."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 class EdgeProtocol(asyncio.Protocol):
@@ -78,9 +59,6 @@ class EdgeProtocol(asyncio.Protocol):
         self.tasks = server_state.tasks
 
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.server: tuple[str, int | None] | None = None
-        self.client: tuple[str, int] | None = None
-        self.scheme = "http"
         self.phase = _HEAD
         self.cycle: RequestCycle | None = None
         self.write_paused = False
@@ -96,21 +74,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._linger_left = 0
         self._body_left = 0
         self._chunked: ChunkedBody | None = None
-        self._reset_head()
-
-    def _reset_head(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self._head_seen = False      # a byte of this head has arrived
-        self._head_complete = False
-        self._head_raw = 0
-        self._header_bytes = 0
-        self._tail = b""
-        self._te: list[bytes] = []
-        self._cl: list[bytes] = []
-        self._expect_continue = False
-        self._scope: dict[str, Any] | None = None
+        self._quiet_since = 0.0
+        self.head: RequestHead = None  # type: ignore[assignment]
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -121,8 +86,14 @@ class EdgeProtocol(asyncio.Protocol):
             self._refuse_connection(transport)
             return
         self.connections.add(self)
-        self.server, self.client = _addresses(transport)
-        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        server, client = _addresses(transport)
+        self._base_scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "server": server, "client": client,
+            "scheme": "https" if transport.get_extra_info("sslcontext") else "http",
+            "root_path": self.root_path, "state": self.app_state,
+        }
+        self.head = RequestHead(settings, self._base_scope)
         self._quiet_since = self.loop.time()
         self._head_timer = self.loop.call_later(settings.header_timeout, self._head_too_slow)
         if self.table.shutting_down:
@@ -136,7 +107,6 @@ class EdgeProtocol(asyncio.Protocol):
         if self.cycle is not None:
             self.cycle.lose_connection()
         self._writable()
-        self.parser = None  # type: ignore[assignment]
 
     def eof_received(self) -> bool | None:
         # The client will send nothing more. A request already in is still answered (the
@@ -197,118 +167,16 @@ class EdgeProtocol(asyncio.Protocol):
     # -- reading a head ----------------------------------------------------------------------
 
     def _receive_head(self, data: bytes) -> None:
-        while data:
-            tail = self._tail
-            found = (tail + data[:3]).find(_HEAD_END) if tail else -1
-            if found >= 0:  # the empty line began in the previous piece
-                end = found + 4 - len(tail)
-            else:
-                end = data.find(_HEAD_END)
-                if end >= 0:
-                    end += 4
-            piece = data if end < 0 or end == len(data) else data[:end]
-            self._head_raw += len(piece)
-            settings = self.settings
-            if self._head_raw > settings.max_url_bytes + settings.max_header_bytes + _HEAD_FRAMING_ALLOWANCE:
-                self._refuse(HeadersTooLarge(f"the request head is larger than the "
-                                             f"{settings.max_header_bytes}-byte header limit allows"))
-                return
-            if not self._feed_parser(piece):
-                return
-            if end < 0:
-                self._tail = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
-                if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(settings.header_timeout, self._head_too_slow)
-                return
-            data = data[end:] if end < len(data) else b""
-            self._tail = b""
-            if self._head_complete:
-                self._start_request(data)
-                return
-            # Only empty lines so far (allowed before a request line): go on with the rest.
-
-    def _feed_parser(self, piece: bytes) -> bool:
         try:
-            self.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade:
-            pass  # an upgrade we do not perform: the head is parsed, the request is plain HTTP
-        except httptools.HttpParserError as exc:
-            context = exc.__context__
-            self._refuse(context.error if isinstance(context, _Refused) else _parser_error(exc))
-            return False
-        return True
-
-    # httptools callbacks, for the head only.
-
-    def on_message_begin(self) -> None:
-        self._head_seen = True
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.settings.max_url_bytes:
-            raise _Refused(URITooLong(f"the URL is longer than {self.settings.max_url_bytes} bytes",
-                                      {"limit": self.settings.max_url_bytes}))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self.settings.max_header_bytes:
-            raise _Refused(HeadersTooLarge(f"the headers are larger than {self.settings.max_header_bytes} bytes",
-                                           {"limit": self.settings.max_header_bytes}))
-        name = name.lower()
-        if name == b"content-length":
-            self._cl.append(value)
-        elif name == b"transfer-encoding":
-            self._te.append(value)
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self._expect_continue = True
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise _Refused(ValidationError(f"HTTP/{version} is not supported; use HTTP/1.1",
-                                           {"field": "request"}))
-        method = parser.get_method().decode("ascii")
-        if method == "CONNECT":
-            raise _Refused(NotImplementedByServer("CONNECT is not supported: this is not a proxy",
-                                                  {"field": "method"}))
-        try:
-            framing = body_framing(version, self._te, self._cl)
-        except APIError as error:
-            raise _Refused(error) from None
-        if framing is None:
-            self._chunked = ChunkedBody(self.settings.max_request_bytes, self.settings.max_header_bytes)
-            self._body_left = 0
-        else:
-            self._chunked = None
-            self._body_left = framing
-        try:
-            parsed = httptools.parse_url(self.url)
-            raw_path = parsed.path
-            path = raw_path.decode("ascii")
-        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
-            raise _Refused(ValidationError("the request target is not a valid URL",
-                                           {"field": "url"})) from None
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        self._keep_alive = parser.should_keep_alive()
-        self._scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "root_path": self.root_path,
-            "headers": self.headers,
-            "state": self.app_state.copy(),
-            "method": method,
-            "path": self.root_path + path,
-            "raw_path": self.root_path.encode("ascii") + raw_path,
-            "query_string": parsed.query or b"",
-        }
-        self._head_complete = True
+            rest = self.head.feed(data)
+        except HeadRefused as refused:
+            self._refuse(refused.error)
+            return
+        if rest is None:
+            if self._head_timer is None:  # the deadline runs from the head's first byte
+                self._head_timer = self.loop.call_later(self.settings.header_timeout, self._head_too_slow)
+            return
+        self._start_request(rest)
 
     # -- a request ---------------------------------------------------------------------------
 
@@ -316,11 +184,14 @@ class EdgeProtocol(asyncio.Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        scope = self._scope
-        cycle = RequestCycle(self, scope, self._keep_alive)  # type: ignore[arg-type]
+        head = self.head
+        self.head = RequestHead(self.settings, self._base_scope)
+        cycle = RequestCycle(self, head.scope, head.keep_alive)
         self.cycle = cycle
-        expect_continue = self._expect_continue
-        self._reset_head()
+        if head.body_length is None:
+            self._chunked = ChunkedBody(self.settings.max_request_bytes, self.settings.max_header_bytes)
+        else:
+            self._chunked, self._body_left = None, head.body_length
         self.phase = _BODY
         if self._chunked is None and not self._body_left:
             cycle.end_body()
@@ -328,7 +199,7 @@ class EdgeProtocol(asyncio.Protocol):
         elif rest:
             rest = self._receive_body(rest)
         if self.phase == _BODY:
-            cycle.waiting_for_100_continue = expect_continue
+            cycle.waiting_for_100_continue = head.expect_continue
             self._body_timer = self.loop.call_later(self.settings.body_timeout, self._body_too_slow)
         elif rest:
             self._keep_pending(rest)
@@ -482,7 +353,7 @@ class EdgeProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _close_when_quiet(self) -> None:
-        if self._head_seen:
+        if self.head.seen:
             wait = SHUTDOWN_IDLE_GRACE  # a head is arriving: it gets the grace to complete
         else:
             wait = self._quiet_since + SHUTDOWN_IDLE_GRACE - self.loop.time()
@@ -540,20 +411,6 @@ async def _unavailable(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": error.status,
                 "headers": error_headers(error, body)})
     await send({"type": "http.response.body", "body": body})
-
-
-def _parser_error(exc: httptools.HttpParserError) -> APIError:
-    reason = str(exc)
-    if "Transfer-Encoding" in reason:
-        if "Content-Length" in reason:
-            return ValidationError("a request may not have both Transfer-Encoding and Content-Length",
-                                   {"field": "content-length"})
-        return NotImplementedByServer("only the chunked transfer coding is implemented, once and last",
-                                      {"field": "transfer-encoding", "supported": ["chunked"]})
-    if "Content-Length" in reason:
-        return ValidationError(f"invalid Content-Length: {reason}", {"field": "content-length"})
-    log.info("invalid HTTP request", extra={"fields": {"reason": reason}})
-    return ValidationError("invalid HTTP request", {"field": "request", "reason": reason})
 
 
 def _addresses(transport: asyncio.Transport) -> tuple[Any, Any]:
