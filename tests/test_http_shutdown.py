@@ -131,3 +131,36 @@ def test_sigterm_under_keepalive_load_answers_every_received_request(make_server
             if not cursor:
                 break
     assert acked <= stored, f"{len(acked - stored)} acknowledged events are missing"
+
+
+def test_requests_pipelined_behind_one_in_flight_at_sigterm_get_503s_in_order(make_server):
+    srv = make_server("term-pipe")
+    action = f"term.pipe.{uuid.uuid4().hex[:8]}"
+    first = request("POST", "/v1/events", json.dumps({"action": action}).encode(),
+                    {"Content-Type": "application/json"}, key=srv.key)
+    with connect(srv.port, timeout=30) as sock:
+        sock.sendall(first[:-5])  # its head is in, its body not yet: the request is in flight
+        time.sleep(0.3)
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # uvicorn notices within 0.1 s and shuts every connection down
+        later = [request("POST", "/v1/events", json.dumps({"action": f"{action}.late{i}"}).encode(),
+                         key=srv.key) for i in range(2)]
+        sock.sendall(first[-5:] + b"".join(later))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    responses, leftover = parse_responses(data)
+    assert [r.status for r in responses] == [200, 503, 503], responses
+    assert not leftover
+    assert responses[0].json()["data"]["action"] == action and not responses[0].closes
+    for response in responses[1:]:
+        assert response.json()["error"]["code"] == "UNAVAILABLE" and response.headers["retry-after"] == "1"
+    assert [r.closes for r in responses] == [False, False, True]
+    assert srv.proc.wait(30) in (0, -signal.SIGTERM)
+    srv.start()
+    with srv.client() as c:
+        stored = c.get("/v1/events", params={"action": f"{action}*"}).json()["data"]
+    assert [e["action"] for e in stored] == [action]  # the 503s ran nothing
