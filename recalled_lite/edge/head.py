@@ -8,7 +8,6 @@ next request) and what lets the connection read bodies by its own rules (edge/fr
 
 from __future__ import annotations
 
-import logging
 import urllib.parse
 from typing import Any
 
@@ -17,8 +16,6 @@ import httptools
 from ..errors import APIError, HeadersTooLarge, NotImplementedByServer, URITooLong, ValidationError
 from .framing import body_framing
 from .settings import EdgeSettings
-
-log = logging.getLogger("recalled_lite.edge")
 
 _HEAD_END = b"\r\n\r\n"
 # Raw head bytes allowed beyond the URL and header caps (request line, ": " and CRLFs); more than
@@ -166,5 +163,4 @@ def _parser_error(exc: httptools.HttpParserError) -> APIError:
                                       {"field": "transfer-encoding", "supported": ["chunked"]})
     if "Content-Length" in reason:
         return ValidationError(f"invalid Content-Length: {reason}", {"field": "content-length"})
-    log.info("invalid HTTP request", extra={"fields": {"reason": reason}})
     return ValidationError("invalid HTTP request", {"field": "request", "reason": reason})

@@ -13,15 +13,19 @@ after a valid request gets its 400 after that request's response.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ..errors import APIError, RequestTimeout, Unavailable
+from ..ids import new_id
 from .cycle import RequestCycle
 from .framing import ChunkedBody
 from .head import HeadRefused, RequestHead
 from .replies import error_body, error_headers, error_reply
 from .settings import EdgeSettings
 from .table import ConnectionTable
+
+log = logging.getLogger("recalled_lite.edge")
 
 _HEAD_END = b"\r\n\r\n"
 # At shutdown a connection waiting for its next request gets this long before it is closed: a
@@ -319,8 +323,15 @@ class EdgeProtocol(asyncio.Protocol):
         """Answer an error ourselves (no request is running) and close."""
         if self.transport.is_closing():
             return
-        self.transport.write(error_reply(error, self.server_state.default_headers))
+        self.transport.write(self._error_reply(error))
         self._linger()
+
+    def _error_reply(self, error: APIError) -> bytes:
+        # No access line is written for these (the application never saw them): this is it.
+        request_id = new_id("req")
+        log.info("refused by the HTTP layer", extra={"fields": {
+            "request_id": request_id, "status": error.status, "code": error.code, "message": error.message}})
+        return error_reply(error, self.server_state.default_headers, request_id.encode())
 
     def _linger(self) -> None:
         """Close after the last response without resetting the connection: a client still sending
@@ -384,7 +395,7 @@ class EdgeProtocol(asyncio.Protocol):
         self.phase = _LINGER
         error = Unavailable(f"the server is at its limit of {self.settings.max_connections} connections; retry shortly",
                             retry_after=1, details={"limit": self.settings.max_connections})
-        transport.write(error_reply(error, self.server_state.default_headers))
+        transport.write(self._error_reply(error))
         self._linger()
 
     # -- flow control ------------------------------------------------------------------------

@@ -45,11 +45,12 @@ def error_headers(error: APIError, body: bytes, request_id: bytes | None = None)
     return headers
 
 
-def error_reply(error: APIError, default_headers: Iterable[tuple[bytes, bytes]], *, close: bool = True) -> bytes:
+def error_reply(error: APIError, default_headers: Iterable[tuple[bytes, bytes]], request_id: bytes,
+                *, close: bool = True) -> bytes:
     """A whole error response, ready to write."""
     body = error_body(error)
     out = [STATUS_LINE[error.status]]
-    for name, value in (*default_headers, *error_headers(error, body)):
+    for name, value in (*default_headers, *error_headers(error, body, request_id)):
         out += (name, b": ", value, b"\r\n")
     if close:
         out.append(b"connection: close\r\n")
