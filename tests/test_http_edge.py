@@ -375,11 +375,19 @@ def test_past_the_cap_a_newcomer_gets_503_and_established_clients_keep_service(m
         busy.append(sock)
     keeper = connect(srv.port)
     try:
-        keeper.sendall(request("GET", "/healthz"))
-        assert [r.status for r in read_exchange(keeper, expect=1, quiet=0.05).responses] == [200]
-        started = time.monotonic()
-        refused = one_shot(srv.port, request("GET", "/healthz"), expect=1, quiet=0.2)
-        took = time.monotonic() - started
+        for attempt in range(3):
+            keeper.sendall(request("GET", "/healthz"))
+            assert [r.status for r in read_exchange(keeper, expect=1, quiet=0.05).responses] == [200]
+            answered = time.monotonic()  # >= 0.05 s after the server went idle (read_exchange's quiet)
+            refused = one_shot(srv.port, request("GET", "/healthz"), expect=1, quiet=0.2)
+            took = time.monotonic() - answered
+            if [r.status for r in refused.responses] == [200] and took >= 0.9:
+                # This machine stalled past the 1 s an idle keep-alive connection is spared, so
+                # the keeper was rightly closed to make room: try again with a new one.
+                keeper.close()
+                keeper = connect(srv.port)
+                continue
+            break
         assert [r.status for r in refused.responses] == [503], refused
         response = refused.responses[0]
         assert response.json()["error"]["code"] == "UNAVAILABLE"
