@@ -105,6 +105,8 @@ class EdgeProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = _CLOSED
+        if self.head is not None:
+            self.head.release()
         self.connections.discard(self)
         self.table.forget(self)
         self._cancel_timers()
