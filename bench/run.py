@@ -27,13 +27,13 @@ from pathlib import Path
 
 import msgspec
 
-from . import console, dataset, durability, exports, prefill, sql_floor, webhooks, wrkrun
+from . import console, dataset, durability, exports, prefill, sql_floor, trickle, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks", "exports",
-             "console"]
+             "console", "trickle"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -58,6 +58,7 @@ class Config:
     wh_burst_events: int = 3000
     wh_subs: int = 16
     wrk_threads: int = 1
+    tricklers: int = 200     # slow-body connections held open during the trickle run
 
 
 def make_config(args) -> Config:
@@ -590,6 +591,36 @@ def scen_console(ctx: Ctx) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def scen_trickle(ctx: Ctx) -> None:
+    """Intake latency while connections trickle request bodies (one byte a second), against the
+    same server without them: the body deadline and the event loop must keep intake unharmed."""
+    n, c = ctx.cfg.tricklers, min(ctx.cfg.conns)
+    key = new_key()
+    server = start_recalled(ctx, "trickle", ctx.tmp / "trickle", key)
+    try:
+        alone = measure_single(ctx, server, key, (c,), "intake alone")[c]
+        progress(f"opening {n} trickling connections")
+        slow = trickle.Tricklers(server.port, key, n)
+        slow.start()
+        try:
+            during = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx,
+                             f"intake with {n} trickling", env={"BENCH_KEY": key}, events_per_request=1)
+        finally:
+            held, cut = slow.connected, slow.cut_off
+            slow.stop()
+    finally:
+        stop_recalled(ctx, server, "trickle")
+    ctx.raw["trickle"] = {"tricklers": n, "alone": alone, "during": during,
+                          "trickling_at_end": held, "cut_off": cut}
+    p50 = during["p50_ms"] / alone["p50_ms"] if alone["p50_ms"] else float("inf")
+    p99 = during["p99_ms"] / alone["p99_ms"] if alone["p99_ms"] else float("inf")
+    note = error_note(during) or error_note(alone)
+    fig = (f"p50 {during['p50_ms']:.2f} vs {alone['p50_ms']:.2f} ms ({p50:.2f}x), p99 {during['p99_ms']:.2f} "
+           f"vs {alone['p99_ms']:.2f} ms ({p99:.2f}x); {held} trickling at the end, {cut} cut off")
+    ctx.add(Row(f"intake latency with {n} trickling bodies, {c} conns", fig + (f" ({note})" if note else ""),
+                "p50, p99 within 2x", "errors" if note else verdict(p50 <= 2 and p99 <= 2)))
+
+
 def durability_row(ctx: Ctx) -> None:
     if not ctx.audits:
         return
@@ -770,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
     plan.append(("exports", [(export_row_title(), f"<= {EXPORT_BAR_MB} MB")], scen_exports))
     plan.append(("console", [("console pages", f"p50 <= {console.BAR_MS:g} ms")], scen_console))
+    plan.append(("trickle", [(f"intake with {cfg.tricklers} trickling bodies", "p50, p99 within 2x")],
+                 scen_trickle))
     try:
         for name, titles, fn in plan:
             if name in only or name == "+".join(read_which):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .api import actors as actors_api
@@ -223,6 +223,10 @@ class RequestContextMiddleware:
                     await _error_response(error)(scope, receive, send_with_id)
                     return
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-request (nginx's 499): nothing to answer, nothing wrong here.
+            status_holder[0] = 499
+            log.info("client disconnected", extra={"fields": {"request_id": request_id.decode()}})
         except Exception as exc:
             log.error("unhandled error", exc_info=exc,
                       extra={"fields": {"request_id": request_id.decode()}})

@@ -90,10 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import configure_logging, create_app
-    from .http_protocol import protocol_class
+    from .edge import EdgeSettings, ensure_file_descriptors, protocol_class
     from .listening import Server
 
     configure_logging(config.server.log_level)
+    _check_tls(config)
     log.info("effective config", extra={"fields": {"config": config.redacted()}})  # secrets redacted
     store = _open_store(config, serving=True)
     printed = ensure_admin_key(store, config)
@@ -115,9 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=config.server.host,
         port=config.server.port,
         loop="uvloop",
-        # uvicorn's httptools protocol plus a deadline for the request head and size caps.
-        http=protocol_class(config.server.header_timeout_seconds, config.server.max_url_bytes,
-                            config.server.max_header_bytes),
+        # Our HTTP/1.1 protocol (recalled_lite/edge/): framing, deadlines, caps, lingering close.
+        http=protocol_class(EdgeSettings.from_server_config(config.server)),
+        ssl_certfile=config.server.tls_cert or None,
+        ssl_keyfile=config.server.tls_key or None,
         lifespan="on",
         access_log=False,
         # uvicorn would rewrite the client address from X-Forwarded-For for any loopback peer;
@@ -134,14 +136,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "host": config.server.host, "port": addresses[0][1] if addresses else config.server.port,
             "db": str(config.db_path), "project_id": store.project_id, "version": __version__,
             "pid": os.getpid(), "lock": str(lock.path),
+            "scheme": "https" if config.server.tls_cert else "http",
         }})
 
+    ensure_file_descriptors(config.server.max_connections)
     server = Server(server_config, on_listening=listening)
     try:
         server.run()
     finally:
         lock.release()
     return 0 if server.started else 1
+
+
+def _check_tls(config: Config) -> None:
+    """A certificate that will not load stops the start with the keys named, not a traceback."""
+    if not config.server.tls_cert:
+        return
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.server.tls_cert, config.server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server.tls_cert / server.tls_key: cannot load {config.server.tls_cert} "
+                          f"with {config.server.tls_key}: {exc}; give PEM files this user can read") from None
 
 
 def _services(config: Config) -> list[Any]:

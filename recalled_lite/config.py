@@ -37,11 +37,28 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     keepalive_seconds: Annotated[float, Meta(gt=0)] = 5.0
     # A request head (request line + headers) must arrive within this long of its first byte (or
     # of the connection opening), else 408 and the connection is closed: slow clients cannot
-    # hold connections (recalled_lite/http_protocol.py; uvicorn has no such setting).
+    # hold connections (recalled_lite/edge/; uvicorn has no such setting).
     header_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     # Longer request URLs (path + query) get 414; larger headers (all names + values) get 431.
     max_url_bytes: Annotated[int, Meta(ge=256)] = 16 * 1024
     max_header_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
+    # A whole request body must arrive within this long of the end of its head, else 408 and
+    # close: a client trickling a body cannot hold a connection and a task for ever.
+    body_timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    # Open connections at most. At the cap, the connection idle the longest (>= 1 s) is closed to
+    # make room, else the newcomer gets 503. 1024 keeps the worst case (every connection holding a
+    # 64 KiB head and a 64 KiB body buffer) near 128 MB on a small 2-vCPU box, while being far
+    # more than the 32-64 keep-alive clients one event loop serves at full speed.
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
+    # After a response that closes the connection while the client may still be sending (413,
+    # 408, 400, shutdown), input is read and dropped for up to this long / this many bytes, so the
+    # client reads the answer instead of a reset (a "lingering close").
+    linger_seconds: Annotated[float, Meta(ge=0, le=60)] = 2.0
+    linger_bytes: Annotated[int, Meta(ge=0)] = 16 * 1024 * 1024
+    # Serve HTTPS directly with this certificate chain and private key (PEM paths; both or
+    # neither). "" = plain HTTP, e.g. behind a reverse proxy that terminates TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
     access_log: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Proxies (IPs or CIDRs) whose X-Forwarded-For is believed: behind a reverse proxy the TCP
@@ -220,7 +237,7 @@ def _key_from_error(message: str) -> tuple[str, str]:
 
 def _decode(data: dict[str, Any], source: str) -> Config:
     try:
-        return msgspec.convert(data, Config)
+        config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:
         key, reason = _key_from_error(str(exc))
         unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
@@ -228,6 +245,9 @@ def _decode(data: dict[str, Any], source: str) -> Config:
             key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
             reason = "unknown key"
         raise ConfigError(f"{source}: {key or 'config'}: {reason}") from None
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError(f"{source}: server.tls_cert and server.tls_key: set both (HTTPS) or neither (HTTP)")
+    return config
 
 
 _TRUE = {"1", "true", "yes", "on"}

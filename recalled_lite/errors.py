@@ -6,14 +6,18 @@
       Forbidden         403 FORBIDDEN
       NotFound          404 NOT_FOUND
       MethodNotAllowed  405 METHOD_NOT_ALLOWED
+      RequestTimeout    408 REQUEST_TIMEOUT   (request head or body too slow; HTTP layer)
       IdempotencyConflict 409 IDEMPOTENCY_CONFLICT
       EventTooLarge     413 EVENT_TOO_LARGE
       RequestTooLarge   413 REQUEST_TOO_LARGE
       UnsupportedMediaType 415 UNSUPPORTED_MEDIA_TYPE
+      URITooLong        414 URI_TOO_LONG      (HTTP layer)
+      HeadersTooLarge   431 HEADERS_TOO_LARGE (HTTP layer)
       RateLimited       429 RATE_LIMITED
       PlanLimitReached  429 PLAN_LIMIT_REACHED
       Unavailable       503 UNAVAILABLE   (always with Retry-After)
       InternalError     500 INTERNAL_ERROR / DATABASE_ERROR
+      NotImplementedByServer 501 NOT_IMPLEMENTED (e.g. a transfer coding other than chunked)
 
 `details` is always present in the body (`{}` when there is nothing to add), so
 clients can read `error.details.field` without checking for the key first.
@@ -75,6 +79,10 @@ class MethodNotAllowed(APIError):
     status, code = 405, "METHOD_NOT_ALLOWED"
 
 
+class RequestTimeout(APIError):
+    status, code = 408, "REQUEST_TIMEOUT"
+
+
 class IdempotencyConflict(APIError):
     status, code = 409, "IDEMPOTENCY_CONFLICT"
 
@@ -89,6 +97,14 @@ class RequestTooLarge(APIError):
 
 class UnsupportedMediaType(APIError):
     status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
+class URITooLong(APIError):
+    status, code = 414, "URI_TOO_LONG"
+
+
+class HeadersTooLarge(APIError):
+    status, code = 431, "HEADERS_TOO_LARGE"
 
 
 class RateLimited(APIError):
@@ -109,6 +125,10 @@ class Unavailable(APIError):
 
 class InternalError(APIError):
     status, code = 500, "INTERNAL_ERROR"
+
+
+class NotImplementedByServer(APIError):
+    status, code = 501, "NOT_IMPLEMENTED"
 
 
 # --- storage-level errors (no HTTP knowledge) -------------------------------

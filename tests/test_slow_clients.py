@@ -1,6 +1,6 @@
 """Slow clients (slowloris) are cut off at a deadline and cannot starve others; oversized heads and
 garbage get the JSON error shape. The server's own protocol class does it
-(recalled_lite/http_protocol.py): uvicorn has no deadline for reading a request head."""
+(recalled_lite/edge/): uvicorn has no deadline for reading a request head."""
 
 from __future__ import annotations
 
