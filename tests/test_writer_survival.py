@@ -18,7 +18,7 @@ import pytest
 from recalled_lite.app import create_app
 from recalled_lite.auth import new_key_record
 from recalled_lite.config import Config, EventsConfig
-from recalled_lite.errors import StorageError, StorageUnavailable
+from recalled_lite.errors import StorageUnavailable
 from recalled_lite.intake import prepare_event
 from recalled_lite.schemas import EventIn
 from recalled_lite.storage.sqlite.store import AppendEvents, CallOp, SqliteStore
