@@ -256,3 +256,20 @@ def test_stop_waits_for_the_running_group_before_the_connection_closes(tmp_path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT value FROM meta WHERE key = 'slow'").fetchone() == ("done",)
     conn.close()
+
+
+def test_a_dead_writer_releases_the_write_lock(tmp_path):
+    path = tmp_path / "lock.db"
+    store = SqliteStore(path, secret=SECRET)
+
+    async def scenario():
+        await store.append_events([prepared("seed")])
+        with pytest.raises(StorageUnavailable):
+            await store.write(_kill)
+        # Another process can still write (the CLI creating a key, a backup taking the lock).
+        other = sqlite3.connect(path, timeout=5)
+        other.execute("INSERT INTO meta (key, value) VALUES ('other', 'process')")
+        other.commit()
+        other.close()
+
+    run(store, scenario)

@@ -231,6 +231,7 @@ class Writer:
             self.dead = f"{type(exc).__name__}: {exc}"
             log.critical("the writer thread died; every write is refused with 503 until a restart",
                          exc_info=exc)
+            self._rollback_quietly()  # do not keep the write lock from other processes
             self._refuse_all(_dead_refusal(self.dead))
             return
         self._refuse_all(_shutting_down)
