@@ -19,7 +19,7 @@ from recalled_lite.intake import prepare_event
 from recalled_lite.schemas import EventIn
 from recalled_lite.storage.sqlite.store import AppendEvents, SqliteStore
 
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, wait_until
 
 POISON = "poison.pill"
 
@@ -32,46 +32,66 @@ def metric(c: httpx.Client, name: str) -> int | None:
 
 
 def test_a_constraint_failure_fails_only_its_request_in_a_shared_group(make_server):
-    srv = make_server("poison", config_text="[database]\nbusy_timeout_ms = 15000\n")
+    srv = make_server("poison", args=["--dev"], config_text="[database]\nbusy_timeout_ms = 15000\n")
     srv.stop()
     conn = sqlite3.connect(srv.db_path)
-    conn.execute(f"CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.action = '{POISON}' "
+    # The constraint fails inside the webhook intake hook, after the event rows were inserted
+    # and after the hook noted the delivery in memory: the whole op must be undone, memory too.
+    conn.execute("CREATE TRIGGER poison BEFORE INSERT ON webhook_messages WHEN "
+                 f"(SELECT action FROM events WHERE seq = NEW.event_seq) = '{POISON}' "
                  "BEGIN SELECT RAISE(ABORT, 'poisoned event'); END")
     conn.commit()
     conn.close()
     srv.start()
-    with srv.client() as c:
-        groups_before, ops_before = metric(c, "recalled_writer_groups_total"), metric(c, "recalled_writer_ops_total")
-    bodies = [{"action": POISON if i % 6 == 3 else f"good.{i}"} for i in range(30)]
+    receiver = Receiver()
+    try:
+        with srv.client() as c:
+            # Every event is queued for this webhook inside its op: a rolled-back op must not
+            # leave a hand-off behind (a delivery of a message that does not exist).
+            sub = c.post("/v1/event_subscriptions", json={"url": receiver.url("/hook")}).json()["data"]
+            wait_until(lambda: c.get(f"/v1/event_subscriptions/{sub['id']}").json()["data"]["state"]
+                       == "valid", message="subscription valid")
+            groups_before = metric(c, "recalled_writer_groups_total")
+            ops_before = metric(c, "recalled_writer_ops_total")
+        bodies = [{"action": POISON if i % 6 == 3 else f"good.{i}"} for i in range(30)]
 
-    async def fire():
-        async with srv.async_client() as c:
-            return await asyncio.gather(*(c.post("/v1/events", json=b) for b in bodies))
+        async def fire():
+            async with srv.async_client() as c:
+                return await asyncio.gather(*(c.post("/v1/events", json=b) for b in bodies))
 
-    # Hold the write lock while the requests arrive, so they queue and share write groups.
-    outsider = sqlite3.connect(srv.db_path, isolation_level=None, check_same_thread=False)
-    outsider.execute("BEGIN IMMEDIATE")
-    releaser = threading.Timer(1.0, outsider.execute, ("ROLLBACK",))
-    releaser.start()
-    responses = asyncio.run(fire())
-    releaser.join()
-    outsider.close()
+        # Hold the write lock while the requests arrive, so they queue and share write groups.
+        outsider = sqlite3.connect(srv.db_path, isolation_level=None, check_same_thread=False)
+        outsider.execute("BEGIN IMMEDIATE")
+        releaser = threading.Timer(1.0, outsider.execute, ("ROLLBACK",))
+        releaser.start()
+        responses = asyncio.run(fire())
+        releaser.join()
+        outsider.close()
 
-    for body, r in zip(bodies, responses):
-        if body["action"] == POISON:
-            assert r.status_code == 500, r.text
-            assert r.json()["error"]["code"] == "DATABASE_ERROR" and r.headers.get("x-request-id")
-        else:
-            assert r.status_code == 200, r.text
-    good = [r.json()["data"] for r in responses if r.status_code == 200]
-    assert sorted(e["seq"] for e in good) == list(range(1, 26))
-    with srv.client() as c:
-        verify = c.get("/v1/events/verify").json()["data"]
-        assert verify["valid"] is True and verify["checked"] == 25
-        groups, ops = metric(c, "recalled_writer_groups_total"), metric(c, "recalled_writer_ops_total")
-    if groups is not None and groups_before is not None:
-        # Fewer groups than requests: poisoned and good requests shared groups.
-        assert ops - ops_before >= 30 and groups - groups_before < 30
+        for body, r in zip(bodies, responses):
+            if body["action"] == POISON:
+                assert r.status_code == 500, r.text
+                assert r.json()["error"]["code"] == "DATABASE_ERROR" and r.headers.get("x-request-id")
+            else:
+                assert r.status_code == 200, r.text
+        good = [r.json()["data"] for r in responses if r.status_code == 200]
+        assert sorted(e["seq"] for e in good) == list(range(1, 26))
+        with srv.client() as c:
+            verify = c.get("/v1/events/verify").json()["data"]
+            assert verify["valid"] is True and verify["checked"] == 25
+            groups, ops = metric(c, "recalled_writer_groups_total"), metric(c, "recalled_writer_ops_total")
+        if groups is not None and groups_before is not None:
+            # Fewer groups than requests: poisoned and good requests shared groups.
+            assert ops - ops_before >= 30 and groups - groups_before < 30
+        # Each stored event is delivered once, under one webhook-id; nothing else is.
+        wait_until(lambda: len(receiver.received("/hook")) >= 25, timeout=30, message="25 deliveries")
+        time.sleep(1.0)
+        deliveries = receiver.received("/hook")
+        delivered = sorted(d.json["event"]["id"] for d in deliveries)
+        assert delivered == sorted(e["id"] for e in good)
+        assert len({d.webhook_id for d in deliveries}) == 25
+    finally:
+        receiver.close()
 
 
 def _prepared(action: str):
