@@ -27,13 +27,13 @@ from pathlib import Path
 
 import msgspec
 
-from . import console, dataset, durability, exports, prefill, sql_floor, trickle, webhooks, wrkrun
+from . import console, dataset, durability, erasure, exports, prefill, sql_floor, trickle, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "webhooks", "exports",
-             "console", "trickle"]
+SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "erasure", "webhooks",
+             "exports", "console", "trickle"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -470,6 +470,53 @@ def scen_read(ctx: Ctx, which: list[str]) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def scen_erasure(ctx: Ctx) -> None:
+    """Single-event intake p99 on the read prefill (1M), alone and then while erasures run
+    back to back (bench/erasure.py). Bar: the p99 during erasures is at most twice the p99
+    without, i.e. the incremental purge costs intake about one write group, not a stall."""
+    n = ctx.cfg.read_prefill
+    label = human_n(n) + ("*" if n != 1_000_000 else "")
+    c = max(ctx.cfg.conns)
+    cache = ensure_prefill(ctx, n)
+    key = prefill.read_meta(cache)["key"]
+    work = ctx.tmp / "erasure"
+    progress(f"cloning {cache.name} for the erasure run")
+    prefill.clone(cache, work)
+    env = {"BENCH_KEY": key}
+    try:
+        server = start_recalled(ctx, f"erasure-{human_n(n)}", work, key, timeout=600)
+        try:
+            without = measure_single(ctx, server, key, (c,), f"intake on {human_n(n)}, no erasure")[c]
+            eraser = erasure.Eraser(server.port, key).start()
+            try:
+                time.sleep(1.0)  # the first purge is under way when wrk starts
+                server.phase_reset()
+                during = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx,
+                                 f"intake on {human_n(n)} during erasures", env=env, events_per_request=1)
+            finally:
+                eraser.stop()
+            erasures = eraser.summary()
+        finally:
+            stop_recalled(ctx, server, f"erasure {human_n(n)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.raw["erasure"] = {"events": n, "conns": c, "without": without, "during": during,
+                          "erasures": erasures}
+    title = f"intake p99 during an erasure on {label} events, {c} conns"
+    if not erasures["erasures"]:
+        ctx.add(Row(title, f"no erasure completed ({erasures['errors'] or 'none started'})",
+                    "<= 2x p99 without", "failed"))
+        return
+    ratio = during["p99_ms"] / without["p99_ms"] if without["p99_ms"] else float("inf")
+    note = error_note(during) or error_note(without)
+    fig = (f"p99 {during['p99_ms']:.1f} ms vs {without['p99_ms']:.1f} ms without ({ratio:.2f}x); "
+           f"p50 {during['p50_ms']:.2f} vs {without['p50_ms']:.2f} ms; {during['ok_rps']:,.0f} vs "
+           f"{without['ok_rps']:,.0f} req/s; {erasures['erasures']} erasures back to back, "
+           f"{erasures['seconds_mean']:.1f} s each")
+    ctx.add(Row(title, fig + (f" ({note})" if note else ""), "<= 2x p99 without",
+                "errors" if note or erasures["error_count"] else verdict(ratio <= 2.0)))
+
+
 def scen_webhooks(ctx: Ctx) -> None:
     cfg = ctx.cfg
     rows = (f"webhook deliveries/s ({cfg.wh_subs} subscriptions)",
@@ -798,6 +845,8 @@ def main(argv: list[str] | None = None) -> int:
                      [(f"{s}, {human_n(cfg.read_prefill)} events",
                        "p50 <= 5 ms" if s == "list" else "p50 <= 30 ms") for s in read_which],
                      lambda c: scen_read(c, read_which)))
+    plan.append(("erasure", [(f"intake p99 during an erasure on {human_n(cfg.read_prefill)} events",
+                              "<= 2x p99 without")], scen_erasure))
     plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
     plan.append(("exports", [(export_row_title(), f"<= {EXPORT_BAR_MB} MB")], scen_exports))
     plan.append(("console", [("console pages", f"p50 <= {console.BAR_MS:g} ms")], scen_console))

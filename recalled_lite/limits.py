@@ -19,7 +19,8 @@ no organization counts under the organization "" (configure it like any other). 
 rebuilt from the events table on the first write after a start, so it survives restarts (the
 server's own `recalled.*` audit events never count). A request
 reserves its events before it writes (a batch reserves all of them: all or nothing) and gives back
-what was not stored (deduplicated repeats, failed writes).
+what was not stored (deduplicated repeats, failed writes) when the write settles, even if the
+request was cancelled meanwhile (the write commits anyway).
 """
 
 from __future__ import annotations
@@ -202,12 +203,18 @@ async def append_within_quota(quotas: Quotas, store: Any, prepared: list[Any], r
     await quotas.ensure_month(store, received_at)
     wanted = count_by_org(ev.organization for ev in prepared)
     quotas.reserve(wanted, received_at)  # no await between the check and the take
-    try:
-        results = await store.append_events(prepared)
-    except BaseException:
-        quotas.release(wanted)
-        raise
-    replayed = count_by_org(r.event.organization for r in results if r.deduplicated)
+    # The reservation is settled by the write's outcome, not by this request's: once
+    # submitted, the write commits even if the client goes away and this task is
+    # cancelled, so a cancellation must not give the quota back.
+    write = asyncio.ensure_future(store.append_events(prepared))
+    write.add_done_callback(lambda done: _settle_reservation(quotas, wanted, done))
+    return await asyncio.shield(write)
+
+
+def _settle_reservation(quotas: Quotas, wanted: dict[str, int], write: "asyncio.Future[Any]") -> None:
+    if write.cancelled() or write.exception() is not None:
+        quotas.release(wanted)  # nothing was stored
+        return
+    replayed = count_by_org(r.event.organization for r in write.result() if r.deduplicated)
     if replayed:
         quotas.release(replayed)
-    return results

@@ -200,3 +200,80 @@ def test_bad_limits_config_names_the_key(tmp_path):
     path.write_text("[limits]\nrate_limit_per_second = -1\n")
     with pytest.raises(ConfigError, match="limits.rate_limit_per_second"):
         load_config(str(path), environ={})
+
+
+def _quota_event(org: str):
+    import msgspec
+
+    from recalled_lite.auth import new_key_record
+    from recalled_lite.config import EventsConfig
+    from recalled_lite.intake import prepare_event
+    from recalled_lite.schemas import EventIn
+
+    _, key = new_key_record("k", frozenset({"admin"}), None)
+    event = msgspec.convert({"action": "q.cancel", "organization": org}, EventIn)
+    return prepare_event(event, key, EventsConfig(), 1_800_000_000_000)
+
+
+def test_a_cancelled_request_keeps_the_quota_its_committed_write_used(tmp_path):
+    """The client goes away after its write was submitted: the writer commits anyway, so the
+    quota must count it (it used to be given back, letting the organization over its limit)."""
+    import sqlite3
+
+    from recalled_lite.limits import append_within_quota
+    from recalled_lite.storage.sqlite.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "q.db", secret=b"q" * 64, busy_timeout_ms=10_000)
+    quotas = Quotas({"org_c": 5}, 0)
+
+    async def scenario() -> tuple[int, int, int]:
+        store.start(asyncio.get_running_loop())
+        await quotas.ensure_month(store, 1_800_000_000_000)
+        # Another connection holds the write lock: the write waits inside the writer.
+        blocker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        request = asyncio.ensure_future(
+            append_within_quota(quotas, store, [_quota_event("org_c")], 1_800_000_000_000))
+        await asyncio.sleep(0.2)  # submitted, and stuck behind the lock
+        reserved = quotas.counts["org_c"]
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        after_cancel = quotas.counts["org_c"]
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        for _ in range(300):  # the write commits once the lock is free
+            if await store.read(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0]):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        stored = await store.read(lambda c: c.execute(
+            "SELECT count(*) FROM events WHERE organization = 'org_c'").fetchone()[0])
+        return reserved, after_cancel, stored
+
+    try:
+        reserved, after_cancel, stored = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert reserved == 1
+    assert stored == 1                 # the write committed although its request was cancelled
+    assert after_cancel == 1           # so the cancellation did not give the unit back
+    assert quotas.counts["org_c"] == 1  # nor did the write settling
+
+
+def test_a_failed_write_gives_its_reservation_back(tmp_path):
+    from recalled_lite.errors import StorageError
+    from recalled_lite.limits import append_within_quota
+
+    quotas = Quotas({"org_f": 5}, 0)
+    quotas.month, quotas.counts = (2027, 1), {}
+
+    class FailingStore:  # the write itself fails: nothing was stored
+        async def append_events(self, prepared):
+            await asyncio.sleep(0)
+            raise StorageError("database error: disk I/O error")
+
+    with pytest.raises(StorageError):
+        asyncio.run(append_within_quota(quotas, FailingStore(), [_quota_event("org_f")] * 2,
+                                        1_800_000_000_000))
+    assert quotas.counts.get("org_f", 0) == 0

@@ -12,28 +12,49 @@ Per event (one chunk of events per write transaction, so intake keeps flowing):
   chained columns, personal_digest included, are untouched: the chain still verifies
   (docs/integrity.md).
 
-Then, once per erasure (`purge`): FTS5 `optimize` rewrites the index into one segment,
-dropping the old segments that still hold the deleted terms (a 'delete' only adds a
-tombstone); the writer runs with secure_delete=ON (connection.py), so every freed
-page and cell is zeroed; finally a TRUNCATE checkpoint (`checkpoint_truncate`, on its
-own connection, outside any transaction) copies the new pages into the database file
-and empties the WAL, which still held the pre-erasure page images.
+Then the purge (storage/sqlite/purge.py runs it): a 'delete' in a contentless FTS5 index
+only adds a tombstone, and the deleted terms stay in the older segments (and the tombstones
+themselves name them) until every segment is merged into one. That merge is the FTS5
+'optimize' rewrite of the whole index, which once ran as one write op and held the writer
+0.7 s on a 400k-event log (~17 s at 10M). It now runs incrementally: `purge_begin` gathers
+every segment into one level and starts merging them ('merge' with a negative budget),
+and each `purge_step` merges PURGE_STEP_PAGES more pages ('merge' with a positive budget
+continues the merge already started, whatever intake added since), each step its own write
+op, queued behind whatever intake is waiting. When a step does no work (fewer than two rows
+changed, the FTS5 documentation's test) the merge is complete and the deleted terms are
+gone. The writer runs with secure_delete=ON (connection.py), so every page and cell the
+merge frees is zeroed. Finally the WAL, which still holds the pre-erasure page images, is
+truncated off the writer's path (checkpoint.WalTruncator).
 
-A marker row in `meta` says a purge is owed; it is set in the same transaction as the
-rows and cleared by the purge, so a crash in between is repaired by the next erasure.
+Two marker rows in `meta` make this crash-safe. `erasure_purge_pending` is bumped by every
+chunk, in the chunk's transaction; the purge deletes it in its last step only if no chunk
+bumped it since the purge began (an erasure that committed mid-purge gets another round).
+That last step bumps `erasure_wal_truncate_pending`, deleted once the WAL was truncated. A
+server starting with either marker set finishes the job in the background.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
-from pathlib import Path
+from typing import NamedTuple
 
 from .fts import fts_columns
 
 DELETED = "[deleted]"
-ERASE_CHUNK = 500
+# Events erased per write op. Measured on a 400k-event log: 128 events cost ~6 ms with
+# the commit (about one intake group of 64 single events); 500 cost ~23 ms.
+ERASE_CHUNK = 128
+# FTS5 pages (pgsz ~4 KB) merged per purge step. Measured on a 400k-event log (a 42 MB
+# index): 64 pages is a ~5 ms step, like one intake group of 64 single events; the purge
+# takes ~100 steps there. (The step that completes a level also frees its input pages,
+# up to ~25 ms.)
+PURGE_STEP_PAGES = 64
 PURGE_MARKER = "erasure_purge_pending"
+WAL_MARKER = "erasure_wal_truncate_pending"
+
+_BUMP = ("INSERT INTO meta (key, value) VALUES (?, '1') "
+         "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+_MERGE = "INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?)"
 
 # No ORDER BY: the actor index is walked from its start and stops after one chunk; rows
 # erased by earlier chunks have left that index range (their actor_id is '[deleted]').
@@ -82,41 +103,56 @@ def erase_chunk(conn: sqlite3.Connection, actor_id: str, organization: str | Non
     conn.executemany(_FTS_DELETE, fts_deletes)
     conn.executemany(_ERASE_ROW, updates)
     conn.executemany(_FTS_INSERT, fts_inserts)
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (PURGE_MARKER,))
+    conn.execute(_BUMP, (PURGE_MARKER,))
     return len(rows)
 
 
+class PurgeStep(NamedTuple):
+    pages: int                 # the budget this step was given
+    changes: int               # rows of the index's tables it changed
+    wal_generation: str | None  # set by the last step: the WAL truncation now owed
+
+
+def _marker(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
 def purge_pending(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM meta WHERE key = ?", (PURGE_MARKER,)).fetchone() is not None
+    return _marker(conn, PURGE_MARKER) is not None
 
 
-def purge(conn: sqlite3.Connection) -> None:
-    """Rewrite the full-text index without the deleted entries (zeroing the old segments)."""
+def wal_truncation_owed(conn: sqlite3.Connection) -> str | None:
+    return _marker(conn, WAL_MARKER)
+
+
+def purge_begin(conn: sqlite3.Connection) -> str | None:
+    """Start a purge round: the generation it covers, or None if nothing is owed."""
+    generation = _marker(conn, PURGE_MARKER)
+    if generation is None:
+        return None
     conn.execute("PRAGMA secure_delete=ON")  # already on (connection.py); never run without it
-    conn.execute("INSERT INTO events_fts (events_fts) VALUES ('optimize')")
-    conn.execute("DELETE FROM meta WHERE key = ?", (PURGE_MARKER,))
+    # Negative: every segment is moved to one level first, so the merge takes them all.
+    conn.execute(_MERGE, (-PURGE_STEP_PAGES,))
+    return generation
 
 
-def checkpoint_truncate(path: Path, *, attempts: int = 40, pause: float = 0.05,
-                        busy_timeout_ms: int = 2000) -> bool:
-    """Copy the WAL into the database file and truncate the WAL to zero bytes.
+def purge_step(conn: sqlite3.Connection, generation: str) -> PurgeStep:
+    """Merge up to PURGE_STEP_PAGES more pages; the last step (no work left) clears the marker."""
+    conn.execute("PRAGMA secure_delete=ON")
+    before = conn.total_changes
+    conn.execute(_MERGE, (PURGE_STEP_PAGES,))
+    changes = conn.total_changes - before
+    if changes >= 2:
+        return PurgeStep(PURGE_STEP_PAGES, changes, None)
+    # Complete. A chunk committed since purge_begin bumped the generation: its tombstones
+    # may sit in segments this round did not take, so the marker stays for another round.
+    conn.execute("DELETE FROM meta WHERE key = ? AND value = ?", (PURGE_MARKER, generation))
+    conn.execute(_BUMP, (WAL_MARKER,))
+    return PurgeStep(PURGE_STEP_PAGES, changes, _marker(conn, WAL_MARKER))
 
-    Runs on a connection of its own (a checkpoint cannot run inside the writer's
-    transaction). It waits for the writer and for readers still on an older
-    snapshot; if readers keep it from finishing, it retries briefly. Returns True
-    when the WAL was emptied.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        for _ in range(attempts):
-            try:
-                busy, log_frames, _checkpointed = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            except sqlite3.OperationalError:
-                busy, log_frames = 1, -1
-            if busy == 0 and log_frames in (0, -1):
-                return True
-            time.sleep(pause)
-        return False
-    finally:
-        conn.close()
+
+def clear_wal_marker(conn: sqlite3.Connection, generation: str) -> None:
+    """The WAL was truncated after the purge of `generation` (a later purge keeps its own)."""
+    conn.execute("DELETE FROM meta WHERE key = ? AND value = ?", (WAL_MARKER, generation))
+

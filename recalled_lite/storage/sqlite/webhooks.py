@@ -124,6 +124,7 @@ class WebhookStorage(OutboxOps, JobOps):
             self._after_rollback(c)
 
         writer.reload_state = reload_state
+        writer.savepoint_listeners.append((self._savepoint_mark, self._savepoint_rewind))
         self._dirty = False
         self._new_jobs = []
         self._state_log = []
@@ -152,6 +153,14 @@ class WebhookStorage(OutboxOps, JobOps):
                     upgraded += 1
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v2')", (_SEAL_MARK,))
         self.secrets_upgraded = upgraded
+
+    def _savepoint_mark(self) -> tuple[Any, ...]:
+        return (len(self._handoff), self.handed, dict(self._due), self.subs, self.index, self._dirty)
+
+    def _savepoint_rewind(self, mark: tuple[Any, ...]) -> None:
+        # A rolled-back savepoint (one failed op): what it queued or reloaded does not exist.
+        handoff_len, self.handed, self._due, self.subs, self.index, self._dirty = mark
+        del self._handoff[handoff_len:]
 
     def _after_rollback(self, conn: sqlite3.Connection) -> None:
         # A whole group was rolled back: nothing it queued or changed exists.

@@ -1,14 +1,31 @@
 """The single writer: one thread owns the write connection and commits in groups.
 
 Requests hand the writer a WriteOp and await a future. The writer takes every
-op that is queued, runs them in ONE transaction (each inside a SAVEPOINT, so a
-business error in one op — an idempotency conflict, a missing row — rolls back
-only that op), commits, and only then settles the futures. While one group is
-being fsynced, the next one queues up, so the cost of an fsync is shared by
-everything that arrived during the previous one (group commit).
+op that is queued, runs them in ONE transaction (each inside a SAVEPOINT),
+commits, and only then settles the futures. While one group is being fsynced,
+the next one queues up, so the cost of an fsync is shared by everything that
+arrived during the previous one (group commit).
 
-A database error (disk full, I/O error, lock timeout) fails the whole group:
-nothing in it was committed, and every caller hears so.
+What fails what:
+
+* An op that raises (a business error such as an idempotency conflict, a
+  constraint failure such as sqlite3.IntegrityError, a bug in the op or in an
+  intake hook) fails only itself: its savepoint is rolled back and the rest of
+  the group commits. Consecutive intake ops run as one batch under one
+  savepoint; if the batch raises, it is rolled back and re-run op by op, each
+  under its own savepoint, so the bad op is isolated.
+* An error of the database itself (disk full, I/O, busy or locked, corrupt,
+  out of memory, read-only) or a failing COMMIT abandons the group: nothing in
+  it was committed, and every caller hears so.
+* SQLite defers only foreign-key constraints, and only those declared
+  DEFERRABLE INITIALLY DEFERRED; `deferred_foreign_keys` lets the store refuse a
+  schema with any, so no constraint can fail at COMMIT for one op's sake.
+* Nothing an op, a hook, an after_commit callback or a state reload raises can
+  end the thread. If it ends anyway (a bug), every pending and later write is
+  refused at once with 503 and `dead` says why (GET /readyz reports it).
+* `stop()` closes the gate first: a write submitted after it is refused with
+  503 at once, one submitted before it is committed (the stop marker is the
+  last item ever queued).
 """
 
 from __future__ import annotations
@@ -16,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -26,6 +44,29 @@ from ...errors import StorageError, StorageUnavailable
 log = logging.getLogger("recalled_lite.writer")
 
 _STOP = object()
+
+# Primary result codes (the low byte of an extended code) that mean the database
+# itself failed: the transaction cannot be trusted, so the whole group is abandoned.
+_SQLITE_GROUP_FATAL = {
+    2,   # SQLITE_INTERNAL
+    3,   # SQLITE_PERM
+    4,   # SQLITE_ABORT
+    5,   # SQLITE_BUSY
+    6,   # SQLITE_LOCKED
+    7,   # SQLITE_NOMEM
+    8,   # SQLITE_READONLY
+    9,   # SQLITE_INTERRUPT
+    10,  # SQLITE_IOERR
+    11,  # SQLITE_CORRUPT
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+    22,  # SQLITE_NOLFS
+    23,  # SQLITE_AUTH
+    26,  # SQLITE_NOTADB
+}
+# A failed state reload is retried at the start of a later group, at most this often.
+_RELOAD_RETRY_SECONDS = 1.0
 
 
 class WriteOp:
@@ -68,6 +109,33 @@ def classify_sqlite_error(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"database error: {message}")
 
 
+def abandons_group(exc: BaseException, conn: sqlite3.Connection) -> bool:
+    """True if `exc`, raised inside the group, means the group cannot commit."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    if not conn.in_transaction:
+        return True  # SQLite rolled the transaction back itself (it does on some I/O errors)
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _SQLITE_GROUP_FATAL
+
+
+_DEFERRED = re.compile(r"\bDEFERRABLE\s+INITIALLY\s+DEFERRED\b", re.IGNORECASE)
+
+
+def deferred_foreign_keys(conn: sqlite3.Connection) -> list[str]:
+    """Tables whose schema declares a deferred constraint (checked only at COMMIT)."""
+    rows = conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL")
+    return [name for name, sql in rows if _DEFERRED.search(sql)]
+
+
+def _op_error(exc: Exception, op: Any) -> Exception:
+    """What the caller of a failed op hears. Business errors pass through as they are."""
+    if isinstance(exc, sqlite3.Error):
+        log.warning("write op %s failed and was rolled back alone: %s", type(op).__name__, exc)
+        return classify_sqlite_error(exc)
+    return exc
+
+
 class Writer:
     def __init__(self, conn: sqlite3.Connection, *, max_group_ops: int = 512) -> None:
         self.conn = conn
@@ -75,19 +143,32 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closing = False
+        # Held around "may I queue?" + put, and around closing that door, so no
+        # write can slip into the queue after the stop marker (or after a death).
+        self._gate = threading.Lock()
+        self._refusal: Callable[[], StorageUnavailable] | None = None
+        # Why the thread ended other than by stop() (a bug); None while it runs.
+        self.dead: str | None = None
+        # The group being run, and its results once committed (for a death mid-group).
+        self._inflight: list[tuple[WriteOp, Any]] | None = None
+        self._inflight_results: list[tuple[Any, Any, BaseException | None]] | None = None
         # Called on the writer thread after every successful COMMIT.
         self.commit_listeners: list[Callable[[], None]] = []
+        # (mark, rewind): mark() is taken before each savepoint; rewind(mark) undoes
+        # in-memory changes made by what the savepoint rolled back (the webhook hand-off).
+        self.savepoint_listeners: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
         # State owned by the writer thread (the chain head lives here).
         self.state: dict[str, Any] = {}
         self.reload_state: Callable[[sqlite3.Connection], None] = lambda conn: None
+        # Inside BEGIN IMMEDIATE, before every group: has another process changed
+        # what `state` mirrors (the CLI appending beside a running server)?
+        self.state_is_stale: Callable[[sqlite3.Connection], bool] = lambda conn: False
+        self._reload_owed_since: float | None = None
+        self._reload_failing = False  # log the first failure of a streak with its traceback
         self.groups_committed = 0
         self.ops_committed = 0
         # (ops in the group, COMMIT seconds) after each commit: /metrics histograms.
         self.group_observer: Callable[[int, float], None] | None = None
-        # Changes when ANOTHER connection commits (`recalled-lite keys create` appends its
-        # audit event to the chain from its own process): then the state is reloaded.
-        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -98,15 +179,27 @@ class Writer:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._closing
+        return self._thread is not None and self._thread.is_alive() and self._refusal is None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish every queued op, commit, and stop the thread."""
-        if self._thread is None:
-            return
-        self._closing = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Refuse new writes, finish every queued op, commit, and wait for the thread.
+
+        Waits as long as the thread runs (the caller must not close the connection
+        under it), logging every `timeout` seconds. Returns False if the thread had
+        died before (its queue was refused, not committed)."""
+        with self._gate:
+            if self._refusal is None:
+                self._refusal = _shutting_down
+                self._queue.put(_STOP)
+        thread = self._thread
+        if thread is None:
+            return True
+        while True:
+            thread.join(timeout)
+            if not thread.is_alive():
+                return self.dead is None
+            log.error("the writer is still finishing a write group after %.0f s; waiting for it "
+                      "before closing the database", timeout)
 
     # -- submission ---------------------------------------------------------
 
@@ -114,10 +207,12 @@ class Writer:
         loop = self._loop
         assert loop is not None, "writer not started"
         future = loop.create_future()
-        if self._closing:
-            future.set_exception(StorageUnavailable("the server is shutting down", retry_after=5))
-            return future
-        self._queue.put((op, future))
+        with self._gate:
+            refusal = self._refusal
+            if refusal is None:
+                self._queue.put((op, future))
+                return future
+        future.set_exception(refusal())
         return future
 
     def run_sync(self, op: WriteOp) -> Any:
@@ -132,12 +227,24 @@ class Writer:
     # -- the thread ---------------------------------------------------------
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
+        try:
+            self._serve()
+        except BaseException as exc:  # a bug: the loop below itself raised
+            self.dead = f"{type(exc).__name__}: {exc}"
+            log.critical("the writer thread died; every write is refused with 503 until a restart",
+                         exc_info=exc)
+            self._rollback_quietly()  # do not keep the write lock from other processes
+            self._refuse_all(_dead_refusal(self.dead))
+            return
+        self._refuse_all(_shutting_down)
+
+    def _serve(self) -> None:
+        while True:
             first = self._queue.get()
             if first is _STOP:
-                break
+                return
             group = [first]
+            stopping = False
             while len(group) < self.max_group_ops:
                 try:
                     item = self._queue.get_nowait()
@@ -147,93 +254,69 @@ class Writer:
                     stopping = True
                     break
                 group.append(item)
-            results = self._run_group(group)
-            assert self._loop is not None
+            self._inflight, self._inflight_results = group, None
             try:
-                self._loop.call_soon_threadsafe(_settle, results)
-            except RuntimeError:  # loop already closed: nobody is waiting any more
-                pass
-        # Anything that raced in after the stop marker is refused, not dropped silently.
-        leftovers = []
+                results = self._run_group(group)
+            except Exception as exc:  # _run_group handles its own errors; this is a last resort
+                log.exception("write group of %d ops failed unexpectedly", len(group))
+                self._rollback_quietly()
+                error = StorageError(f"internal error in a write group: {type(exc).__name__}")
+                results = [(future, None, error) for _, future in group]
+            self._inflight_results = results
+            self._deliver(results)
+            self._inflight = self._inflight_results = None
+            if stopping:
+                return
+
+    def _deliver(self, results: list[tuple[Any, Any, BaseException | None]]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(_settle, results)
+        except RuntimeError:  # loop already closed: nobody is waiting any more
+            pass
+
+    def _refuse_all(self, refusal: Callable[[], StorageUnavailable]) -> None:
+        """Close the gate and answer everything still waiting (the thread is ending)."""
+        with self._gate:
+            if self._refusal is None or self.dead is not None:
+                self._refusal = refusal
+        pending: list[tuple[Any, Any, BaseException | None]] = []
+        group, committed = self._inflight, self._inflight_results
+        if group is not None:
+            if committed is not None:
+                pending.extend(committed)  # durable: the callers get their real results
+            else:
+                pending.extend((future, None, refusal()) for _, future in group)
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not _STOP:
-                leftovers.append((item[1], None, StorageUnavailable("the server is shutting down", 5)))
-        if leftovers and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(_settle, leftovers)
-            except RuntimeError:
-                pass
+                pending.append((item[1], None, refusal()))
+        if pending:
+            self._deliver(pending)
+
+    # -- one group ------------------------------------------------------------
 
     def _run_group(self, group: list[tuple[WriteOp, Any]]) -> list[tuple[Any, Any, BaseException | None]]:
         conn = self.conn
-        results: list[tuple[Any, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             error = classify_sqlite_error(exc)
             return [(future, None, error) for _, future in group]
         try:
-            # Under the write lock nobody else can commit until we do: one check per group.
-            data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if data_version != self._data_version:
-                self._data_version = data_version
-                self.reload_state(conn)
-            position = 0
-            while position < len(group):
-                op, future = group[position]
-                apply_group = getattr(op, "apply_group", None)
-                if apply_group is not None:
-                    # Consecutive ops of a kind that knows how to batch itself
-                    # (event intake) run as one: one statement per table.
-                    end = position
-                    while end < len(group) and type(group[end][0]) is type(op):
-                        end += 1
-                    run = group[position:end]
-                    outcomes = apply_group(conn, self, [o for o, _ in run])
-                    for (_, run_future), outcome in zip(run, outcomes):
-                        if isinstance(outcome, Exception):
-                            results.append((run_future, None, outcome))
-                        else:
-                            results.append((run_future, outcome, None))
-                    position = end
-                    continue
-                position += 1
-                conn.execute("SAVEPOINT op")
-                try:
-                    result = op.apply(conn, self)
-                except sqlite3.Error:
-                    raise  # the database itself failed: abandon the group
-                except Exception as exc:  # a business error: undo this op only
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((future, None, exc))
-                    continue
-                conn.execute("RELEASE op")
-                results.append((future, result, None))
+            self._refresh_state(conn)
+            results = self._apply(conn, group)
             started = time.perf_counter()
             conn.execute("COMMIT")
             commit_seconds = time.perf_counter() - started
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error):
-                error: StorageError = classify_sqlite_error(exc)
-                log.error("write group of %d ops failed: %s", len(group), exc)
-            else:  # a bug in a batched op: fail the group, keep the writer alive
-                error = StorageError(f"internal error in a write group: {type(exc).__name__}")
-                log.exception("write group of %d ops failed", len(group))
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            try:
-                self.reload_state(conn)
-            except sqlite3.Error:
-                log.exception("could not reload writer state after a failed group")
-            return [(future, None, error) for _, future in group]
+            return self._abandon(group, exc)
+        self._inflight_results = results  # durable now, whatever happens below
         self.groups_committed += 1
         self.ops_committed += len(group)
         self.state["last_commit_seconds"] = commit_seconds
@@ -247,13 +330,158 @@ class Writer:
                 try:
                     op.after_commit(self, result)
                 except Exception:
-                    log.exception("after_commit hook failed")
+                    log.exception("after_commit hook of %s failed", type(op).__name__)
         for listener in self.commit_listeners:
             try:
                 listener()
             except Exception:
                 log.exception("commit listener failed")
         return results
+
+    def _apply(self, conn: sqlite3.Connection, group: list[tuple[WriteOp, Any]]) -> list[tuple[Any, Any, Any]]:
+        results: list[tuple[Any, Any, BaseException | None]] = []
+        position = 0
+        while position < len(group):
+            op, future = group[position]
+            apply_group = getattr(op, "apply_group", None)
+            if apply_group is not None:
+                # Consecutive ops of a kind that knows how to batch itself
+                # (event intake) run as one: one statement per table.
+                end = position
+                while end < len(group) and type(group[end][0]) is type(op):
+                    end += 1
+                run = group[position:end]
+                outcomes = self._apply_batch(conn, apply_group, [o for o, _ in run])
+                for (_, run_future), outcome in zip(run, outcomes):
+                    if isinstance(outcome, Exception):
+                        results.append((run_future, None, outcome))
+                    else:
+                        results.append((run_future, outcome, None))
+                position = end
+                continue
+            position += 1
+            ok, value = self._in_savepoint(conn, "op", op, op.apply)
+            results.append((future, value, None) if ok else (future, None, value))
+        return results
+
+    def _apply_batch(self, conn: sqlite3.Connection, apply_group: Callable[..., list[Any]],
+                     ops: list[WriteOp]) -> list[Any]:
+        """apply_group(ops) under one savepoint; if it raises, op by op to isolate the culprit."""
+        ok, value = self._in_savepoint(conn, "batch", ops[0], lambda c, w: apply_group(c, w, ops))
+        if ok:
+            return value
+        if len(ops) == 1:
+            return [value]
+        log.warning("a batch of %d intake ops failed (%s); re-running them one by one",
+                    len(ops), value)
+        outcomes = []
+        for op in ops:
+            ok, value = self._in_savepoint(conn, "op", op, lambda c, w, op=op: apply_group(c, w, [op])[0])
+            outcomes.append(value)
+        return outcomes
+
+    def _in_savepoint(self, conn: sqlite3.Connection, name: str, op: Any,
+                      fn: Callable[[sqlite3.Connection, "Writer"], Any]) -> tuple[bool, Any]:
+        """(True, result) or (False, the error for the caller). Raises what abandons the group."""
+        marks = self._marks()
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            result = fn(conn, self)
+        except Exception as exc:
+            if abandons_group(exc, conn):
+                raise
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            self._rewind(marks)
+            return False, _op_error(exc, op)
+        conn.execute(f"RELEASE {name}")
+        return True, result
+
+    def _marks(self) -> list[Any] | None:
+        if not self.savepoint_listeners:
+            return None
+        try:
+            return [mark() for mark, _ in self.savepoint_listeners]
+        except Exception:
+            log.exception("a savepoint listener failed to take its mark; state will be reloaded")
+            return None
+
+    def _rewind(self, marks: list[Any] | None) -> None:
+        if not self.savepoint_listeners:
+            return
+        if marks is None:
+            self._owe_reload()
+            return
+        for (_, rewind), mark in zip(self.savepoint_listeners, marks):
+            try:
+                rewind(mark)
+            except Exception:
+                log.exception("a savepoint listener failed to rewind; state will be reloaded")
+                self._owe_reload()
+
+    def _owe_reload(self) -> None:
+        # Due at the start of the next group (0 is "long ago").
+        if self._reload_owed_since is None:
+            self._reload_owed_since = 0.0
+
+    def _refresh_state(self, conn: sqlite3.Connection) -> None:
+        """Reload `state` if another process changed what it mirrors, or a reload is owed."""
+        if self.state_is_stale(conn):
+            log.info("the database was changed by another process; reloading the writer's state")
+            self._reload(conn)
+            if self.state_is_stale(conn):
+                # Writing on a stale chain head would fork the chain: refuse this group.
+                raise StorageUnavailable("the writer could not reload the chain head", retry_after=1)
+        elif self._reload_owed_since is not None:
+            if time.monotonic() - self._reload_owed_since >= _RELOAD_RETRY_SECONDS:
+                self._reload(conn)
+
+    def _reload(self, conn: sqlite3.Connection) -> None:
+        """reload_state, which must never take the thread down with it."""
+        try:
+            self.reload_state(conn)
+        except Exception:
+            self._reload_owed_since = time.monotonic()
+            if not self._reload_failing:
+                self._reload_failing = True
+                log.exception("could not reload the writer's state; retrying before later groups")
+            return
+        if self._reload_failing:
+            log.info("the writer's state was reloaded after earlier failures")
+        self._reload_failing = False
+        self._reload_owed_since = None
+
+    def _abandon(self, group: list[tuple[WriteOp, Any]], exc: Exception) -> list[tuple[Any, Any, Any]]:
+        if isinstance(exc, StorageError):
+            error: StorageError = exc
+            log.error("write group of %d ops refused: %s", len(group), exc)
+        elif isinstance(exc, sqlite3.Error):
+            error = classify_sqlite_error(exc)
+            log.error("write group of %d ops failed: %s", len(group), exc)
+        else:  # a bug outside any op (a savepoint that would not roll back...)
+            error = StorageError(f"internal error in a write group: {type(exc).__name__}")
+            log.exception("write group of %d ops failed", len(group))
+        self._rollback_quietly()
+        self._reload(self.conn)
+        return [(future, None, error) for _, future in group]
+
+    def _rollback_quietly(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("ROLLBACK failed")
+
+
+def _shutting_down() -> StorageUnavailable:
+    return StorageUnavailable("the server is shutting down", retry_after=5)
+
+
+def _dead_refusal(reason: str) -> Callable[[], StorageUnavailable]:
+    def refusal() -> StorageUnavailable:
+        return StorageUnavailable(f"the writer thread has stopped ({reason}); restart the server",
+                                  retry_after=5)
+    return refusal
 
 
 def _settle(results: list[tuple[Any, Any, BaseException | None]]) -> None:
