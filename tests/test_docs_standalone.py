@@ -24,7 +24,8 @@ FORBIDDEN = [
     (re.compile(r"(?<![\w.])\.\./"), "a path above the repository"),
 ]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-SECTION = re.compile(r"§\s*(\d+(?:\.\d+)*)")
+# "RFC 9110 §7.8" is a section of a published standard, not of these docs.
+SECTION = re.compile(r"(?<!RFC \d{4} )§\s*(\d+(?:\.\d+)*)")
 DOC_NAME = re.compile(r"\b([\w-]+\.md)\b")
 
 
@@ -60,8 +61,11 @@ def resolve_doc(name: str, beside: Path) -> Path | None:
 def test_doc_points_nowhere_outside_the_repository(doc: Path):
     problems = []
     for number, line in enumerate(doc.read_text().splitlines(), start=1):
+        # A markdown link is checked below by where it resolves (../BENCHMARKS.md from docs/
+        # is inside the repository); the patterns look at the rest of the line.
+        prose = LINK.sub("", line)
         for pattern, why in FORBIDDEN:
-            if pattern.search(line):
+            if pattern.search(prose):
                 problems.append(f"{doc.name}:{number}: {why}: {line.strip()[:120]}")
         for target in LINK.findall(line):
             if re.match(r"[a-z]+:", target):  # https://..., mailto:: a public page, not a path
@@ -95,4 +99,5 @@ def test_the_check_catches_what_it_is_for(tmp_path, monkeypatch):
     for text in samples:
         assert any(p.search(text) for p, _ in FORBIDDEN), text
     assert not any(p.search("see docs/api.md and the OpenAPI description") for p, _ in FORBIDDEN)
+    assert not SECTION.search("RFC 9110 §7.8") and SECTION.search("api.md §7")
     assert slug("`POST /v1/events` (scope `events:write`)") == "post-v1events-scope-eventswrite"
