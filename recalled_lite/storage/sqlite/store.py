@@ -26,6 +26,7 @@ from ..base import (
 )
 from .connection import open_writer
 from .migrate import migrate
+from .merkle import MerkleStore, append_leaves
 from . import erasure, reads
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp
@@ -180,9 +181,10 @@ class AppendEvents(WriteOp):
         conn.executemany(_INSERT_FTS, fts_rows)
         for hook in state["intake_hooks"]:
             hook(conn, records)
+        tree = append_leaves(conn, state["tree"], records)  # the Merkle tiles, same transaction
         # Only now, with every statement done, does the head move: an exception
         # above fails the whole group and the writer reloads the head from disk.
-        state["head_seq"], state["head_hash"] = seq, prev_hash
+        state["head_seq"], state["head_hash"], state["tree"] = seq, prev_hash, tree
         return outcomes
 
 
@@ -212,7 +214,7 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     )
 
 
-class SqliteStore:
+class SqliteStore(MerkleStore):
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
                  busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
                  max_page_count: int = 0) -> None:
@@ -233,6 +235,7 @@ class SqliteStore:
         self.project_id = self._init_meta()
         self.writer.state["project_id"] = self.project_id
         self._load_chain_head(self._conn)
+        self._init_tree()
         self._continue_ids_after_last_event()
         self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
@@ -271,6 +274,8 @@ class SqliteStore:
     def _load_chain_head(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         self.writer.state["head_seq"], self.writer.state["head_hash"] = row if row else (0, None)
+        if "tree" in self.writer.state:  # (at open, _init_tree loads it after this)
+            self._reload_tree(conn)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.readers = ReaderPool(self.path, size=self._reader_count,
