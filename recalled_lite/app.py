@@ -29,8 +29,11 @@ from .api import events as events_api
 from .api import exports as exports_api
 from .api import health as health_api
 from .api import keys as keys_api
+from .api import proofs as proofs_api
+from .api import receipts as receipts_api
 from .api import subscriptions as subscriptions_api
 from . import openapi
+from .receipts import page as receipt_page
 from .api.common import AppContext, json_response
 from .config import Config
 from .errors import (
@@ -246,7 +249,7 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     # Intake first: most requests are intake, and Starlette tries routes in order.
     routes = [*events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes, *subscriptions_api.routes,
               *events_api.routes, *exports_api.routes, *actors_api.routes, *embed_api.routes,
-              *openapi.routes]
+              *openapi.routes, *proofs_api.routes, *receipts_api.routes, *receipt_page.routes]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

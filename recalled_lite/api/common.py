@@ -36,6 +36,8 @@ class AppContext:
     shutting_down: bool = False
     # Rate limits and quotas (recalled_lite/limits.py); built from config.limits.
     limits: Any = None
+    # checkpointing.CheckpointService, once started (signs checkpoints; proofs wait on it).
+    checkpoints: Any = None
 
     def __post_init__(self) -> None:
         if self.limits is None:

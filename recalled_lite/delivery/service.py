@@ -75,6 +75,8 @@ class WebhookPayload(msgspec.Struct, rename="camel", omit_defaults=False):
     created_at: str
     project_id: str
     event: EventOut | None
+    # The latest signed checkpoint (a C2SP signed note), so a receiver can act as a witness.
+    checkpoint: str | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -160,6 +162,7 @@ class DeliveryService:
         self.loop = asyncio.get_running_loop()
         store = ctx.store
         self.project_id = store.project_id
+        self._store = store
         self.storage = WebhookStorage(store, self.policy, handoff_limit=self.config.handoff_limit)
         self.storage.taken = lambda: self._taken
         self.storage.sink = self._sink
@@ -334,8 +337,9 @@ class DeliveryService:
                                   item.example_action or "example.created", now_ms())
         else:
             event = None
+        checkpoint = self._store.latest_checkpoint
         body = _encode(WebhookPayload(item.message_id, item.type, format_ms(item.created_at),
-                                      self.project_id, event))
+                                      self.project_id, event, checkpoint.note if checkpoint else None))
         self.inflight[sid] = self.inflight.get(sid, 0) + 1
         self.inflight_total += 1
         task = asyncio.create_task(self._send_one(item, sub, body))

@@ -139,10 +139,11 @@ def checkpoint_with_size(conn: sqlite3.Connection, tree_size: int) -> Checkpoint
 
 def checkpoints_page(conn: sqlite3.Connection, after_size: int, after_id: int,
                      limit: int) -> tuple[list[CheckpointRecord], bool]:
-    """Checkpoints with (tree_size, id) > (after_size, after_id), ascending."""
+    """Checkpoints with tree_size > after_size and id > after_id, in signing order (the tree
+    only grows, so that is also tree-size order)."""
     rows = conn.execute(
-        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE (tree_size, id) > (?, ?) "
-        "ORDER BY tree_size, id LIMIT ?", (after_size, after_id, limit + 1),
+        f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE tree_size > ? AND id > ? ORDER BY id LIMIT ?",
+        (after_size, after_id, limit + 1),
     ).fetchall()
     return [_make_checkpoint(r) for r in rows[:limit]], len(rows) > limit
 
