@@ -114,10 +114,10 @@ def _csv(path: str) -> Iterator[tuple[str, dict, bool, int]]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ExportFileError("the csv is not UTF-8") from None
-    rows = _csv_rows(text)
-    header, header_text = next(rows, (None, ""))
-    if header != list(CSV_COLUMNS) or header_text != ",".join(CSV_COLUMNS) + "\r\n":
+    header_text = ",".join(CSV_COLUMNS) + "\r\n"  # the one unquoted row
+    if not text.startswith(header_text):
         raise ExportFileError("the csv header is not the export's")
+    rows = _csv_rows(text[len(header_text):])
     done = len(header_text)
     for row, row_text in rows:
         done += len(row_text.encode("utf-8"))
