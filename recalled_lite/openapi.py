@@ -378,7 +378,7 @@ OPERATIONS: dict[tuple[str, str], tuple] = {
     ("GET", "/checkpoint"): ("proofs", None, "The same, where C2SP tlog-tiles clients look for it", [], None,
                              200, ("text/plain", STR)),
     ("POST", "/v1/checkpoint"): ("proofs", "events:write", "Sign a checkpoint of the current tree now", [], None,
-                                 201, CheckpointOne),
+                                 200, CheckpointOne),
     ("GET", "/v1/checkpoint/key"): ("proofs", None, "The verifier keys: current and previous", [], None, 200,
                                     VerifierKeysOut),
     ("GET", "/v1/checkpoint/consistency"): ("proofs", None, "Consistency proof between two tree sizes (RFC 9162)",
