@@ -322,6 +322,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"backup written to {args.dest}.\nThe server secret is NOT inside it: keep a copy of "
         f"{config.secret_path} (or RECALLED_SECRET) with it, or signatures cannot be verified.\n"
+        f"Nor is the checkpoint signing key: keep {config.signing_key_path} (or RECALLED_SIGNING_KEY) too.\n"
     )
     return 0
 

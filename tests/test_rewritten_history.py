@@ -157,6 +157,25 @@ def test_witness_catches_a_rollback_and_a_foreign_key(tmp_path, make_server):
     state.write_text(f"{origin}\n{int(size) + 5}\n{root}\n\n{sigs}")
     rolled = witness(srv.url, vkey, state)
     assert rolled.returncode == 1 and "ROLLBACK" in rolled.stderr, rolled.stderr
+    # In a loop (--interval) it exits at the first alert ...
+    looped = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "witness", srv.url, "--key", vkey,
+                             "--state", str(state), "--interval", "0.2"], capture_output=True, text=True, timeout=60)
+    assert looped.returncode == 1 and "ROLLBACK" in looped.stderr
+    # ... and otherwise keeps following the log as it grows.
+    good_state = tmp_path / "good"
+    follower = subprocess.Popen([sys.executable, "-m", "recalled_lite.cli", "witness", srv.url, "--key", vkey,
+                                 "--state", str(good_state), "--interval", "0.2"],
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(good_state.exists, message="the first checkpoint to be stored")
+        with srv.client() as c:
+            assert c.post("/v1/events", json={"action": "rb.more"}).status_code == 200
+            c.post("/v1/checkpoint")
+        wait_until(lambda: good_state.read_text().split("\n")[1] == "11", message="the witness to follow")
+        assert follower.poll() is None
+    finally:
+        follower.terminate()
+        follower.wait(30)
     # Another key: the server's checkpoint is not signed by it.
     other = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"  # C2SP example key
     fresh = tmp_path / "fresh"
