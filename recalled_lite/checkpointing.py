@@ -1,36 +1,26 @@
-"""Signing checkpoints while the server runs, and the proofs the API hands out.
+"""Signing checkpoints while the server runs.
 
 `CheckpointService` signs a new checkpoint at most every `checkpoints.interval_seconds`
 while the tree grows, at start (when the tree grew while the server was down, or the key
 changed) and at shutdown, plus on demand (`POST /v1/checkpoint`, exports). Routes that need
 a checkpoint covering an event (proofs, receipts) wait for the next due one: readers cannot
 make the server sign faster than the interval.
-
-The proof functions run the pure tree code (integrity/) over the store's tiles on a reader
-thread; storage only reads tiles.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from typing import Any
 
 from .config import Config
-from .integrity import merkle
-from .integrity.checkpoint import event_leaf_hash, format_checkpoint
+from .integrity.checkpoint import format_checkpoint
 from .integrity.note import Signer, sign
-from .integrity.tiles import TileNodes
 from .storage.base import CheckpointRecord
-from .timefmt import format_ms, now_ms
+from .timefmt import now_ms
 
 log = logging.getLogger("recalled_lite.checkpoints")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class CheckpointService:
@@ -116,35 +106,3 @@ class CheckpointService:
             except Exception:
                 log.exception("signing a checkpoint failed; retrying at the next interval")
                 self._last_made = time.monotonic()
-
-
-# -- what routes return ---------------------------------------------------------------------
-
-
-def checkpoint_out(record: CheckpointRecord) -> dict[str, Any]:
-    return {
-        "treeSize": record.tree_size,
-        "rootHash": b64(record.root_hash),
-        "keyName": record.key_name,
-        "createdAt": format_ms(record.created_at),
-        "checkpoint": record.note,
-    }
-
-
-async def inclusion(store: Any, seq: int, event_hash: str, signature: str,
-                    checkpoint: CheckpointRecord) -> dict[str, Any]:
-    size = checkpoint.tree_size
-    proof = await store.with_tiles(lambda read: merkle.inclusion_proof(seq - 1, size, TileNodes(size, read)))
-    return {
-        "leafIndex": seq - 1,
-        "leafHash": b64(event_leaf_hash(event_hash, signature)),
-        "treeSize": size,
-        "proof": [b64(p) for p in proof],
-        "checkpoint": checkpoint.note,
-    }
-
-
-async def consistency(store: Any, old_size: int, new_size: int) -> list[str]:
-    proof = await store.with_tiles(
-        lambda read: merkle.consistency_proof(old_size, new_size, TileNodes(new_size, read)))
-    return [b64(p) for p in proof]

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..checkpointing import checkpoint_out, consistency, inclusion
+from ..proofs import checkpoint_out, consistency, inclusion
 from ..errors import NotFound, Unavailable, ValidationError
 from ..integrity.merkle import HASH_SIZE
 from ..integrity.tiles import ENTRIES, FULL_TILE_BYTES, TILE_WIDTH, parse_tile_path

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ..checkpointing import inclusion
+from ..proofs import inclusion
 from ..errors import NotFound
 from ..ids import new_id
 from ..receipts import view_path

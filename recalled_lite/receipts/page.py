@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api.common import context
-from ..checkpointing import inclusion
+from ..proofs import inclusion
 from ..errors import NotFound
 from ..timefmt import format_ms
 from . import parse_reference

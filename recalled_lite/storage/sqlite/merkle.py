@@ -7,7 +7,7 @@ group touched once. After a failed group the writer reloads the edge from the st
 (`load_tree`), exactly as it reloads the chain head.
 
 SqliteStore mixes in `MerkleStore` for the Store protocol's tree, checkpoint and receipt
-methods (storage/base.py).
+methods (storage/base.py); receipts' own SQL is in receipts.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ...integrity.checkpoint import event_leaf_hash
 from ...integrity.merkle import HASH_SIZE, ProofError
 from ...integrity.tiles import TILE_WIDTH, TreeEdge
 from ..base import CheckpointRecord, EventRecord, ReceiptRecord, SigningKeyRecord
+from .receipts import get_receipt, receipt_for_event, revoke_receipts
 from .writer import Writer, WriteOp
 
 log = logging.getLogger("recalled_lite.store")
@@ -176,7 +177,7 @@ class AppendCheckpoint(WriteOp):
         self.on_commit(result)
 
 
-# -- signing keys and receipts ------------------------------------------------------------------
+# -- signing keys --------------------------------------------------------------------------------
 
 
 def signing_keys(conn: sqlite3.Connection) -> list[SigningKeyRecord]:
@@ -192,31 +193,6 @@ def install_signing_key(conn: sqlite3.Connection, verifier_key: str, now: int) -
                  (now, verifier_key))
     conn.execute("INSERT INTO signing_keys (verifier_key, created_at, retired_at) VALUES (?, ?, NULL) "
                  "ON CONFLICT (verifier_key) DO UPDATE SET retired_at = NULL", (verifier_key, now))
-
-
-_RECEIPT_COLUMNS = "id, event_seq, created_at, revoked_at"
-
-
-def receipt_for_event(conn: sqlite3.Connection, event_seq: int, new_id: str, created_at: int) -> ReceiptRecord:
-    row = conn.execute(
-        f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE event_seq = ? AND revoked_at IS NULL "
-        "ORDER BY created_at LIMIT 1", (event_seq,),
-    ).fetchone()
-    if row is not None:
-        return ReceiptRecord(*row)
-    conn.execute("INSERT INTO receipts (id, event_seq, created_at, revoked_at) VALUES (?, ?, ?, NULL)",
-                 (new_id, event_seq, created_at))
-    return ReceiptRecord(new_id, event_seq, created_at, None)
-
-
-def get_receipt(conn: sqlite3.Connection, receipt_id: str) -> ReceiptRecord | None:
-    row = conn.execute(f"SELECT {_RECEIPT_COLUMNS} FROM receipts WHERE id = ?", (receipt_id,)).fetchone()
-    return ReceiptRecord(*row) if row else None
-
-
-def revoke_receipts(conn: sqlite3.Connection, event_seq: int, revoked_at: int) -> int:
-    return conn.execute("UPDATE receipts SET revoked_at = ? WHERE event_seq = ? AND revoked_at IS NULL",
-                        (revoked_at, event_seq)).rowcount
 
 
 # -- the Store protocol's part ------------------------------------------------------------------
