@@ -170,9 +170,9 @@ class TreeEdge:
                         [full[i:i + HASH_SIZE] for i in range(0, FULL_TILE_BYTES, HASH_SIZE)]))
                     buffer = bytearray()
                     index += 1
-            if buffer:
-                written[(level, index)] = bytes(buffer)
             partial[level] = bytes(buffer)
+            if buffer:
+                written[(level, index)] = partial[level]
             pending = promoted
             level += 1
         new_size = size + len(leaf_hashes)
