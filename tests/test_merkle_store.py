@@ -94,6 +94,8 @@ def test_tiles_refuse_rewrites_and_deletes(store):
     conn = sqlite3.connect(store.path, isolation_level=None)
     with pytest.raises(sqlite3.IntegrityError, match="only grow"):
         conn.execute("UPDATE merkle_tiles SET hashes = zeroblob(160) WHERE level = 0")
+    with pytest.raises(sqlite3.IntegrityError, match="only grow"):
+        conn.execute("UPDATE merkle_tiles SET hashes = substr(hashes, 1, 32) WHERE level = 0")
     with pytest.raises(sqlite3.IntegrityError, match="cannot be deleted"):
         conn.execute("DELETE FROM merkle_tiles")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -140,6 +142,20 @@ def test_a_database_from_before_the_tree_is_backfilled_at_open(tmp_path):
     edge = merkle_store.backfill_tree(conn, chunk=250)
     assert edge.size == 600 and edge.root() == merkle.root_from_leaf_hashes(leaf_hashes(path))
     conn.close()
+
+
+def test_a_commit_rewrites_at_most_one_strip(store):
+    run_group(store, [op("a", 40)])
+    conn = sqlite3.connect(store.path)
+    strips = conn.execute("SELECT level, idx, strip, length(hashes) FROM merkle_tiles ORDER BY 1, 2, 3").fetchall()
+    assert strips == [(0, 0, 0, 512), (0, 0, 1, 512), (0, 0, 2, 8 * 32)]
+    run_group(store, [op("b", 300)])  # fills tile 0 (16 strips), starts tile 1, promotes a level-1 hash
+    strips = conn.execute("SELECT level, idx, strip, length(hashes) FROM merkle_tiles ORDER BY 1, 2, 3").fetchall()
+    conn.close()
+    assert [s[:3] for s in strips if s[:2] == (0, 0)] == [(0, 0, k) for k in range(16)]
+    assert [s for s in strips if s[:2] == (0, 1)] == [(0, 1, k, 512) for k in range(5)] + [(0, 1, 5, 4 * 32)]
+    assert [s for s in strips if s[0] == 1] == [(1, 0, 0, 32)]
+    assert store.tree_size == 340 and merkle_store.stored_tree_size(store._conn) == 340
 
 
 def test_a_tree_longer_than_the_log_refuses_to_open(tmp_path):

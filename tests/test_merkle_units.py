@@ -156,9 +156,10 @@ def test_tree_edge_and_tile_proofs_match_the_reference():
     while edge.size < len(hashes):
         step = rng.choice([1, 1, 2, 3, 31, 255, 256, 257, 1000, 4096])
         edge, written = edge.append(hashes[edge.size:edge.size + step])
-        for level, index, data in written:
+        for level, index, had, data in written:
             old = tiles.get((level, index), b"")
             assert data.startswith(old) and len(data) > len(old)  # tiles only grow
+            assert had * 32 == len(old)  # and the edge says how far they had grown
             tiles[(level, index)] = data
         sizes.append(edge.size)
         reloaded = TreeEdge.load(edge.size, lambda lv, ix: tiles.get((lv, ix)))

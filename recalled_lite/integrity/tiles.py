@@ -146,10 +146,11 @@ class TreeEdge:
             level += 1
         return cls(tree_size, partial)
 
-    def append(self, leaf_hashes: list[bytes]) -> tuple["TreeEdge", list[tuple[int, int, bytes]]]:
-        """(the new edge, [(level, index, tile bytes), ...]) after appending the leaves."""
+    def append(self, leaf_hashes: list[bytes]) -> tuple["TreeEdge", list[tuple[int, int, int, bytes]]]:
+        """(the new edge, [(level, index, hashes it had before, tile bytes), ...]) after
+        appending the leaves: a store need only write what lies past the old width."""
         partial = list(self.partial)
-        written: dict[tuple[int, int], bytes] = {}
+        written: list[tuple[int, int, int, bytes]] = []
         size = self.size
         pending: list[bytes] = list(leaf_hashes)
         level = 0
@@ -159,24 +160,25 @@ class TreeEdge:
                 partial.append(b"")
             count_before = size >> (TILE_HEIGHT * level)  # hashes on this level so far
             buffer = bytearray(partial[level])
+            had = len(buffer) // HASH_SIZE
             promoted: list[bytes] = []
             index = count_before // TILE_WIDTH
             for h in pending:
                 buffer += h
                 if len(buffer) == FULL_TILE_BYTES:
                     full = bytes(buffer)
-                    written[(level, index)] = full
+                    written.append((level, index, had, full))
                     promoted.append(complete_subtree_hash(
                         [full[i:i + HASH_SIZE] for i in range(0, FULL_TILE_BYTES, HASH_SIZE)]))
                     buffer = bytearray()
+                    had = 0
                     index += 1
             partial[level] = bytes(buffer)
             if buffer:
-                written[(level, index)] = partial[level]
+                written.append((level, index, had, partial[level]))
             pending = promoted
             level += 1
-        new_size = size + len(leaf_hashes)
-        return TreeEdge(new_size, partial), [(lv, ix, data) for (lv, ix), data in written.items()]
+        return TreeEdge(size + len(leaf_hashes), partial), written
 
     def root(self) -> bytes:
         """The tree hash at `size`: the right edge's complete subtrees, folded."""

@@ -2,8 +2,9 @@
 
 The tree math is integrity/merkle.py and integrity/tiles.py; this module only persists what
 they compute. The writer keeps the tree's right edge (a TreeEdge) in its state next to the
-chain head: `append_leaves` runs inside AppendEvents' transaction and upserts each tile the
-group touched once. After a failed group the writer reloads the edge from the stored tiles
+chain head: `append_leaves` runs inside AppendEvents' transaction and upserts, once, each
+512-byte strip of a tile the group touched (a tile is stored as its strips: migration 006
+says why). After a failed group the writer reloads the edge from the stored tiles
 (`load_tree`), exactly as it reloads the chain head.
 
 SqliteStore mixes in `MerkleStore` for the Store protocol's tree, checkpoint and receipt
@@ -28,10 +29,12 @@ from .writer import Writer, WriteOp
 
 log = logging.getLogger("recalled_lite.store")
 
-_UPSERT_TILE = (
-    "INSERT INTO merkle_tiles (level, idx, hashes) VALUES (?, ?, ?) "
-    "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes"
+_UPSERT_STRIP = (
+    "INSERT INTO merkle_tiles (level, idx, strip, hashes) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (level, idx, strip) DO UPDATE SET hashes = excluded.hashes"
 )
+STRIP_HASHES = 16
+_STRIP_BYTES = STRIP_HASHES * HASH_SIZE
 _CHECKPOINT_COLUMNS = "id, tree_size, root_hash, key_name, created_at, note"
 BACKFILL_CHUNK = 20_000
 
@@ -43,16 +46,26 @@ _sha256 = hashlib.sha256
 
 
 def read_tile(conn: sqlite3.Connection, level: int, index: int) -> bytes | None:
-    row = conn.execute("SELECT hashes FROM merkle_tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
-    return row[0] if row else None
+    strips = conn.execute("SELECT hashes FROM merkle_tiles WHERE level = ? AND idx = ? ORDER BY strip",
+                          (level, index)).fetchall()
+    return b"".join(row[0] for row in strips) if strips else None
+
+
+def _strip_rows(tiles: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int, int, bytes]]:
+    """The strips a TreeEdge.append touched: from the one holding its first new hash on."""
+    rows = []
+    for level, index, had, data in tiles:
+        for strip in range(had // STRIP_HASHES, (len(data) - 1) // _STRIP_BYTES + 1):
+            rows.append((level, index, strip, data[strip * _STRIP_BYTES:(strip + 1) * _STRIP_BYTES]))
+    return rows
 
 
 def stored_tree_size(conn: sqlite3.Connection) -> int:
-    """Leaves in the stored tree: the last level-0 tile's start plus its width."""
+    """Leaves in the stored tree: where the last level-0 strip ends."""
     row = conn.execute(
-        "SELECT idx, length(hashes) FROM merkle_tiles WHERE level = 0 ORDER BY idx DESC LIMIT 1"
+        "SELECT idx, strip, length(hashes) FROM merkle_tiles WHERE level = 0 ORDER BY idx DESC, strip DESC LIMIT 1"
     ).fetchone()
-    return row[0] * TILE_WIDTH + row[1] // HASH_SIZE if row else 0
+    return row[0] * TILE_WIDTH + row[1] * STRIP_HASHES + row[2] // HASH_SIZE if row else 0
 
 
 def load_tree(conn: sqlite3.Connection, size: int | None = None) -> TreeEdge:
@@ -74,7 +87,7 @@ def append_leaves(conn: sqlite3.Connection, edge: TreeEdge, records: list[EventR
     # event_leaf_hash inlined: this runs for every event on the writer thread.
     new_edge, tiles = edge.append([_sha256(b"\x00" + r.hash.encode() + b"\n" + r.signature.encode()).digest()
                                    for r in records])
-    conn.executemany(_UPSERT_TILE, tiles)
+    conn.executemany(_UPSERT_STRIP, _strip_rows(tiles))
     return new_edge
 
 
@@ -111,7 +124,7 @@ def backfill_tree(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> Tree
                 raise ConfigError(f"events are missing after seq {edge.size}: the log has a gap; "
                                   "run `recalled-lite verify` and restore a backup")
             edge, tiles = edge.append([event_leaf_hash(h, s) for h, s in rows])
-            conn.executemany(_UPSERT_TILE, tiles)
+            conn.executemany(_UPSERT_STRIP, _strip_rows(tiles))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

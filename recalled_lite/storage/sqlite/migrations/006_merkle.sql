@@ -1,22 +1,26 @@
 -- 006: the Merkle tree over the log (C2SP tlog-tiles), signed checkpoints, the keys that
 -- signed them, and public receipts. See docs/integrity.md §7-§10.
 
--- One row per tile: the widest version. A partial tile of width W is a prefix of the tile it
--- grows into, so narrower partial tiles are served as prefixes of this row. The writer
--- upserts the tiles an intake group touches in the same transaction as the events.
--- Retention may delete event rows, never tiles: proofs only need tiles.
+-- The tiles, stored in strips of 16 hashes (512 bytes): strip S of tile (L, N) holds the
+-- tile's hashes 16*S .. 16*S+15, and the tile is its strips in order. An intake group then
+-- rewrites at most one half-full strip (plus new ones) on the b-tree's right edge instead of
+-- a whole 8 KB tile: measured, that is the difference between a few and ~50 % more WAL per
+-- small commit. Strips only grow, and none is ever deleted (retention may delete event rows,
+-- never tiles: proofs only need tiles). The writer writes the strips an intake group touched
+-- in the same transaction as the events.
 CREATE TABLE merkle_tiles (
     level  INTEGER NOT NULL,   -- tile level L: hashes of tree level 8 * L
     idx    INTEGER NOT NULL,   -- tile index N within its level
-    hashes BLOB    NOT NULL,   -- W * 32 bytes, 1 <= W <= 256
-    PRIMARY KEY (level, idx)
-);
+    strip  INTEGER NOT NULL,   -- 0..15
+    hashes BLOB    NOT NULL,   -- W * 32 bytes, 1 <= W <= 16; W < 16 only in a tile's last strip
+    PRIMARY KEY (level, idx, strip)
+) WITHOUT ROWID;
 
--- Tiles only grow: an update must keep every hash already there.
+-- Strips only grow: an update must keep every hash already there.
 CREATE TRIGGER merkle_tiles_append_only_update
 BEFORE UPDATE ON merkle_tiles
 WHEN NOT (
-        NEW.level IS OLD.level AND NEW.idx IS OLD.idx
+        NEW.level IS OLD.level AND NEW.idx IS OLD.idx AND NEW.strip IS OLD.strip
     AND length(NEW.hashes) >= length(OLD.hashes)
     AND substr(NEW.hashes, 1, length(OLD.hashes)) = OLD.hashes
 )
