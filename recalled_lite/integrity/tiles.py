@@ -149,9 +149,16 @@ class TreeEdge:
     def append(self, leaf_hashes: list[bytes]) -> tuple["TreeEdge", list[tuple[int, int, int, bytes]]]:
         """(the new edge, [(level, index, hashes it had before, tile bytes), ...]) after
         appending the leaves: a store need only write what lies past the old width."""
+        size = self.size
+        first = self.partial[0] if self.partial else b""
+        if len(first) + len(leaf_hashes) * HASH_SIZE < FULL_TILE_BYTES:
+            # The common case (255 appends in 256): the level-0 tile grows and fills no tile.
+            grown = first + b"".join(leaf_hashes)
+            partial = [grown, *self.partial[1:]] if self.partial else [grown]
+            had = len(first) // HASH_SIZE
+            return TreeEdge(size + len(leaf_hashes), partial), [(0, size // TILE_WIDTH, had, grown)]
         partial = list(self.partial)
         written: list[tuple[int, int, int, bytes]] = []
-        size = self.size
         pending: list[bytes] = list(leaf_hashes)
         level = 0
         # Level by level: what overflows a tile becomes one hash on the level above.
