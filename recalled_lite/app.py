@@ -27,8 +27,11 @@ from .api import events as events_api
 from .api import exports as exports_api
 from .api import health as health_api
 from .api import keys as keys_api
+from .api import proofs as proofs_api
+from .api import receipts as receipts_api
 from .api import subscriptions as subscriptions_api
 from . import openapi
+from .receipts import page as receipt_page
 from .api.common import AppContext, json_response
 from .client_address import ClientAddress
 from .config import Config
@@ -285,7 +288,8 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     routes = merge_routes([
         *events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes,
         *subscriptions_api.routes, *events_api.routes, *exports_api.routes, *actors_api.routes,
-        *embed_api.routes, *openapi.routes])
+        *embed_api.routes, *openapi.routes, *proofs_api.routes, *receipts_api.routes,
+        *receipt_page.routes])
     if config.console.enabled:
         from .console.routes import routes as console_routes  # Jinja loads only when served
 

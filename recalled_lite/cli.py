@@ -97,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_tls(config)
     log.info("effective config", extra={"fields": {"config": config.redacted()}})  # secrets redacted
     store = _open_store(config, serving=True)
+    from .signing_key import checkpoint_origin, load_or_create_signing_key
+
+    signer = load_or_create_signing_key(config, store, rotate=args.rotate_signing_key)
     printed = ensure_admin_key(store, config)
     if printed:
         sys.stderr.write(
@@ -110,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "\n  *** DEV MODE *** webhook destinations on private and loopback addresses are\n"
             "  allowed and retry delays are short. Never run --dev on a server others can reach.\n\n"
         )
-    app = create_app(config, store, services=_services(config))
+    app = create_app(config, store, services=_services(config, signer, checkpoint_origin(config, store.project_id)))
     server_config = uvicorn.Config(
         app,
         host=config.server.host,
@@ -162,14 +165,17 @@ def _check_tls(config: Config) -> None:
                           f"with {config.server.tls_key}: {exc}; give PEM files this user can read") from None
 
 
-def _services(config: Config) -> list[Any]:
+def _services(config: Config, signer: Any, origin: str) -> list[Any]:
+    from .checkpointing import CheckpointService
     from .console.service import ConsoleService
     from .delivery.service import DeliveryService
     from .key_usage import KeyUsageFlusher
     from .services import KeyCacheRefresher
 
     console = [ConsoleService(config.console)] if config.console.enabled else []
-    return [KeyCacheRefresher(), KeyUsageFlusher(), DeliveryService(config), *console]
+    # Checkpoints first: webhook deliveries carry the latest one from their first attempt.
+    return [KeyCacheRefresher(), KeyUsageFlusher(), CheckpointService(config, signer, origin),
+            DeliveryService(config), *console]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -250,6 +256,8 @@ def cmd_console_link(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import json
 
+    if args.export is not None:
+        return _verify_export(args)
     from .progress import Progress
     from .server_secret import load_secret
     from .storage.sqlite.offline import require_database, verify_file
@@ -274,6 +282,71 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sys.stderr.write(f"INVALID at seq {bad['seq']} ({bad['id']}): {bad['reason']}. "
                      "Restore from a backup and compare with `recalled-lite verify --db BACKUP`.\n")
     return 2
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .integrity.export_check import verify_export
+    from .integrity.note import NoteError, parse_verifier
+    from .progress import Progress
+
+    if not args.key:
+        raise ConfigError("--export needs --key VERIFIER_KEY (GET /v1/checkpoint/key, or `recalled-lite checkpoint key`)")
+    try:
+        verifier = parse_verifier(args.key.strip())
+    except NoteError as exc:
+        raise ConfigError(f"--key: {exc}; expected <name>+<8 hex>+<base64>") from None
+    if not os.path.isfile(args.export):
+        raise ConfigError(f"no export file at {args.export}")
+    bar = Progress("verifying export (bytes)")
+    report = verify_export(args.export, verifier, progress=bar.update)
+    bar.finish()
+    print(json.dumps({"data": report}, indent=2))
+    if not report["valid"]:
+        bad = report["firstInvalid"]
+        where = f" at seq {bad['seq']}" if bad.get("seq") is not None else ""
+        sys.stderr.write(f"INVALID{where}: {bad['reason']}. Get a fresh export (GET /v1/exports) and "
+                         "compare; if it fails too, the server's log no longer matches its checkpoints.\n")
+        return 2
+    checkpoint = report["checkpoint"]
+    if report["complete"]:
+        after = report.get("afterCheckpoint") or 0
+        tail = f"; {after:,} newer events are covered by the chain only" if after else ""
+        sys.stderr.write(f"OK: {report['checked']:,} events; the Merkle root of the first "
+                         f"{checkpoint['treeSize']:,} matches the checkpoint signed by {checkpoint['signedBy']}{tail}\n")
+    else:
+        sys.stderr.write(f"OK: {report['checked']:,} events each verify and the checkpoint is signed by "
+                         f"{checkpoint['signedBy']}, but this export is not the whole log (filtered): it does "
+                         "not prove the events are in the signed tree, nor that none is missing. Check single "
+                         "events with GET /v1/events/{id}/proof.\n")
+    return 0
+
+
+def cmd_checkpoint_key(args: argparse.Namespace) -> int:
+    from .signing_key import read_signing_key
+
+    config = _load(args)
+    signer = read_signing_key(config)
+    if signer is not None:
+        print(signer.verifier.vkey)
+        return 0
+    raise ConfigError(f"no signing key at {config.signing_key_path} (nor RECALLED_SIGNING_KEY); `recalled-lite serve` "
+                      "creates it at first start, and a running server lists its keys at GET /v1/checkpoint/key")
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    from .integrity.note import NoteError, parse_verifier
+    from .witness import run
+
+    try:
+        verifier = parse_verifier(args.key.strip())
+    except NoteError as exc:
+        raise ConfigError(f"--key: {exc}; expected <name>+<8 hex>+<base64>") from None
+    if args.interval is not None and args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    return run(args.url, verifier, Path(args.state), args.interval)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -334,6 +407,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"backup written to {args.dest}.\nThe server secret is NOT inside it: keep a copy of "
         f"{config.secret_path} (or RECALLED_SECRET) with it, or signatures cannot be verified.\n"
+        f"Nor is the checkpoint signing key: keep {config.signing_key_path} (or RECALLED_SIGNING_KEY) too.\n"
     )
     return 0
 
@@ -360,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--dev", action="store_true",
                        help="allow private webhook destinations and short retries (never in production)")
+    serve.add_argument("--rotate-signing-key", action="store_true", dest="rotate_signing_key",
+                       help="sign checkpoints with a new key from now on (the old verifier key stays listed)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys")
@@ -392,7 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check the hashes only, without the secret (says so in its output)")
     verify.add_argument("--from-seq", type=int, dest="from_seq")
     verify.add_argument("--to-seq", type=int, dest="to_seq")
+    verify.add_argument("--export", metavar="FILE",
+                        help="check an export file instead, without the server secret (needs --key)")
+    verify.add_argument("--key", metavar="VERIFIER_KEY", help="the log's checkpoint verifier key")
     verify.set_defaults(func=cmd_verify)
+
+    checkpoint = sub.add_parser("checkpoint", help="signed checkpoints")
+    checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)
+    checkpoint_key = checkpoint_sub.add_parser("key", help="print the verifier key to publish (never creates one)")
+    _common(checkpoint_key)
+    checkpoint_key.set_defaults(func=cmd_checkpoint_key)
+
+    witness = sub.add_parser("witness", help="check that a server's log only ever grows (run from cron, or --interval)")
+    witness.add_argument("url", help="the server's base URL, e.g. https://audit.example.com")
+    witness.add_argument("--key", required=True, metavar="VERIFIER_KEY", help="the log's checkpoint verifier key")
+    witness.add_argument("--state", required=True, metavar="FILE", help="where the last accepted checkpoint is kept")
+    witness.add_argument("--interval", type=float, metavar="SECONDS", help="keep checking, this often")
+    witness.set_defaults(func=cmd_witness)
 
     export = sub.add_parser("export", help="export events offline (read-only), with a progress bar")
     _common(export)

@@ -192,6 +192,27 @@ class ConsoleConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     session_idle_hours: Annotated[float, Meta(gt=0, le=24 * 365)] = 12.0
 
 
+class CheckpointsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Signed checkpoints of the Merkle tree (docs/integrity.md §8)."""
+
+    # The checkpoint's origin line (C2SP tlog-checkpoint), and the name of a signing key the
+    # server creates. Witnesses pin it. "" = "recalled-lite/<projectId>".
+    origin: str = ""
+    # While events arrive, a new checkpoint is signed at most this often (plus on demand).
+    interval_seconds: Annotated[float, Meta(gt=0, le=86400)] = 5.0
+    # Where the Ed25519 signing key lives (0600, never in the database; RECALLED_SIGNING_KEY
+    # overrides it). "" = "<database path>.signing-key".
+    signing_key_file: str = ""
+
+
+class ReceiptsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Public receipt pages (docs/integrity.md §10)."""
+
+    # Scheme and host that receipt `view_url`s start with, e.g. "https://audit.example.com",
+    # for a server behind a proxy. "" = the scheme and Host of the request that made the receipt.
+    base_url: str = ""
+
+
 class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -199,9 +220,12 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
+    checkpoints: CheckpointsConfig = msgspec.field(default_factory=CheckpointsConfig)
+    receipts: ReceiptsConfig = msgspec.field(default_factory=ReceiptsConfig)
     # Not in the file on purpose: secrets come from the environment.
     bootstrap_key: str | None = None
     secret: str | None = None
+    signing_key: str | None = None  # RECALLED_SIGNING_KEY: the PRIVATE+KEY+... text
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for the start-up log line, secrets replaced."""
@@ -220,6 +244,12 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
         if self.server.secret_file:
             return Path(self.server.secret_file)
         return Path(str(self.db_path) + ".secret")
+
+    @property
+    def signing_key_path(self) -> Path:
+        if self.checkpoints.signing_key_file:
+            return Path(self.checkpoints.signing_key_file)
+        return Path(str(self.db_path) + ".signing-key")
 
 
 # Config fields that hold secrets: never logged (Config.redacted).
@@ -306,6 +336,8 @@ def load_config(
         data["bootstrap_key"] = env["RECALLED_BOOTSTRAP_KEY"]
     if env.get("RECALLED_SECRET"):
         data["secret"] = env["RECALLED_SECRET"]
+    if env.get("RECALLED_SIGNING_KEY"):
+        data["signing_key"] = env["RECALLED_SIGNING_KEY"]
 
     if host is not None:
         put("server", "host", host)

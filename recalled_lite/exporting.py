@@ -3,13 +3,17 @@
 Every exported event is the Event object of §4.3 plus the three fields an offline
 verifier needs (docs/integrity.md): ``personalSalt`` (hex, null once erased),
 ``personalDigest`` and ``erasedAt`` (null unless erased). Events come in ascending
-``seq``; the export ends with the chain head ``{seq, hash}`` as of its start:
+``seq``; the export ends with the chain head ``{seq, hash, checkpoint}`` as of its start,
+``checkpoint`` being the signed checkpoint (a C2SP signed note) the export was cut at:
+the one of tree size ``seq`` for ``GET /v1/exports``, the latest one signed for
+``recalled-lite export`` (docs/integrity.md §9 says what each proves):
 
-* json:   ``{"data": [event, ...], "head": {"seq": N, "hash": "sha256:..."}}``
-* ndjson: one event per line, then a last line ``{"head": {"seq": N, "hash": "..."}}``
+* json:   ``{"data": [event, ...], "head": {"seq": N, "hash": "sha256:...", "checkpoint": "..."}}``
+* ndjson: one event per line, then a last line ``{"head": {"seq": N, "hash": "...", "checkpoint": "..."}}``
 * csv:    a header row, then one row per event; the first column, ``record``, is
           ``event`` on those rows and ``head`` on the last row, which fills only
-          ``seq`` and ``hash``. ``targets`` and ``metadata`` are JSON text. A null
+          ``seq``, ``hash`` and the last column, ``checkpoint`` (empty on event rows).
+          ``targets`` and ``metadata`` are JSON text. A null
           is an empty unquoted field; every string is quoted, so ``""`` is an empty
           string (RFC 4180 quoting, CRLF line ends).
 
@@ -67,7 +71,7 @@ CSV_COLUMNS = (
     "record", "seq", "id", "projectId", "organization", "action", "actorType", "actorId",
     "actorName", "actorEmail", "targets", "metadata", "ipAddress", "userAgent", "occurredAt",
     "receivedAt", "idempotencyKey", "prevHash", "hash", "signature", "personalSalt",
-    "personalDigest", "erasedAt",
+    "personalDigest", "erasedAt", "checkpoint",
 )
 
 
@@ -114,6 +118,7 @@ class Renderer:
                     r.idempotency_key, r.prev_hash, r.hash, r.signature,
                     r.personal_salt.hex() if r.personal_salt is not None else None,
                     r.personal_digest, format_ms(r.erased_at) if r.erased_at is not None else None,
+                    None,
                 )))
             data = "".join(out).encode("utf-8")
         else:
@@ -127,10 +132,10 @@ class Renderer:
         self.count += len(records)
         return data
 
-    def footer(self, head_seq: int, head_hash: str | None) -> bytes:
-        head = {"seq": head_seq, "hash": head_hash}
+    def footer(self, head_seq: int, head_hash: str | None, checkpoint: str | None = None) -> bytes:
+        head = {"seq": head_seq, "hash": head_hash, "checkpoint": checkpoint}
         if self.format == "json":
             return b'],"head":' + _encoder.encode(head) + b"}\n"
         if self.format == "ndjson":
             return _encoder.encode({"head": head}) + b"\n"
-        return _csv_line(("head", head_seq) + (None,) * 16 + (head_hash,) + (None,) * 4).encode()
+        return _csv_line(("head", head_seq) + (None,) * 16 + (head_hash,) + (None,) * 4 + (checkpoint,)).encode()

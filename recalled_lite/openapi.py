@@ -147,10 +147,97 @@ class JobPage(Struct):
     next_cursor: str | None
 
 
+class CheckpointInfo(Struct, rename="camel"):
+    tree_size: int
+    root_hash: str
+    key_name: str
+    created_at: str
+    checkpoint: str  # the signed note (C2SP signed-note + tlog-checkpoint)
+
+
+class CheckpointCreated(CheckpointInfo, rename="camel"):
+    created: bool  # false: the tree had not grown, the latest checkpoint is returned
+
+
+class CheckpointOne(Struct):
+    data: CheckpointCreated
+
+
+class CheckpointPage(Struct, rename="camel"):
+    data: list[CheckpointInfo]
+    next_cursor: str | None
+
+
+class VerifierKey(Struct, rename="camel"):
+    verifier_key: str
+    created_at: str
+    retired_at: str | None
+
+
+class VerifierKeys(Struct):
+    current: str | None
+    keys: list[VerifierKey]
+
+
+class VerifierKeysOut(Struct):
+    data: VerifierKeys
+
+
+class Consistency(Struct):
+    from_: int = msgspec.field(name="from")
+    to: int = 0
+    proof: list[str] = msgspec.field(default_factory=list)
+
+
+class ConsistencyOut(Struct):
+    data: Consistency
+
+
+class InclusionProof(Struct, rename="camel"):
+    leaf_index: int
+    leaf_hash: str
+    tree_size: int
+    proof: list[str]
+    checkpoint: str
+
+
+class InclusionProofOut(Struct):
+    data: InclusionProof
+
+
+class Receipt(Struct, rename="camel"):
+    id: str
+    event_id: str
+    view_url: str = msgspec.field(name="view_url")  # snake_case: the name recalled.dev clients read
+    hash: str = ""
+    signature: str = ""
+    leaf_index: int = 0
+    leaf_hash: str = ""
+    tree_size: int = 0
+    proof: list[str] = msgspec.field(default_factory=list)
+    checkpoint: str = ""
+    created_at: str = ""
+
+
+class ReceiptOut(Struct):
+    data: Receipt
+
+
+class ReceiptRevoked(Struct, rename="camel"):
+    event_id: str
+    revoked_receipts: int
+    revoked_at: str | None
+
+
+class ReceiptRevokedOut(Struct):
+    data: ReceiptRevoked
+
+
 TYPES = [Error, EventIn, BatchIn, EventCreated, BatchCreated, EventOne, EventPage, VerificationOut,
          ErasureOut, EmbedTokenIn, EmbedTokenOut, KeyCreateIn, KeyOne, KeyPage, SubscriptionCreateIn,
          SubscriptionPatchIn, SubscriptionOne, SubscriptionPage, SecretOne, RotateIn, AttemptOne,
-         AttemptPage, RangeIn, JobOne, JobPage, ExampleIn, StatusOut]
+         AttemptPage, RangeIn, JobOne, JobPage, ExampleIn, StatusOut, CheckpointOne, CheckpointPage,
+         VerifierKeysOut, ConsistencyOut, InclusionProofOut, ReceiptOut, ReceiptRevokedOut]
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -285,6 +372,42 @@ OPERATIONS: dict[tuple[str, str], tuple] = {
     ("POST", "/v1/simulate/event_subscriptions/{sub_id}/send_example"): ("webhooks", WEBHOOKS,
                                                                          "Send an example event", [SUB],
                                                                          ExampleIn, 202, AttemptOne),
+    # Merkle tree, checkpoints, proofs, receipts (docs/integrity.md §7-§10)
+    ("GET", "/v1/checkpoint"): ("proofs", None, "The latest signed checkpoint (a C2SP signed note)", [], None,
+                                200, ("text/plain", STR)),
+    ("GET", "/checkpoint"): ("proofs", None, "The same, where C2SP tlog-tiles clients look for it", [], None,
+                             200, ("text/plain", STR)),
+    ("POST", "/v1/checkpoint"): ("proofs", "events:write", "Sign a checkpoint of the current tree now", [], None,
+                                 200, CheckpointOne),
+    ("GET", "/v1/checkpoint/key"): ("proofs", None, "The verifier keys: current and previous", [], None, 200,
+                                    VerifierKeysOut),
+    ("GET", "/v1/checkpoint/consistency"): ("proofs", None, "Consistency proof between two tree sizes (RFC 9162)",
+                                            [_q("from", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                                                "the older tree size", True),
+                                             _q("to", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                                                "the newer tree size (default: the latest checkpoint's)")],
+                                            None, 200, ConsistencyOut),
+    ("GET", "/v1/checkpoints"): ("proofs", None, "Every checkpoint signed, oldest first",
+                                 [_q("after", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                                     "only checkpoints with treeSize > after"), LIMIT, CURSOR],
+                                 None, 200, CheckpointPage),
+    ("GET", "/v1/events/{event_id}/proof"): ("proofs", "events:read", "Inclusion proof of one event (RFC 9162)",
+                                             [EVENT, _q("tree_size", {"type": "integer", "minimum": 1,
+                                                                      "maximum": 2**63 - 1},
+                                                        "to the checkpoint of this size (default: the latest)")],
+                                             None, 200, InclusionProofOut),
+    ("GET", "/tile/{tile_path}"): ("proofs", None, "C2SP tlog-tiles: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>]",
+                                   [_p("tile_path", "e.g. 0/x001/234.p/17 or entries/000", 200)], None, 200,
+                                   ("application/octet-stream", {"type": "string", "format": "binary"})),
+    ("GET", "/v1/events/{event_id}/receipt"): ("proofs", "events:read",
+                                               "A public receipt page for one event (created on first call)",
+                                               [EVENT], None, 200, ReceiptOut),
+    ("DELETE", "/v1/events/{event_id}/receipt"): ("proofs", "events:read", "Revoke the event's receipts",
+                                                  [EVENT], None, 200, ReceiptRevokedOut),
+    ("GET", "/r/{reference}"): ("proofs", None, "The receipt page (verifies in the browser)",
+                                [_p("reference", "<receipt id>.<token>", 128)], None, 200, ("text/html", STR)),
+    ("GET", "/r/static/{name}"): ("proofs", None, "The receipt page's script and style",
+                                  [_p("name", "receipt.js or receipt.css", 64)], None, 200, ("text/plain", STR)),
 }
 
 ERRORS = {
@@ -378,7 +501,7 @@ def build_document() -> dict[str, Any]:
                                 "carries `x-request-id`. See docs/api.md."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": t} for t in ("events", "embed", "webhooks", "keys", "operations")],
+        "tags": [{"name": t} for t in ("events", "embed", "webhooks", "keys", "proofs", "operations")],
         "paths": paths,
         "components": {
             "schemas": components,

@@ -124,7 +124,8 @@ def test_formats_headers_and_offline_verification(make_server):
         assert r.headers["content-disposition"].endswith('.ndjson"')
         events, head = parse_ndjson(r.text)
         assert [e["seq"] for e in events] == list(range(1, total + 1))
-        assert head == {"seq": total, "hash": events[-1]["hash"]}
+        assert {"seq": total, "hash": events[-1]["hash"]}.items() <= head.items()
+        assert head["checkpoint"].split("\n")[1] == str(total)  # cut at a checkpoint of that size
         assert r.headers["recalled-chain-head"] == f"{total} {events[-1]['hash']}"
         assert independent_verify(events, project_id, secret) == (True, total, None)
         # The exported objects are the Event objects plus the verification fields.
@@ -144,9 +145,11 @@ def test_formats_headers_and_offline_verification(make_server):
         assert r.headers["content-disposition"].endswith('.csv"')
         rows = parse_csv(r.text)
         header, data, last = rows[0], rows[1:-1], rows[-1]
-        assert header[:4] == ["record", "seq", "id", "projectId"] and len(header) == 23
-        assert all(len(row) == 23 for row in rows)
+        assert header[:4] == ["record", "seq", "id", "projectId"] and len(header) == 24
+        assert header[-1] == "checkpoint"
+        assert all(len(row) == 24 for row in rows)
         assert last[0] == "head" and last[1] == total and last[header.index("hash")] == head["hash"]
+        assert last[-1] == head["checkpoint"] and all(row[-1] is None for row in data)
         assert [row[1] for row in data] == list(range(1, total + 1))
         # Rebuild the events from the CSV: they verify too (null and "" stay distinct).
         rebuilt = []

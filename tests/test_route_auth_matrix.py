@@ -27,6 +27,7 @@ from recalled_lite.config import Config
 
 ORG_A, ORG_B = "org_wall_a", "org_wall_b"
 PUBLIC = "public"
+PUBLIC_WITH_PARAMS = "public (path parameters: tested in tests/test_proofs_api.py)"
 
 # (method, path template) -> (scope, request builder name, other-org expectation)
 # other_org: ("status", code) or ("absent", None) meaning 200 without ORG_A's resource in the body.
@@ -98,6 +99,22 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, tuple]] = {
     ("POST", "/v1/simulate/event_subscriptions/{sub_id}/send_example"): ("webhooks:manage",
                                                                          {"path": {"sub_id": "{sub_a}"}},
                                                                          (404, "NOT_FOUND")),
+    ("GET", "/v1/checkpoint"): (PUBLIC, {}, ()),
+    ("GET", "/checkpoint"): (PUBLIC, {}, ()),
+    ("GET", "/v1/checkpoint/key"): (PUBLIC, {}, ()),
+    ("GET", "/v1/checkpoints"): (PUBLIC, {}, ()),
+    ("GET", "/v1/checkpoint/consistency"): (PUBLIC_WITH_PARAMS, {}, ()),
+    ("GET", "/tile/{tile_path:path}"): (PUBLIC_WITH_PARAMS, {}, ()),
+    ("GET", "/r/{reference}"): (PUBLIC_WITH_PARAMS, {}, ()),
+    ("GET", "/r/static/{name}"): (PUBLIC_WITH_PARAMS, {}, ()),
+    # A checkpoint spans every organization and names none: a bound key may sign one.
+    ("POST", "/v1/checkpoint"): ("events:write", {}, ("absent", "{event_a}")),
+    ("GET", "/v1/events/{event_id}/proof"): ("events:read", {"path": {"event_id": "{event_a}"}},
+                                             (404, "NOT_FOUND")),
+    ("GET", "/v1/events/{event_id}/receipt"): ("events:read", {"path": {"event_id": "{event_a}"}},
+                                               (404, "NOT_FOUND")),
+    ("DELETE", "/v1/events/{event_id}/receipt"): ("events:read", {"path": {"event_id": "{event_a}"}},
+                                                  (404, "NOT_FOUND")),
 }
 
 
@@ -177,7 +194,7 @@ def error_of(r: httpx.Response):
         return r.status_code, r.text[:200]
 
 
-AUTH_ROUTES = sorted(k for k, v in ROUTES.items() if v[0] not in (PUBLIC, "embed-token"))
+AUTH_ROUTES = sorted(k for k, v in ROUTES.items() if v[0] not in (PUBLIC, PUBLIC_WITH_PARAMS, "embed-token"))
 
 
 @pytest.mark.parametrize("method,path", AUTH_ROUTES, ids=[f"{m} {p}" for m, p in AUTH_ROUTES])

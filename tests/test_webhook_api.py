@@ -236,7 +236,7 @@ def test_delivery_payload_shape(srv, rx):
                                            "metadata": {"k": [1, 2]}}).json()["data"]
         got = wait_until(lambda: [x for x in rx.received(path) if x.json["event"]["id"] == event["id"]])[0]
         body = got.json
-        assert set(body) == {"id", "type", "createdAt", "projectId", "event"}
+        assert set(body) == {"id", "type", "createdAt", "projectId", "event", "checkpoint"}
         assert body["type"] == "event.created" and body["id"].startswith("whd_")
         assert body["id"] == got.headers["webhook-id"] and body["projectId"] == event["projectId"]
         assert body["event"] == event  # the Event object of §4.3, exactly

@@ -47,6 +47,8 @@ class AppContext:
     limits: Any = None
     # When each key was last used, noted per request, written once a minute (key_usage.py).
     key_usage: KeyUsage = field(default_factory=KeyUsage)
+    # checkpointing.CheckpointService, once started (signs checkpoints; proofs wait on it).
+    checkpoints: Any = None
 
     def __post_init__(self) -> None:
         if self.limits is None:

@@ -34,7 +34,10 @@ async def export_response(ctx: AppContext, key: ApiKeyRecord, fmt: str, given: C
     store = ctx.store
     if fmt not in FORMATS:
         raise ValidationError.field("format", f"format must be one of {', '.join(FORMATS)}")
-    head_seq, head_hash = await store.chain_head()
+    # Cut at a checkpoint signed now, so the export's head is a signed tree head.
+    checkpoint, _ = await ctx.checkpoints.make_now()
+    head_seq = checkpoint.tree_size
+    head_hash = (await store.get_event_by_seq(head_seq)).hash if head_seq else None
     renderer = Renderer(fmt, store.project_id)
     visible = wall_allows(key.organization, given)
     filters = to_list_filters(given)
@@ -47,7 +50,7 @@ async def export_response(ctx: AppContext, key: ApiKeyRecord, fmt: str, given: C
                 data, after = await store.export_chunk(filters, key.organization, after, head_seq, renderer.chunk)
                 if data:
                     yield data
-            yield renderer.footer(head_seq, head_hash)
+            yield renderer.footer(head_seq, head_hash, checkpoint.note)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     headers = {

@@ -66,6 +66,8 @@ class WebhookPayload(msgspec.Struct, rename="camel", omit_defaults=False):
     created_at: str
     project_id: str
     event: EventOut | None
+    # The latest signed checkpoint (a C2SP signed note), so a receiver can act as a witness.
+    checkpoint: str | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -159,6 +161,7 @@ class DeliveryService:
         self.loop = asyncio.get_running_loop()
         store = ctx.store
         self.project_id = store.project_id
+        self._store = store
         storage = self.storage = store.webhook_storage(self.policy, handoff_limit=self.config.handoff_limit)
         storage.taken = lambda: self._taken
         storage.sink = self._sink
@@ -380,8 +383,9 @@ class DeliveryService:
                                       item.example_action or "example.created", now_ms())
             else:
                 event = None
+            checkpoint = self._store.latest_checkpoint
             body = _encode(WebhookPayload(item.message_id, item.type, format_ms(item.created_at),
-                                          self.project_id, event))
+                                          self.project_id, event, checkpoint.note if checkpoint else None))
         except Exception as exc:
             # A delivery that cannot be built fails like an attempt (and runs out its retries)
             # rather than vanishing from memory and coming back at every lease.

@@ -77,7 +77,7 @@ class ChainVerifier:
         expected_hash, expected_signature = link(self.prev_hash, core, self.secret)
         if not hmac.compare_digest(expected_hash, row.hash):
             return "hash mismatch"
-        if not hmac.compare_digest(expected_signature, row.signature):
+        if self.secret is not None and not hmac.compare_digest(expected_signature, row.signature):
             return "signature mismatch"
         return None
 

@@ -143,6 +143,30 @@ class StorageGauges:
     files: dict[str, int]         # bytes on disk by file ("database", "wal")
 
 
+class CheckpointRecord(NamedTuple):
+    """A signed checkpoint (docs/integrity.md §8); `note` is the signed note as served."""
+
+    id: int
+    tree_size: int
+    root_hash: bytes
+    key_name: str  # "<name>+<8 hex key id>" of the key that signed it
+    created_at: int
+    note: str
+
+
+class SigningKeyRecord(NamedTuple):
+    verifier_key: str
+    created_at: int
+    retired_at: int | None  # None for the current key
+
+
+class ReceiptRecord(NamedTuple):
+    id: str
+    event_seq: int
+    created_at: int
+    revoked_at: int | None
+
+
 class IdempotencyKeyReused(Exception):
     """Same idempotency key, different payload."""
 
@@ -240,3 +264,25 @@ class Store(Protocol):
     async def webhook_backlog(self) -> dict[str, int]: ...
     # How many messages a recover / replay_missing job over [begin, end] would queue now.
     async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int: ...
+
+    # The Merkle tree and checkpoints (docs/integrity.md §7-§9). The tree math is pure code in
+    # integrity/; storage persists tiles and checkpoints. `build_note(size, root)` returns
+    # (signed note, key name) and runs inside the write transaction, so a checkpoint always
+    # names committed events.
+    latest_checkpoint: CheckpointRecord | None
+    tree_size: int  # leaves in the writer's tree (may include a group being committed)
+    async def append_checkpoint(self, build_note: Callable[[int, bytes], tuple[str, str]],
+                                created_at: int) -> CheckpointRecord: ...
+    async def checkpoint_with_size(self, tree_size: int) -> CheckpointRecord | None: ...
+    async def checkpoints_page(self, after_size: int, after_id: int, limit: int) -> tuple[list[CheckpointRecord], bool]: ...
+    # fn(read_tile) on a reader thread; read_tile(level, index) -> the stored tile or None.
+    async def with_tiles(self, fn: Callable[[Callable[[int, int], bytes | None]], Any]) -> Any: ...
+    # (hash, signature) of the events with first_seq <= seq < first_seq + count, in order.
+    async def leaf_entries(self, first_seq: int, count: int) -> list[tuple[str, str]]: ...
+    def signing_keys_sync(self) -> list[SigningKeyRecord]: ...
+    def install_signing_key_sync(self, verifier_key: str, now: int) -> None: ...
+    async def signing_keys(self) -> list[SigningKeyRecord]: ...
+    async def receipt_for_event(self, event_seq: int, new_id: str, created_at: int) -> ReceiptRecord: ...
+    async def get_receipt(self, receipt_id: str) -> ReceiptRecord | None: ...
+    async def revoke_receipts(self, event_seq: int, revoked_at: int) -> int: ...
+    async def get_event_by_seq(self, seq: int) -> EventRecord | None: ...

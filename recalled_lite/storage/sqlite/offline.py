@@ -11,6 +11,7 @@ from typing import Any, Callable
 from ...errors import ConfigError
 from ...private_files import create_private_file
 from .connection import open_reader
+from .merkle import latest_checkpoint
 from .reads import chain_head, export_chunk
 from .store import scan_chain
 
@@ -141,6 +142,10 @@ def export_file(path: Path, filters: Any, make_renderer: Callable[[str], Any], w
     conn = open_reader(path, busy_timeout_ms=5000, cache_mb=16)
     try:
         project_id = conn.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()[0]
+        try:  # read before the head: a checkpoint never covers more than the head read after it
+            checkpoint = latest_checkpoint(conn)
+        except sqlite3.OperationalError:  # a database no server of this version has opened yet
+            checkpoint = None
         head_seq, head_hash = chain_head(conn)
         renderer = make_renderer(project_id)
         write(renderer.header())
@@ -151,7 +156,7 @@ def export_file(path: Path, filters: Any, make_renderer: Callable[[str], Any], w
                 write(data)
             if progress is not None:
                 progress(after if after is not None else head_seq, head_seq)
-        write(renderer.footer(head_seq, head_hash))
+        write(renderer.footer(head_seq, head_hash, checkpoint.note if checkpoint else None))
         return renderer.count, head_seq, head_hash
     finally:
         conn.close()

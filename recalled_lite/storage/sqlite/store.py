@@ -30,6 +30,7 @@ from .migrate import migrate
 from . import console, erasure, gauges, reads, webhook_jobs, webhooks
 from .audited import AuditIf, AuditWhenFinished, call_op
 from .purge import ErasurePurge
+from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
 from .writer import CallOp, Writer, WriteOp, deferred_foreign_keys
 
@@ -183,9 +184,10 @@ class AppendEvents(WriteOp):
         conn.executemany(_INSERT_FTS, fts_rows)
         for hook in state["intake_hooks"]:
             hook(conn, records)
+        tree = append_leaves(conn, state["tree"], records)  # the Merkle tiles, same transaction
         # Only now, with every statement done, does the head move: an exception
         # above fails the whole group and the writer reloads the head from disk.
-        state["head_seq"], state["head_hash"] = seq, prev_hash
+        state["head_seq"], state["head_hash"], state["tree"] = seq, prev_hash, tree
         return outcomes
 
 
@@ -223,7 +225,7 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     )
 
 
-class SqliteStore:
+class SqliteStore(MerkleStore):
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
                  busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
                  max_page_count: int = 0) -> None:
@@ -246,6 +248,7 @@ class SqliteStore:
         self.project_id = self._init_meta()
         self.writer.state["project_id"] = self.project_id
         self._load_chain_head(self._conn)
+        self._init_tree()
         self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
@@ -279,6 +282,8 @@ class SqliteStore:
         """The chain head and the id clock, from the last row (at start, after a rolled-back
         group, and when another process appended)."""
         row = conn.execute("SELECT seq, hash, id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if "tree" in self.writer.state:  # the tree's right edge moves with the head (at open,
+            self._reload_tree(conn)      # _init_tree loads it after this)
         if row is None:
             self.writer.state["head_seq"], self.writer.state["head_hash"] = 0, None
             return
