@@ -1,0 +1,1 @@
+-- 007: reserved; filled in by the change that needs it.

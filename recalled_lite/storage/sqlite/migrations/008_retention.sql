@@ -1,0 +1,1 @@
+-- 008: reserved; filled in by the change that needs it.
