@@ -36,26 +36,29 @@ def srv(tmp_path_factory):
 
 def test_parameters_are_validated(srv):
     with srv.client() as c:
-        event = c.get("/v1/events", params={"limit": 1}).json()["data"][0]  # the newest, seq 40
-        assert error(c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": 39})) == (400, "VALIDATION_ERROR")
-        assert error(c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": 41})) == (404, "NOT_FOUND")
+        event = c.get("/v1/events", params={"limit": 1}).json()["data"][0]  # the newest
+        newest = event["seq"]  # the 40 events, after the server's own audit events
+        assert error(c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": newest - 1})) == (400, "VALIDATION_ERROR")
+        assert error(c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": newest + 1})) == (404, "NOT_FOUND")
         assert error(c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": "x"})) == (400, "VALIDATION_ERROR")
         assert error(c.get("/v1/events/evt_nope/proof")) == (404, "NOT_FOUND")
-        ok = c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": 40})
-        assert ok.status_code == 200 and ok.json()["data"]["leafIndex"] == 39
+        ok = c.get(f"/v1/events/{event['id']}/proof", params={"tree_size": newest})
+        assert ok.status_code == 200 and ok.json()["data"]["leafIndex"] == newest - 1
     with srv.client(key=None) as anon:
         consistency = "/v1/checkpoint/consistency"
         assert error(anon.get(consistency)) == (400, "VALIDATION_ERROR")
         assert error(anon.get(consistency, params={"from": 5, "to": 4})) == (400, "VALIDATION_ERROR")
-        assert error(anon.get(consistency, params={"from": 5, "to": 41})) == (400, "VALIDATION_ERROR")
+        assert error(anon.get(consistency, params={"from": 5, "to": newest + 1})) == (400, "VALIDATION_ERROR")
         assert error(anon.get(consistency, params={"from": -1})) == (400, "VALIDATION_ERROR")
         assert error(anon.get(consistency, params={"from": 2**70})) == (400, "VALIDATION_ERROR")
-        assert anon.get(consistency, params={"from": 7}).json()["data"]["to"] == 40  # default: the latest
+        assert anon.get(consistency, params={"from": 7}).json()["data"]["to"] == newest  # default: the latest
         assert error(anon.get("/v1/checkpoints", params={"cursor": "bogus"})) == (400, "VALIDATION_ERROR")
         assert error(anon.get("/v1/checkpoints", params={"limit": 0})) == (400, "VALIDATION_ERROR")
-        after = anon.get("/v1/checkpoints", params={"after": 0}).json()["data"]
-        assert [c["treeSize"] for c in after] == [40]
-        for bad in ["0/1", "0/000.p/0", "0/000.p/41", "64/000", "entries/000.p/41", "0/001", "x/000", "1/000"]:
+        after = anon.get("/v1/checkpoints", params={"after": 1}).json()["data"]  # after the start's
+        assert [c["treeSize"] for c in after] == [newest]
+        wider = newest + 1
+        for bad in ["0/1", "0/000.p/0", f"0/000.p/{wider}", "64/000", f"entries/000.p/{wider}", "0/001", "x/000",
+                    "1/000"]:
             assert error(anon.get("/tile/" + bad)) == (404, "NOT_FOUND"), bad
         assert len(anon.get("/tile/0/000.p/40").content) == 40 * 32
         assert len(anon.get("/tile/0/000.p/12").content) == 12 * 32  # a prefix of the stored tile
@@ -127,7 +130,9 @@ def test_the_signing_key_lifecycle(tmp_path):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().startswith("PRIVATE+KEY+recalled-lite/proj_")
     with server.client() as c:
-        assert c.post("/v1/events", json={"action": "k.x"}).status_code == 200
+        posted = c.post("/v1/events", json={"action": "k.x"})
+        assert posted.status_code == 200
+        size = posted.json()["data"]["seq"]  # after the server's own audit event
         keys = c.get("/v1/checkpoint/key").json()["data"]
     printed = subprocess.run(CLI + ["checkpoint", "key", "--db", str(server.db_path)], capture_output=True, text=True,
                              cwd=tmp_path)
@@ -160,7 +165,7 @@ def test_the_signing_key_lifecycle(tmp_path):
     assert {k["verifierKey"] for k in rotated["keys"]} == {keys["current"], rotated["current"]}
     old = next(k for k in rotated["keys"] if k["verifierKey"] == keys["current"])
     assert old["retiredAt"] is not None
-    assert open_checkpoint(latest, parse_vkey(rotated["current"]))[1] == 1
+    assert open_checkpoint(latest, parse_vkey(rotated["current"]))[1] == size
     server.stop()
 
     # Rotating again with the current key present moves it aside and makes a new one.

@@ -69,10 +69,13 @@ def test_a_fresh_export_verifies_without_the_secret(world, tmp_path, fmt):
     done = verify_cli(path, vkey, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)["data"]
-    assert report["valid"] and report["complete"] and report["checked"] == 604
-    assert report["checkpoint"]["rootMatches"] is True and report["checkpoint"]["treeSize"] == 604
+    with srv.client() as c:
+        total = c.get("/readyz").json()["data"]["seq"]  # the 604 events and the server's own
+    assert total == 604 + 2  # the bootstrap key's audit event, and the erasure's
+    assert report["valid"] and report["complete"] and report["checked"] == total
+    assert report["checkpoint"]["rootMatches"] is True and report["checkpoint"]["treeSize"] == total
     assert report["checkpoint"]["signedBy"] == vkey
-    assert "OK: 604 events; the Merkle root of the first 604 matches" in done.stderr
+    assert f"OK: {total} events; the Merkle root of the first {total} matches" in done.stderr
     assert sorted(os.listdir(tmp_path)) == [f"export.{fmt}"]  # it made no key, secret or database
 
 
@@ -160,6 +163,12 @@ def test_a_cli_export_verifies_and_shows_progress(world, tmp_path):
 
 def test_erasure_leaves_every_proof_and_checkpoint_valid(tmp_path, make_server):
     srv = make_server("erasure_proofs", config_text="[checkpoints]\ninterval_seconds = 3600.0\n")
+
+    def all_events(c) -> list[dict]:
+        # Every event in seq order, the server's own audit events included: they are leaves too.
+        lines = c.get("/v1/exports", params={"format": "ndjson"}).text.splitlines()
+        return [json.loads(line) for line in lines[:-1]]
+
     with srv.client() as c:
         batch = [{"action": f"er.{i}", "actor": {"id": f"er_user_{i % 3}", "email": f"er{i}@example.com"},
                   "metadata": {"secret": f"value-{i}"}, "user_agent": "UA/1"} for i in range(300)]
@@ -167,36 +176,39 @@ def test_erasure_leaves_every_proof_and_checkpoint_valid(tmp_path, make_server):
         first = c.post("/v1/checkpoint").json()["data"]
         assert c.post("/v1/events/batch", json={"events": batch[150:]}).status_code == 200
         second = c.post("/v1/checkpoint").json()["data"]
+        size = second["treeSize"]
         vkey = parse_vkey(c.get("/v1/checkpoint/key").json()["data"]["current"])
-        events = c.get("/v1/events", params={"limit": 200}).json()["data"]
-        events += c.get("/v1/events", params={"limit": 200, "cursor": c.get(
-            "/v1/events", params={"limit": 200}).json()["nextCursor"]}).json()["data"]
-        events.sort(key=lambda e: e["seq"])
-        assert len(events) == 300
-        proofs = {e["id"]: c.get(f"/v1/events/{e['id']}/proof").json()["data"] for e in events}
+        events = [e for e in all_events(c) if e["seq"] <= size]
+        assert len(events) == size and sum(e["action"].startswith("er.") for e in events) == 300
+        proofs = {e["id"]: c.get(f"/v1/events/{e['id']}/proof", params={"tree_size": size}).json()["data"]
+                  for e in events}
 
         erased = c.delete("/v1/actors/er_user_1")
         assert erased.json()["data"]["anonymized_events"] == 100
-        again = c.post("/v1/checkpoint")
-        assert again.status_code == 200 and again.json()["data"]["created"] is False  # the tree did not change
-        assert again.json()["data"]["rootHash"] == second["rootHash"]
-        after = {e["id"]: c.get(f"/v1/events/{e['id']}/proof").json()["data"] for e in events}
+        # The erasure is audited (recalled.actor.erased): the tree grows by that event, and
+        # nothing it already held changes.
+        again = c.post("/v1/checkpoint").json()["data"]
+        assert again["treeSize"] > size
+        after = {e["id"]: c.get(f"/v1/events/{e['id']}/proof", params={"tree_size": size}).json()["data"]
+                 for e in events}
         assert after == proofs
         listed = c.get("/v1/checkpoints").json()["data"]
-        reread = {e["id"]: c.get(f"/v1/events/{e['id']}").json()["data"] for e in events}
-        assert reread[events[1]["id"]]["actor"]["email"] == "[deleted]"
-    leaves = [event_leaf(reread[e["id"]]) for e in events]  # from the erased events
-    root = mth(leaves)
+        reread = all_events(c)
+        erased_one = next(e for e in reread if e["action"] == "er.1")
+        assert erased_one["actor"]["email"] == "[deleted]"
+    leaves = [event_leaf(e) for e in reread]  # from the erased events
     for item in listed:
-        _, size, cp_root = open_checkpoint(item["checkpoint"], vkey)
-        assert cp_root == mth(leaves[:size])
+        _, cp_size, cp_root = open_checkpoint(item["checkpoint"], vkey)
+        assert cp_root == mth(leaves[:cp_size])
+    root = mth(leaves[:size])
     assert base64.b64decode(second["rootHash"]) == root
     for index, e in enumerate(events):
         proof = [base64.b64decode(p) for p in after[e["id"]]["proof"]]
-        assert root_from_inclusion(index, 300, leaves[index], proof) == root
+        assert root_from_inclusion(index, size, leaves[index], proof) == root
     with srv.client(key=None) as anon:
-        data = anon.get("/v1/checkpoint/consistency", params={"from": first["treeSize"], "to": 300}).json()["data"]
-    assert consistent(150, 300, base64.b64decode(first["rootHash"]), root, [base64.b64decode(p) for p in data["proof"]])
+        data = anon.get("/v1/checkpoint/consistency", params={"from": first["treeSize"], "to": size}).json()["data"]
+    assert consistent(first["treeSize"], size, base64.b64decode(first["rootHash"]), root,
+                      [base64.b64decode(p) for p in data["proof"]])
     # and the export after erasure still verifies against the checkpoint
     path = export(srv, "ndjson", tmp_path / "erased.ndjson")
     done = verify_cli(path, vkey_text(srv), tmp_path)

@@ -19,7 +19,8 @@ import httpx
 from .errors import IncompleteExportError
 from .types import ChainHead, Event, Export
 
-_CSV_HEAD = re.compile(rb'(?:^|\r\n)"head",\d+,[^\r\n]*\r\n$')
+# The head is the last record; its last field (the signed checkpoint) is quoted and spans lines.
+_CSV_HEAD = re.compile(rb'(?:^|\r\n)"head",\d+,.*\r\n$', re.DOTALL)
 
 
 def chain_head_header(response: httpx.Response) -> ChainHead | None:
