@@ -17,6 +17,7 @@ from typing import Any
 from .config import Config
 from .integrity.checkpoint import format_checkpoint
 from .integrity.note import Signer, sign
+from .services import cancel
 from .storage.base import CheckpointRecord
 from .timefmt import now_ms
 
@@ -49,12 +50,7 @@ class CheckpointService:
         self._task = asyncio.create_task(self._run(), name="checkpoints")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         try:
             await self.make_now()  # a stopped server's log is covered to its last event
         except Exception:

@@ -14,6 +14,8 @@ import logging
 import time
 from typing import Any
 
+from .services import cancel, run_every
+
 log = logging.getLogger("recalled_lite")
 
 FLUSH_SECONDS = 60.0
@@ -56,7 +58,9 @@ class KeyUsageFlusher:
 
     async def start(self, ctx: Any) -> None:
         self._ctx = ctx
-        self._task = asyncio.create_task(self._run(), name="key-usage-flusher")
+        self._task = asyncio.create_task(
+            run_every(self.interval, self.flush, "recording when API keys were last used failed; retrying later"),
+            name="key-usage-flusher")
 
     async def flush(self) -> None:
         usage: KeyUsage = self._ctx.key_usage
@@ -69,21 +73,8 @@ class KeyUsageFlusher:
             usage.restore(pending)
             raise
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("recording when API keys were last used failed; retrying later")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         try:
             await self.flush()
         except Exception:

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("recalled_lite")
+
+
+async def run_every(interval: float, step: Callable[[], Awaitable[Any]], failure: str) -> None:
+    """Await `step` every `interval` seconds until cancelled. A failing step is logged with
+    `failure` and tried again next time: a background service never dies of one error."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except Exception:
+            log.exception(failure)
+
+
+async def cancel(task: "asyncio.Task[Any] | None") -> None:
+    """Cancel a service's task and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class KeyCacheRefresher:
@@ -23,20 +41,9 @@ class KeyCacheRefresher:
 
     async def start(self, ctx: Any) -> None:
         self._store = ctx.store
-        self._task = asyncio.create_task(self._run(), name="key-cache-refresher")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self._store.refresh_keys()
-            except Exception:
-                log.exception("refreshing the API key cache failed")
+        self._task = asyncio.create_task(
+            run_every(self.interval, self._store.refresh_keys, "refreshing the API key cache failed"),
+            name="key-cache-refresher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from ..config import ConsoleConfig
 from ..errors import Unavailable
+from ..services import cancel
 from .sessions import SessionBook
 from .verification import ChainVerification
 
@@ -76,9 +77,7 @@ class ConsoleService:
                 log.exception("recording console sessions failed; retrying later")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task)
         if self.verification is not None:
             await self.verification.stop()
         if self.book is not None:
