@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
+from console_support import screenshot_dir
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -89,6 +90,12 @@ def test_the_page_verifies_in_chromium_and_shows_no_personal_field(receipt, brow
     for value in [*PERSONAL.values(), "org_receipt_secret", "contract", "c_1"]:
         assert value not in html, value
     assert not errors, errors  # no CSP violation, no script error
+    shots = screenshot_dir()
+    for width, height in ((390, 844), (1440, 900)):
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scroll"
+        page.screenshot(path=str(shots / f"receipt-{width}.png"), full_page=True)
+    print(f"receipt screenshots in {shots}")
     page.close()
 
 
@@ -110,6 +117,8 @@ def test_a_tampered_proof_is_not_verified(receipt, browser):
     state, text = final_status(page)
     assert state == "failed" and text.startswith("Not verified"), text
     assert any(c.startswith("\u2717") and "inclusion proof" in c for c in page.locator("#checks li").all_inner_texts())
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(screenshot_dir() / "receipt-not-verified-390.png"), full_page=True)
     page.close()
 
     # A forged checkpoint signature is caught too (the proof itself left intact).
