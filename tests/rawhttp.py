@@ -91,10 +91,10 @@ def parse_responses(data: bytes) -> tuple[list[Response], bytes]:
 
 
 def read_exchange(sock: socket.socket, *, expect: int | None = None, quiet: float = 1.0,
-                  deadline: float = 20.0) -> Exchange:
+                  deadline: float = 20.0, already: bytes = b"") -> Exchange:
     """Read until the peer closes, or `expect` responses have arrived and nothing more comes for
-    `quiet` seconds, or `deadline` passes."""
-    data = b""
+    `quiet` seconds, or `deadline` passes. `already`: bytes of the answer read before."""
+    data = already
     exchange = Exchange()
     stop_at = time.monotonic() + deadline
     while time.monotonic() < stop_at:

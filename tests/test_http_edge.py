@@ -331,8 +331,8 @@ def test_a_trickled_body_gets_408_at_the_deadline_while_others_are_served(make_s
                 if b"\r\n\r\n" in data:
                     result["after"] = time.monotonic() - started
                     break
-            result["exchange"] = read_exchange(sock, quiet=0.5, deadline=10)
-            result["exchange"].responses[:0] = __import__("rawhttp").parse_responses(data)[0]
+            # The head may have come without its body: read the rest onto what came.
+            result["exchange"] = read_exchange(sock, quiet=0.5, deadline=10, already=data)
 
     thread = threading.Thread(target=trickle)
     thread.start()
