@@ -118,8 +118,9 @@ def test_a_proof_of_a_new_event_waits_for_the_next_checkpoint(make_server):
         assert proof["treeSize"] >= event["seq"]
 
 
-def test_the_signing_key_lifecycle(tmp_path):
+def test_the_signing_key_lifecycle(tmp_path, request):
     server = ServerProcess(tmp_path / "keys", config_text="[checkpoints]\ninterval_seconds = 3600.0\n")
+    request.addfinalizer(server.kill)  # a failing step must not leave a server running
     key_file = server.db_path.with_name("recalled.db.signing-key")
     # No offline command creates a key.
     for args in (["keys", "list"], ["verify"], ["checkpoint", "key"]):
