@@ -33,7 +33,7 @@ class NotBuilt(Exception):
 
 def marker() -> str:
     """Changes whenever the on-disk format could change: the schema migrations,
-    the FTS text function (storage/sqlite/fts.py), the package version and the
+    the FTS text function (storage/fts.py), the package version and the
     dataset generator. Query-side code changes keep the cache."""
     h = hashlib.sha256()
     h.update(f"dataset={dataset.DATASET_VERSION}\n".encode())

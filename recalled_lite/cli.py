@@ -31,19 +31,14 @@ def _load(args: argparse.Namespace, **overrides: Any) -> Config:
 def _open_store(config: Config, *, serving: bool = False):
     """The store; only `serve` may create a database or a secret (offline commands exit 2)."""
     from .server_secret import load_or_create_secret, load_secret
-    from .storage.sqlite.offline import is_new_database, require_database
-    from .storage.sqlite.store import SqliteStore
+    from .storage.backend import is_new_database, open_store, require_database
 
     if serving:
         secret = load_or_create_secret(config) if is_new_database(config.db_path) else load_secret(config)
     else:
         require_database(config.db_path)
         secret = load_secret(config)
-    return SqliteStore(
-        config.db_path, secret=secret, synchronous=config.database.synchronous,
-        busy_timeout_ms=config.database.busy_timeout_ms, readers=config.database.readers,
-        cache_mb=config.database.cache_mb, max_page_count=config.database.max_page_count,
-    )
+    return open_store(config, secret)
 
 
 def _audited(command: str, action: str, describe: Any) -> Any:
@@ -260,7 +255,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _verify_export(args)
     from .progress import Progress
     from .server_secret import load_secret
-    from .storage.sqlite.offline import require_database, verify_file
+    from .storage.backend import require_database, verify_file
 
     config = _load(args)
     require_database(config.db_path)
@@ -354,8 +349,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .private_files import create_private_file
     from .progress import Progress
     from .search_query import QueryError, parse_date_bound
-    from .storage.sqlite.filters import ListFilters
-    from .storage.sqlite.offline import export_file
+    from .storage.backend import export_file
+    from .storage.filters import ListFilters
 
     config = _load(args)
     try:
@@ -398,7 +393,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from .progress import Progress
-    from .storage.sqlite.offline import backup_file
+    from .storage.backend import backup_file
 
     config = _load(args)
     bar = Progress("backing up (pages)")
@@ -413,9 +408,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def version_text() -> str:
-    import sqlite3  # noqa: only to report the library version
+    from .storage.backend import engine_description
 
-    return f"recalled-lite {__version__} (Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version})"
+    return f"recalled-lite {__version__} (Python {sys.version.split()[0]}, {engine_description()})"
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from .integrity.chain import personal_digest, personal_document
 from .randbuf import random_bytes
 from .schemas import CAMEL_ALIASES, EventIn
 from .storage.base import ApiKeyRecord, PreparedEvent
-from .storage.sqlite.fts import fts_columns_from_values
+from .storage.fts import fts_columns_from_values
 from .timefmt import parse_rfc3339_ms
 
 _encode = msgspec.json.encode

@@ -110,17 +110,6 @@ def next_month_start_ms(year: int, month: int) -> int:
     return month_start_ms(year + month // 12, month % 12 + 1)
 
 
-def _count_month(conn: Any, since_ms: int) -> dict[str, int]:
-    # The server's own audit events (recalled.*) are not the organization's events: they never
-    # take quota when written, so they are not counted back in either.
-    rows = conn.execute(
-        "SELECT coalesce(organization, ''), count(*) FROM events WHERE received_at >= ? "
-        "AND substr(action, 1, ?) != ? GROUP BY 1",
-        (since_ms, len(SERVER_ACTION_PREFIX), SERVER_ACTION_PREFIX),
-    ).fetchall()
-    return {org: n for org, n in rows}
-
-
 class Quotas:
     """Monthly event quotas per organization; `limits` maps organization -> events (0 = none)."""
 
@@ -142,7 +131,9 @@ class Quotas:
         async with self._lock:
             if month == self.month:
                 return
-            counts = await store.read(_count_month, month_start_ms(*month))
+            # The server's own audit events (recalled.*) are not the organization's events: they
+            # never take quota when written, so they are not counted back in either.
+            counts = await store.events_per_organization(month_start_ms(*month), SERVER_ACTION_PREFIX)
             self.counts, self.month = counts, month
 
     def reserve(self, wanted: dict[str, int], now_ms: int) -> None:

@@ -36,7 +36,7 @@ from recalled_lite.search_query import (
     TextTerm,
     parse_search_query,
 )
-from recalled_lite.storage.sqlite.fts import fts_columns
+from recalled_lite.storage.fts import fts_columns
 from recalled_lite.storage.sqlite.filters import (
     COLUMN_INDEX,
     EVENT_COLUMNS,

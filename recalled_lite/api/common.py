@@ -19,13 +19,10 @@ from ..errors import RequestTooLarge, Unauthorized, UnsupportedMediaType, Valida
 from ..key_usage import KeyUsage
 from ..limits import Limits
 from ..memory import BulkWork
-from ..schemas import ActorOut, EventOut
-from ..storage.base import ApiKeyRecord, EventRecord
-from ..timefmt import format_ms
+from ..storage.base import ApiKeyRecord
 
 _json_encode = msgspec.json.Encoder().encode
 MAX_SQL_INT = 2**63 - 1
-_Raw = msgspec.Raw
 
 
 @dataclass
@@ -222,27 +219,6 @@ def decode_json(body: bytes, decode: Callable[[bytes], Any], max_depth: int) -> 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_json_encode(content), status_code=status, headers=headers, media_type="application/json")
-
-
-def event_to_wire(record: EventRecord, project_id: str) -> EventOut:
-    return EventOut(
-        id=record.id,
-        project_id=project_id,
-        organization=record.organization,
-        action=record.action,
-        actor=ActorOut(record.actor_type, record.actor_id, record.actor_name, record.actor_email),
-        targets=_Raw(record.targets) if record.targets is not None else None,
-        metadata=_Raw(record.metadata) if record.metadata is not None else None,
-        ip_address=record.ip_address,
-        user_agent=record.user_agent,
-        occurred_at=format_ms(record.occurred_at),
-        received_at=format_ms(record.received_at),
-        idempotency_key=record.idempotency_key,
-        seq=record.seq,
-        hash=record.hash,
-        prev_hash=record.prev_hash,
-        signature=record.signature,
-    )
 
 
 def int_param(request: Request, name: str, *, minimum: int, maximum: int | None = None,

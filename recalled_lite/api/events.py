@@ -14,8 +14,9 @@ from ..limits import append_within_quota
 from ..schemas import BatchCreated, BatchIn, EventCreated, EventIn, decode_batch, decode_event
 from ..storage.base import ApiKeyRecord, IdempotencyKeyReused
 from ..timefmt import now_ms
+from ..wire import event_to_wire
 from .common import (
-    authorize, context, decode_json, describe_validation_error, event_to_wire, int_param,
+    authorize, context, decode_json, describe_validation_error, int_param,
     json_response, read_body,
 )
 from .reading import cursor_param, list_page, search_page

@@ -37,8 +37,9 @@ from ..search_query import (
     parse_search_query,
 )
 from ..storage.base import EventRecord
-from ..storage.sqlite.filters import ListFilters
-from .common import event_to_wire, int_param
+from ..storage.filters import ListFilters
+from ..wire import event_to_wire
+from .common import int_param
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50

@@ -39,11 +39,11 @@ from typing import Any
 
 import msgspec
 
-from ..api.common import event_to_wire
 from ..config import Config
 from ..schemas import ActorOut, EventOut
 from ..storage.webhook_base import AttemptOutcome, OpenItem, RetryPolicy, WebhookStore
 from ..timefmt import format_ms, now_ms
+from ..wire import event_to_wire
 from .faults import Faults
 from .jobs import JobRunner
 from .leases import LeaseKeeper

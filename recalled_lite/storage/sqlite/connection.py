@@ -6,6 +6,10 @@ import sqlite3
 from pathlib import Path
 
 
+def sqlite_version() -> str:
+    return sqlite3.sqlite_version
+
+
 def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb: int,
                 max_page_count: int = 0) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, because one

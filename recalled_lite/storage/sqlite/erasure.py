@@ -38,7 +38,7 @@ from __future__ import annotations
 import sqlite3
 from typing import NamedTuple
 
-from .fts import fts_columns
+from ..fts import fts_columns
 
 DELETED = "[deleted]"
 # Events erased per write op. Measured on a 400k-event log: 128 events cost ~6 ms with

@@ -21,11 +21,11 @@ terms present in a large share of all events (~65 ms at 64 %, ~120 ms at
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from recalled_lite.cursors import Cursor
 from recalled_lite.storage.base import EventRecord
+from recalled_lite.storage.filters import ListFilters
 from recalled_lite.search_query import (
     ActionTerm,
     ActorTerm,
@@ -61,28 +61,6 @@ _SELECT = _SELECT_COLUMNS + " FROM events"
 _SELECT_FTS_DRIVEN = _SELECT_COLUMNS + " FROM events_fts CROSS JOIN events ON events.seq = events_fts.rowid"
 _NEWEST_FIRST = " ORDER BY events.occurred_at DESC, events.seq DESC LIMIT ?"
 _OLDEST_SEQ_FIRST = " ORDER BY events.seq ASC LIMIT ?"
-
-
-@dataclass(frozen=True, slots=True)
-class ListFilters:
-    """§4.5 list filters, already validated and converted by the API layer.
-
-    ``action`` is exact, or a prefix when it ends with ``*``. ``date_from_ms``
-    and ``date_to_ms`` are inclusive (see ``search_query.parse_date_bound``).
-    ``after_seq`` (tailing) returns seq > after_seq in ascending seq order and
-    cannot be combined with ``cursor``.
-    """
-
-    organization: str | None = None
-    actor_id: str | None = None
-    action: str | None = None
-    target_type: str | None = None
-    target_id: str | None = None
-    date_from_ms: int | None = None
-    date_to_ms: int | None = None
-    limit: int = 50
-    cursor: Cursor | None = None
-    after_seq: int | None = None
 
 
 def split_page(rows: Sequence[Any], limit: int) -> tuple[Sequence[Any], bool]:

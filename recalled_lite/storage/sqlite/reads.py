@@ -62,6 +62,15 @@ def chain_head(conn: sqlite3.Connection) -> tuple[int, str | None]:
     return (row[0], row[1]) if row else (0, None)
 
 
+def events_per_organization(conn: sqlite3.Connection, since_ms: int, excluded_prefix: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT coalesce(organization, ''), count(*) FROM events WHERE received_at >= ? "
+        "AND substr(action, 1, ?) != ? GROUP BY 1",
+        (since_ms, len(excluded_prefix), excluded_prefix),
+    ).fetchall()
+    return {org: n for org, n in rows}
+
+
 # --- exports -----------------------------------------------------------------------
 
 EXPORT_WINDOW = 1000  # seqs per call: at most this many rows are held at once

@@ -375,6 +375,9 @@ class SqliteStore(MerkleStore):
         """The newest event readers can see: (seq, hash), or (0, None)."""
         return await self.read(reads.chain_head)
 
+    async def events_per_organization(self, since_ms: int, excluded_prefix: str) -> dict[str, int]:
+        return await self.read(reads.events_per_organization, since_ms, excluded_prefix)
+
     async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
                            render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
         assert self.readers is not None, "store not started"

@@ -1,6 +1,7 @@
-"""The text each event contributes to the full-text index.
+"""The text each event contributes to the full-text index (backend-neutral: the
+five columns any backend indexes, computed once at intake).
 
-`events_fts` is contentless, so removing a row (erasure) needs the exact text
+SQLite's `events_fts` is contentless, so removing a row (erasure) needs the exact text
 that was indexed. That text must therefore be a pure function of the stored
 event row: change this module only together with a migration that rebuilds the
 index.
