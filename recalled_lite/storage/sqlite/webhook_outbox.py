@@ -1,6 +1,6 @@
 """The outbox side of webhook storage on SQLite: what the delivery loop asks of it - claim
-due rows, keep leases, record results (and the subscription state they imply), quarantine
-results that cannot be recorded, read what to send.
+due rows, keep leases, record results (and the subscription state they imply, by the pure
+rules of delivery/transitions.py), quarantine results that cannot be recorded, read what to send.
 
 ``OutboxOps`` is a part of ``WebhookStorage`` (storage/sqlite/webhooks.py), kept apart for
 size: it uses that class's subscription cache and state changes (``subs``, ``_set_state``,
@@ -12,10 +12,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from ...delivery import healing
+from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
-from ...delivery.retry import Outcome, classify, retry_delay, should_disable
-from ...delivery.subscriptions import SCHEDULED_TRIGGERS, SubscriptionInfo
+from ...delivery.retry import Outcome, classify, retry_delay
 from ...ids import ulids
 from ...timefmt import now_ms
 from ..base import EventRecord
@@ -124,26 +123,19 @@ class OutboxOps:
             if sub is not None:
                 t = track.get(sid)
                 if t is None:
-                    t = track[sid] = {"state": sub.state, "reason": sub.state_reason, "cause": None,
-                                      "changed_at": sub.state_changed_at, "first_failure": sub.first_failure_at,
-                                      "last_success": sub.last_success_at, "transition": False,
-                                      "touched": False, "healed_from": None}
+                    t = track[sid] = transitions.new_track(sub)
             if not r.sent:
                 conn.execute(_MESSAGE_DONE, ("failed", row[2], row[3], mid))
                 continue
             made, run = row[2] + 1, row[3] + 1
             outcome = classify(r.status_code, r.error)
             if t is not None and sub is not None:
-                self._track_attempt(t, sub, item, r, outcome, now)
+                transitions.track_attempt(t, sub, item, r, outcome, now, policy)
             next_at = None
             if outcome is Outcome.SUCCESS:
                 conn.execute(_MESSAGE_DONE, ("success", made, run, mid))
             else:
-                may_retry = (
-                    outcome is Outcome.RETRY and item.trigger in SCHEDULED_TRIGGERS and t is not None
-                    and t["state"] != "deactivated"
-                    and not (t["state"] == "invalid" and t["changed_at"] >= item.queued_at)
-                )
+                may_retry = transitions.may_retry(outcome, item, t)
                 delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
                                      policy.jitter, self._rng) if may_retry else None)
                 if delay is None:
@@ -183,39 +175,6 @@ class OutboxOps:
         if changed:
             self._reload(conn, changed)
 
-    def _track_attempt(self: "WebhookStorage", t: dict[str, Any], sub: SubscriptionInfo, item: OpenItem, r: AttemptOutcome,
-                       outcome: Outcome, now: int) -> None:
-        """The subscription's side of one attempt. A transition caused by this very attempt
-        (410, disable_after) must also stop this message's retries, so it comes first."""
-        policy = self.policy
-        t["touched"] = True
-        if outcome is Outcome.SUCCESS:
-            t["last_success"] = max(t["last_success"] or 0, r.started_at)
-            t["first_failure"] = None
-        elif t["first_failure"] is None:
-            t["first_failure"] = r.started_at
-        is_test = item.type == "webhook.test" and sub.test_message_id == item.message_id
-        if is_test and (t["state"] == "new" or (t["state"] == "invalid" and item.trigger == "retest")):
-            if outcome is Outcome.SUCCESS:
-                t.update(state="valid", reason=None, changed_at=now, transition=True,
-                         healed_from=sub.invalid_since if healing.replays_when_healed(sub.invalid_cause) else None)
-            elif outcome is Outcome.GONE:
-                t.update(state="invalid", reason="the receiver answered 410 Gone", changed_at=now,
-                         transition=True, cause=InvalidCause.GONE)
-            elif t["state"] == "new":
-                t.update(state="invalid", reason="test delivery failed: " + _describe(r),
-                         changed_at=now, transition=True, cause=InvalidCause.TEST_FAILED)
-            # a failed re-test leaves it invalid; the next one is already scheduled
-        elif outcome is Outcome.GONE and t["state"] in ("new", "valid"):
-            t.update(state="invalid", reason="the receiver answered 410 Gone", changed_at=now,
-                     transition=True, cause=InvalidCause.GONE)
-        elif outcome is not Outcome.SUCCESS and t["state"] in ("new", "valid") and should_disable(
-                t["first_failure"] / 1000, (t["last_success"] or 0) / 1000 or None, now / 1000,
-                policy.disable_after_ms / 1000):
-            t.update(state="invalid", changed_at=now, transition=True, cause=InvalidCause.NO_SUCCESS,
-                     reason=f"no successful delivery for {policy.disable_after_ms / 1000:g} seconds "
-                            f"(last error: {_describe(r)})")
-
     async def quarantine_results(self: "WebhookStorage", results: list[tuple[AttemptOutcome, str]]) -> None:
         """Results that could not be recorded, however often tried: each delivery becomes
         ``failed``, with an attempt that says why (a minimal write, none of the bookkeeping
@@ -248,8 +207,3 @@ class OutboxOps:
     async def due_snapshot(self) -> dict[str, int]:
         return await self.store.read(reads.due_snapshot)
 
-
-def _describe(r: AttemptOutcome) -> str:
-    if r.error:
-        return r.error
-    return f"HTTP {r.status_code}"

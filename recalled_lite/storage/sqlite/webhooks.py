@@ -15,7 +15,8 @@ loop after every COMMIT (never before, so the loop only acts on durable rows):
 * jobs to run (a ``replay_missing`` queued when a re-test passed).
 
 It also writes one log line per subscription state change, after the COMMIT.
-The rules (classification, backoff, re-tests, sealing) are pure code in ``delivery/``;
+The rules (classification, state changes, backoff, re-tests, sealing) are pure code in
+``delivery/`` (``transitions.py`` is the subscription state machine);
 ``storage/webhook_base.py`` is the interface a PostgreSQL backend would implement too.
 """
 
@@ -27,7 +28,7 @@ import random
 import sqlite3
 from typing import Any, Callable, Iterable, Sequence
 
-from ...delivery import healing
+from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
 from ...delivery.sealing import SealError, Sealer
 from ...delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
@@ -362,31 +363,17 @@ class WebhookStorage(OutboxOps, JobOps):
         re-test). The log line is written after the COMMIT (``_on_commit``)."""
         cur = self.subs.get(sub_id)
         old = cur.state if cur is not None else None
-        invalid_since = cur.invalid_since if cur is not None else None
-        invalid_cause = cur.invalid_cause if cur is not None else None
-        retest_at, retests = None, 0
-        if state == "invalid":
-            if invalid_since is None or old != "invalid" and old != "new":
-                invalid_since = now
-            invalid_cause = cause.value
-            policy = self.policy
-            retest_at = healing.first_retest_at(cause, now, enabled=policy.retest_enabled,
-                                                initial_ms=policy.retest_initial_ms, max_ms=policy.retest_max_ms)
-        elif state in ("valid", "deactivated"):
-            # valid: caught up (a replay was queued if it missed anything); deactivated: the
-            # owner's choice, so what it misses from now on is not replayed.
-            invalid_since = invalid_cause = None
-        # `new` keeps `invalid_since`: if the test passes, what it missed is replayed.
+        invalid_since, invalid_cause, retest_at, retests = transitions.state_change(cur, state, now, cause, self.policy)
         conn.execute(
             "UPDATE webhook_subscriptions SET state = ?, state_reason = ?, state_changed_at = ?, "
             "updated_at = ?, invalid_since = ?, invalid_cause = ?, retest_at = ?, retests = ? WHERE id = ?",
             (state, reason, now, now, invalid_since, invalid_cause, retest_at, retests, sub_id))
-        if state in ("invalid", "deactivated"):
+        if state in transitions.STOPS_PENDING:
             # Deliveries still waiting for a retry stop here; `recover` can send them later.
             conn.execute(_FAIL_PENDING, (sub_id,))
         if old != state:
             fields: dict[str, Any] = {"subscription_id": sub_id, "from_state": old, "to_state": state,
-                                      "reason": reason or _default_reason(state)}
+                                      "reason": reason or transitions.default_reason(state)}
             if state == "invalid":
                 fields["retest_at"] = retest_at
             self._state_log.append(fields)
@@ -407,7 +394,7 @@ class WebhookStorage(OutboxOps, JobOps):
     def _create_subscription(self, conn: sqlite3.Connection, spec: NewSubscription) -> SubscriptionInfo:
         now = now_ms()
         sid = "sub_" + ulids.new()
-        state, reason = ("deactivated", "disabled by the owner") if spec.disabled else ("new", None)
+        state, reason = transitions.initial_state(spec.disabled)
         conn.execute(
             f"INSERT INTO webhook_subscriptions ({_SUB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, spec.url, spec.description, json.dumps(spec.event_types), spec.organization,
@@ -428,17 +415,7 @@ class WebhookStorage(OutboxOps, JobOps):
                              patch: SubscriptionPatch) -> SubscriptionInfo:
         cur = self._visible(sub_id, organization)
         now = now_ms()
-        url = patch.url if patch.url is not None else cur.url
-        disabled, state, reason = cur.disabled, cur.state, cur.state_reason
-        retest = False
-        if patch.state == "deactivated" or patch.disabled is True:
-            disabled = True
-            if cur.state != "deactivated":
-                state, reason = "deactivated", "disabled by the owner"
-        elif patch.state == "new" or (patch.disabled is False and cur.disabled):
-            disabled, state, reason, retest = False, "new", None, True
-        elif url != cur.url and not disabled:
-            state, reason, retest = "new", None, True
+        url, disabled, state, reason, retest = transitions.patched_state(cur, patch)
         conn.execute(
             "UPDATE webhook_subscriptions SET url = ?, description = ?, event_types = ?, "
             "organization = ?, disabled = ?, updated_at = ? WHERE id = ?",
@@ -471,10 +448,7 @@ class WebhookStorage(OutboxOps, JobOps):
 
     def _test_subscription(self, conn: sqlite3.Connection, sub_id: str,
                            organization: str | None) -> tuple[SubscriptionInfo, str]:
-        cur = self._visible(sub_id, organization)
-        if cur.state == "deactivated":
-            raise InvalidWebhookOperation(
-                "the subscription is deactivated; re-activate it with PATCH {\"state\": \"new\"}", "state")
+        transitions.require_active(self._visible(sub_id, organization))
         now = now_ms()
         self._set_state(conn, sub_id, "new", None, now)
         self._queue_test(conn, sub_id, now)
@@ -492,8 +466,7 @@ class WebhookStorage(OutboxOps, JobOps):
     def _retest(self, conn: sqlite3.Connection, sub_id: str) -> bool:
         sub = self.subs.get(sub_id)
         now = now_ms()
-        if (not self.policy.retest_enabled or sub is None or sub.state != "invalid" or sub.retest_at is None
-                or sub.retest_at > now):
+        if not transitions.retest_due(sub, now, self.policy):
             return False
         retests = sub.retests + 1
         next_at = healing.next_retest_at(retests, now, initial_ms=self.policy.retest_initial_ms,
@@ -531,11 +504,7 @@ class WebhookStorage(OutboxOps, JobOps):
     # ----------------------------------------------------------------------------------------
 
     def _usable(self, sub_id: str, organization: str | None) -> SubscriptionInfo:
-        sub = self._visible(sub_id, organization)
-        if sub.state == "deactivated":
-            raise InvalidWebhookOperation(
-                "the subscription is deactivated; re-activate it with PATCH {\"state\": \"new\"}", "state")
-        return sub
+        return transitions.require_active(self._visible(sub_id, organization))
 
     async def resend(self, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
         return await self.store.write(self._undoable(self._resend), event_id, sub_id, organization)
@@ -546,9 +515,7 @@ class WebhookStorage(OutboxOps, JobOps):
         if row is None or (organization is not None and row[1] != organization):
             raise RecordNotFound(event_id)
         seq, event_org = row
-        if sub.organization is not None and event_org != sub.organization:
-            raise InvalidWebhookOperation(
-                "this event belongs to another organization than the subscription", "event_id")
+        transitions.require_same_organization(sub, event_org)
         now = now_ms()
         existing = conn.execute(
             "SELECT id FROM webhook_messages WHERE subscription_id = ? AND event_seq = ?",
@@ -585,10 +552,6 @@ class WebhookStorage(OutboxOps, JobOps):
 
     async def open_attempt(self, message_id: str) -> AttemptRow | None:
         return await self.store.read(reads.open_attempt, message_id)
-
-
-def _default_reason(state: str) -> str:
-    return {"new": "waiting for its test message", "valid": "its test message succeeded"}.get(state, state)
 
 
 # --------------------------------------------------------------------------------------------
