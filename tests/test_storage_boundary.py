@@ -118,6 +118,43 @@ def test_no_sql_outside_storage() -> None:
     assert problems == [], "SQL run outside storage/ (add a Store method instead):\n" + "\n".join(problems)
 
 
+def protocol_members(path: Path, *classes: str) -> set[str]:
+    members: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    members.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    members.add(item.target.id)
+    return members
+
+
+def store_attributes(source: str) -> set[str]:
+    """What is read off a variable or attribute named ``store`` (``store.x``, ``ctx.store.x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            value = node.value
+            if (isinstance(value, ast.Name) and value.id == "store") or \
+                    (isinstance(value, ast.Attribute) and value.attr == "store"):
+                found.add(node.attr)
+    return found
+
+
+def test_what_code_outside_storage_asks_of_a_store_is_in_the_protocols() -> None:
+    """A second backend implements storage/base.py's Store and storage/webhook_base.py's
+    WebhookStore; anything used beyond them would be an undeclared SQLite-only promise."""
+    declared = (protocol_members(PACKAGE / "storage" / "base.py", "Store")
+                | protocol_members(PACKAGE / "storage" / "webhook_base.py", "WebhookStore"))
+    assert {"append_events", "list_events", "claim", "apply_results"} <= declared
+    undeclared = sorted(f"{module}: store.{name}" for module, path in product_modules()
+                        if not _within(module, "recalled_lite.storage")
+                        for name in store_attributes(path.read_text()) - declared)
+    assert undeclared == [], "used but not declared in Store / WebhookStore:\n" + "\n".join(undeclared)
+    assert store_attributes("async def f(ctx):\n    await ctx.store.read(g)\n") == {"read"}
+
+
 def test_the_sql_scan_sees_a_query_in_a_read_callback() -> None:
     source = "def _count(conn, since):\n    return conn.execute('SELECT 1', (since,)).fetchall()\n"
     assert sql_calls(source) == [2]

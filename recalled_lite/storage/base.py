@@ -210,6 +210,7 @@ class Store(Protocol):
 
     # -- lifecycle: `start(loop)` before serving (the async methods need it); `close` flushes
     # the writer first and is idempotent. The CLI uses the *_sync methods without starting it.
+    started: bool
     def start(self, loop: Any) -> None: ...
     def close(self) -> None: ...
     head_seq: int  # the writer's chain head (may include a group being committed)
