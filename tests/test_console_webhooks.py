@@ -167,7 +167,10 @@ def test_recover_preview_counts_failed_messages(dev_server, rx):
     with dev_server.client() as c:
         failed = [a for a in c.get(f"/v1/event_subscriptions/{sub_id}/attempts", params={"status": "failed"}).json()["data"]
                   if a["event_id"]]
-    assert count == len({a["message_id"] for a in failed}) >= 1
+    # Every failed attempt's message is counted; a message the 410 stopped before it was sent
+    # (the subscription turned invalid while it waited) is failed with no attempt, and is
+    # counted too. Which of the three that is depends on timing.
+    assert 3 >= count >= len({a["message_id"] for a in failed}) >= 1
     started = s.post(f"/console/webhooks/{sub_id}/jobs", {"kind": "recover", "begin": BEGIN})
     assert started.status_code == 303
     wait_until(lambda: s.get(started.headers["location"] + "/progress").json()["status"] == "completed",
