@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import __version__
+from .api.common import unauthenticated
 from .api.embed import EmbedTokenIn
 from .api.reading import EventPage
 from .schemas import BatchCreated, EventCreated, EventIn, EventOut, KeyCreateIn, KeyOut
@@ -532,6 +533,6 @@ async def docs_page(request: Request) -> Response:
 
 
 routes = [
-    Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/docs", docs_page, methods=["GET"]),
+    Route("/openapi.json", unauthenticated(openapi_json), methods=["GET"]),
+    Route("/docs", unauthenticated(docs_page), methods=["GET"]),
 ]
