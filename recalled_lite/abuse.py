@@ -4,7 +4,8 @@ Everything here is in this process's memory and runs on the event loop thread wi
 `await` between a check and its take, like limits.py. No I/O, no framework: the routes call it
 before any database work (docs/security.md#abuse-limits).
 
-* `Buckets`: token buckets keyed by a string (a client address, an embed token). The table is
+* `Buckets`: token buckets keyed by a string (a client address, an IPv6 one by its /64; an
+  embed token). The table is
   bounded (`max_entries`, least recently used first out): a bucket dropped from it comes back
   full, so the worst an address can gain by cycling through many others is that the oldest of
   them are forgiven. A flood from one address stays in the table and stays limited.
@@ -25,6 +26,7 @@ and on a 429, `t` is the seconds until one token is back, as `Retry-After` says.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -42,6 +44,19 @@ LOCKOUT = "lockout"    # repeated failures (sign-in, INVALID_API_KEY), per clien
 
 # An address we cannot name (a Unix socket, a test client) shares one bucket: never unlimited.
 UNKNOWN_ADDRESS = "unknown"
+
+
+def address_key(address: str | None) -> str:
+    """What one budget is kept for: an IPv4 address, or an IPv6 address's /64 (one subscriber
+    line gets a whole /64, so counting its 2^64 addresses apart would be no limit at all)."""
+    if not address:
+        return UNKNOWN_ADDRESS
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    except ValueError:
+        return address
 
 
 class _Bucket:
@@ -138,7 +153,7 @@ class Lockouts:
         return now >= record.until and now - record.last_at > max(self.window, self.cap)
 
     def retry_after(self, address: str) -> float | None:
-        record = self._table.get(address)
+        record = self._table.get(address_key(address))
         if record is None:
             return None
         now = self.clock()
@@ -148,6 +163,7 @@ class Lockouts:
 
     def failed(self, address: str) -> float | None:
         """Count one failure; the lockout's seconds if this one starts a lockout."""
+        address = address_key(address)
         now = self.clock()
         record = self._table.get(address)
         if record is None or self._forgotten(record, now):
@@ -176,6 +192,7 @@ class Lockouts:
 
     def succeeded(self, address: str) -> None:
         if self._table:
+            address = address_key(address)
             record = self._table.get(address)
             if record is not None and self.clock() >= record.until:
                 del self._table[address]
@@ -218,14 +235,14 @@ class Abuse:
     # -- the per-address bucket -----------------------------------------------------------
 
     def over_budget(self, address: str | None) -> bool:
-        return self.addresses is not None and not self.addresses.has_token(address or UNKNOWN_ADDRESS)
+        return self.addresses is not None and not self.addresses.has_token(address_key(address))
 
     def refuse_over_budget(self, address: str | None) -> None:
         """429 when the address has no token left, taking none: the check before database work
         for a request that may still turn out to carry a valid key."""
         if self.over_budget(address):
             assert self.addresses is not None
-            raise self._limited(self.addresses, self.addresses.wait(address or UNKNOWN_ADDRESS),
+            raise self._limited(self.addresses, self.addresses.wait(address_key(address)),
                                 "requests without a valid API key from this address")
 
     def charge(self, state: dict[str, Any] | None, address: str | None) -> None:
@@ -233,7 +250,7 @@ class Abuse:
         header values for the response (RequestContextMiddleware adds them)."""
         if self.addresses is None:
             return
-        self._take(self.addresses, address or UNKNOWN_ADDRESS, state,
+        self._take(self.addresses, address_key(address), state,
                    "requests without a valid API key from this address")
 
     def charge_embed_token(self, state: dict[str, Any], token_key: str, paging: bool) -> None:

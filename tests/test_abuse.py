@@ -319,3 +319,21 @@ def test_lockout_arithmetic_window_doubling_cap_and_reset():
     lockouts.succeeded("a")
     assert lockouts.retry_after("a") is None and len(lockouts) == 0
     assert started == ["api"] * 6
+
+
+def test_ipv6_addresses_share_their_64_for_budgets_and_lockouts():
+    from recalled_lite.abuse import Abuse
+    from recalled_lite.config import AbuseConfig
+    from recalled_lite.errors import RateLimited
+
+    abuse = Abuse(AbuseConfig(burst=2, lockout_after_failures=2))
+    abuse.charge({}, "2001:db8:1:2::1")
+    abuse.charge({}, "2001:db8:1:2:ffff::9")
+    with pytest.raises(RateLimited):
+        abuse.charge({}, "2001:db8:1:2::77")  # same /64: same budget
+    abuse.charge({}, "2001:db8:1:3::1")  # the next /64 has its own
+    lockouts = abuse.api_lockouts
+    lockouts.failed("2001:db8:1:2::1")
+    assert lockouts.failed("2001:db8:1:2::2") == 1.0
+    assert lockouts.retry_after("2001:db8:1:2::3") is not None
+    assert lockouts.retry_after("2001:db8:1:3::3") is None
