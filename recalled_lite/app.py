@@ -207,7 +207,14 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id)]
+                limited = state.get("ratelimit")
+                if limited and not any(name.lower() == b"ratelimit" for name, _ in headers):
+                    # Every response of a rate-limited request says where it stands, not only a
+                    # 429 (which carries its own, for the policy that refused it).
+                    headers.append((b"ratelimit-policy", ", ".join(p for p, _ in limited).encode()))
+                    headers.append((b"ratelimit", ", ".join(v for _, v in limited).encode()))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -257,6 +264,7 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     ctx = AppContext(config=config, store=store, services=list(services or []))
     metrics = AppMetrics(store, ctx.metrics_providers)
     ctx.metrics = metrics
+    ctx.metrics_providers.append(ctx.abuse.metric_families)
     if store is not None:
         store.observe_write_groups(metrics.observe_write_group)
 

@@ -180,6 +180,37 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     monthly_events: dict[str, Annotated[int, Meta(ge=0)]] = msgspec.field(default_factory=dict)
 
 
+class AbuseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Abuse limits on the public edge (recalled_lite/abuse.py; docs/security.md#abuse-limits).
+
+    On by default with limits no honest client reaches: they bound what requests WITHOUT a
+    valid key (no key, a malformed, unknown or revoked one, console sign-ins, the embed feed,
+    receipt pages and the other public routes but /healthz) cost, per client address (behind a
+    proxy, set server.trusted_proxies or every client shares the proxy's address)."""
+
+    # Requests without a valid API key per client address (token bucket); 0 = no such limit.
+    per_second: Annotated[float, Meta(ge=0)] = 20.0
+    # Bucket size: such requests an address may send at once; 0 = per_second rounded up.
+    burst: Annotated[int, Meta(ge=0)] = 100
+    # Addresses (and embed tokens) remembered at most; past it the least recently seen is dropped
+    # (it comes back with a full bucket). ~200 bytes each.
+    max_tracked_addresses: Annotated[int, Meta(ge=16, le=10_000_000)] = 100_000
+    # This many failed console sign-ins or INVALID_API_KEY answers from one address within
+    # lockout_window_seconds lock it out for lockout_first_seconds; each further failure doubles
+    # the lockout, up to lockout_max_seconds; a success resets. 0 = no lockouts.
+    lockout_after_failures: Annotated[int, Meta(ge=0, le=1000)] = 5
+    lockout_window_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    lockout_first_seconds: Annotated[float, Meta(gt=0, le=86400)] = 1.0
+    lockout_max_seconds: Annotated[float, Meta(gt=0, le=86400)] = 900.0
+    # The embed feed (GET /v1/embed/events), per token, on top of the per-address limit.
+    embed_token_per_second: Annotated[float, Meta(ge=0)] = 5.0
+    embed_token_burst: Annotated[int, Meta(ge=0)] = 30
+    # Largest `limit` the embed feed accepts (larger is a 400).
+    embed_max_limit: Annotated[int, Meta(ge=1, le=200)] = 100
+    # Pages fetched with a cursor (deeper than the first) per token per minute; 0 = no cap.
+    embed_pages_per_minute: Annotated[int, Meta(ge=0)] = 30
+
+
 class ConsoleConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     """The web console at /console/ (docs/console.md)."""
 
@@ -219,6 +250,7 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    abuse: AbuseConfig = msgspec.field(default_factory=AbuseConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     checkpoints: CheckpointsConfig = msgspec.field(default_factory=CheckpointsConfig)
     receipts: ReceiptsConfig = msgspec.field(default_factory=ReceiptsConfig)

@@ -13,6 +13,9 @@ draft-ietf-httpapi-ratelimit-headers (structured-field form):
     RateLimit-Reset: <same seconds>          Retry-After: <same seconds>
 
 Seconds are whole numbers rounded UP, and at least 1, so a client that waits them gets in.
+Every other response of a limited key carries the two headers as well, with the whole tokens
+left and `t` = the seconds until the bucket is full again (api.common.admit notes them, the
+middleware in app.py adds them).
 
 Quota: events stored per organization per calendar month (UTC, by receive time). An event with
 no organization counts under the organization "" (configure it like any other). The count is
@@ -69,19 +72,22 @@ class RateLimiter:
             return None  # unlimited
         return Bucket(rate, burst or max(1, math.ceil(rate)), now)
 
-    def take(self, key_id: str, prefix: str) -> None:
+    def take(self, key_id: str, prefix: str) -> tuple[str, str] | None:
+        """Take a token: the (RateLimit-Policy, RateLimit) values for the response, None when the
+        key is not limited; 429 RATE_LIMITED when its bucket is empty."""
         now = self.clock()
         try:
             bucket = self.buckets[key_id]
         except KeyError:
             bucket = self.buckets[key_id] = self._bucket(key_id, prefix, now)
         if bucket is None:
-            return
+            return None
         tokens = min(bucket.burst, bucket.tokens + (now - bucket.stamp) * bucket.rate)
         bucket.stamp = now
         if tokens >= 1.0:
-            bucket.tokens = tokens - 1.0
-            return
+            bucket.tokens = tokens = tokens - 1.0
+            full = math.ceil((bucket.burst - tokens) / bucket.rate)
+            return bucket.policy, f'"{POLICY}";r={int(tokens)};t={full}'
         bucket.tokens = tokens
         wait = max(1, math.ceil((1.0 - tokens) / bucket.rate))
         raise RateLimited(

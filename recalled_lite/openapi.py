@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import __version__
+from .api.common import unauthenticated
 from .api.embed import EmbedTokenIn
 from .api.reading import EventPage
 from .schemas import BatchCreated, EventCreated, EventIn, EventOut, KeyCreateIn, KeyOut
@@ -422,7 +423,9 @@ ERRORS = {
     "415": "UNSUPPORTED_MEDIA_TYPE: a body declared as something other than JSON (send application/json)",
     "414": "URI_TOO_LONG: the URL is longer than server.max_url_bytes",
     "431": "HEADERS_TOO_LARGE: the headers are larger than server.max_header_bytes",
-    "429": "RATE_LIMITED (per key) or PLAN_LIMIT_REACHED (monthly quota; details.limit)",
+    "429": "RATE_LIMITED (the key's rate limit; or, details.policy: addr = this client address's budget of "
+           "requests without a valid key, lockout = repeated failures, embed / embed-pages = the embed token's) "
+           "or PLAN_LIMIT_REACHED (monthly quota; details.limit)",
     "500": "INTERNAL_ERROR or DATABASE_ERROR (never with a stack trace)",
     "503": "UNAVAILABLE: shutting down, disk full, database locked",
 }
@@ -432,15 +435,21 @@ _REQUEST_ID = {"x-request-id": {"description": "yours, echoed, or a fresh req_..
 _RATE_HEADERS = {
     "Retry-After": {"description": "seconds to wait", **_HEADER},
     "RateLimit-Reset": {"description": "seconds until a request is allowed (RATE_LIMITED)", **_HEADER},
-    "RateLimit-Policy": {"description": '"key";q=<burst>;w=<seconds> (RATE_LIMITED)', **_HEADER},
-    "RateLimit": {"description": '"key";r=0;t=<seconds> (RATE_LIMITED)', **_HEADER},
+    "RateLimit-Policy": {"description": '"<policy>";q=<burst>;w=<seconds> (key, addr, embed, embed-pages)', **_HEADER},
+    "RateLimit": {"description": '"<policy>";r=0;t=<seconds>', **_HEADER},
+}
+# On every response of a rate-limited request (200s too): where its buckets stand.
+_LIMIT_HEADERS = {
+    "RateLimit-Policy": {"description": '"<policy>";q=<burst>;w=<seconds>, comma-separated (key, addr, embed, '
+                                        'embed-pages), when a rate limit applies', **_HEADER},
+    "RateLimit": {"description": '"<policy>";r=<left>;t=<seconds until full>, in the same order', **_HEADER},
 }
 
 
 def _error_response(status: str) -> dict:
     response: dict[str, Any] = {"description": ERRORS[status],
                                 "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
-    response["headers"] = dict(_REQUEST_ID)
+    response["headers"] = {**_REQUEST_ID, **_LIMIT_HEADERS}
     if status == "429":
         response["headers"].update(_RATE_HEADERS)
     if status == "405":
@@ -476,7 +485,7 @@ def build_document() -> dict[str, Any]:
             "summary": summary,
             "tags": [tag],
             "parameters": params,
-            "responses": {str(status): {"description": "success", "headers": dict(_REQUEST_ID)}},
+            "responses": {str(status): {"description": "success", "headers": {**_REQUEST_ID, **_LIMIT_HEADERS}}},
         }
         content = _content(response)
         if content is not None:
@@ -532,6 +541,6 @@ async def docs_page(request: Request) -> Response:
 
 
 routes = [
-    Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/docs", docs_page, methods=["GET"]),
+    Route("/openapi.json", unauthenticated(openapi_json), methods=["GET"]),
+    Route("/docs", unauthenticated(docs_page), methods=["GET"]),
 ]

@@ -11,6 +11,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..abuse import Abuse
 from ..actions import AuditAction
 from ..audit import AdminAction, Caller, Describe
 from ..auth import check_key, parse_key, require_scope
@@ -46,10 +47,14 @@ class AppContext:
     key_usage: KeyUsage = field(default_factory=KeyUsage)
     # checkpointing.CheckpointService, once started (signs checkpoints; proofs wait on it).
     checkpoints: Any = None
+    # Limits on requests without a valid key, lockouts, the embed feed (abuse.py; [abuse]).
+    abuse: Any = None
 
     def __post_init__(self) -> None:
         if self.limits is None:
             self.limits = Limits.from_config(self.config.limits)
+        if self.abuse is None:
+            self.abuse = Abuse(self.config.abuse)
 
 
 def context(request: Request) -> AppContext:
@@ -58,18 +63,41 @@ def context(request: Request) -> AppContext:
 
 async def authorize(request: Request, scope: str) -> ApiKeyRecord:
     ctx: AppContext = request.app.state.ctx
-    token, prefix = parse_key(request.headers.get("authorization"))
-    key = await authenticate(ctx, token, prefix, request.scope["state"])
-    admit(ctx, key, scope)
+    state = request.scope["state"]
+    address = state.get("client")
+    try:
+        token, prefix = parse_key(request.headers.get("authorization"))
+    except Unauthorized:
+        ctx.abuse.charge(state, address)  # no key or a malformed one: never a database read
+        raise
+    key = await authenticate(ctx, token, prefix, state, address=address)
+    admit(ctx, key, scope, state)
     return key
 
 
 async def authenticate(ctx: AppContext, token: str, prefix: str,
-                       state: dict[str, Any] | None = None) -> ApiKeyRecord:
+                       state: dict[str, Any] | None = None, *, address: str | None = None) -> ApiKeyRecord:
     """The stored key for a presented one, or 401 (unknown, wrong secret, revoked). The key's
-    id goes into the request `state` (when given) for the access line."""
+    id goes into the request `state` (when given) for the access line.
+
+    With `address` (the API; the console's sign-in has its own limiter) the abuse limits apply:
+    a key found in memory is checked at no cost; one that would need a database read is
+    refused (429) first when its address is locked out or over its budget of requests without
+    a valid key; a failure takes a token from that budget and an INVALID_API_KEY counts
+    towards a lockout. A valid key is never refused here (it has its own rate limit): one
+    misconfigured client must not lock its neighbours behind the same address out of intake,
+    and a 40-character random secret is not guessed by any number of tries."""
+    abuse: Abuse = ctx.abuse
+    guarded = address is not None or state is not None
+    lockouts = abuse.api_lockouts if guarded else None
+    client = address or ""
+    locked = lockouts.retry_after(client) if lockouts is not None else None
     record = ctx.store.key_by_prefix(prefix)
     if record is None:
+        if locked is not None:
+            raise abuse.lockout_error(locked, "requests with an unknown API key")
+        if guarded:
+            abuse.refuse_over_budget(address)
         # Perhaps created a moment ago by `recalled-lite keys create` in another process.
         record = await ctx.store.load_key(prefix)
     try:
@@ -77,21 +105,45 @@ async def authenticate(ctx: AppContext, token: str, prefix: str,
     except Unauthorized as exc:
         if state is not None and exc.code == "REVOKED_API_KEY" and record is not None:
             state["key_id"] = record.id  # the secret matched: the access line may say whose
+        if guarded:
+            if locked is not None:
+                raise abuse.lockout_error(locked, "requests with an unknown API key") from None
+            abuse.charge(state, address)
+            if exc.code == "INVALID_API_KEY" and lockouts is not None:
+                lockouts.failed(client)
         raise
+    if lockouts is not None and locked is None:
+        lockouts.succeeded(client)
     if state is not None:
         state["key_id"] = key.id  # for the access line
     return key
 
 
-def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None) -> None:
+def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None, state: dict[str, Any] | None = None) -> None:
     """What a recognised key passes on every request, from the API or the console: its rate
-    limit, the in-memory note of its use, and (when given) the scope."""
+    limit (whose RateLimit header values go into `state` for the response), the in-memory note
+    of its use, and (when given) the scope."""
     rate = ctx.limits.rate
     if rate is not None:
-        rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
+        left = rate.take(key.id, key.prefix)  # 429 RATE_LIMITED when the key's bucket is empty
+        if state is not None and left is not None:
+            state.setdefault("ratelimit", []).append(left)
     ctx.key_usage.note(key.id)
     if scope is not None:
         require_scope(key, scope)
+
+
+def unauthenticated(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """A route anyone may call (no key): each request takes a token from its client address's
+    budget first, before any database work (429 when none is left)."""
+    import functools
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Any:
+        state = request.scope["state"]
+        request.app.state.ctx.abuse.charge(state, state.get("client"))
+        return await handler(request)
+    return endpoint
 
 
 def is_json_media_type(content_type: str) -> bool:

@@ -21,8 +21,8 @@ from .. import embed_tokens
 from ..auth import write_organization
 from ..errors import APIError, Unauthorized, ValidationError
 from ..timefmt import format_ms, now_ms
-from .common import authorize, context, decode_json, json_response, read_body
-from .reading import cursor_param, list_page, search_page
+from .common import authorize, context, decode_json, json_response, read_body, unauthenticated
+from .reading import cursor_param, limit_param, list_page, search_page
 
 MAX_BODY = 16 * 1024
 
@@ -39,7 +39,7 @@ _decode_token_in = msgspec.json.Decoder(EmbedTokenIn).decode
 # No cookies are involved (the token is in the URL), so `*` is safe and simplest.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "x-request-id",
+    "Access-Control-Expose-Headers": "x-request-id, ratelimit, ratelimit-policy, retry-after",
     "Cache-Control": "no-store",
 }
 
@@ -88,10 +88,23 @@ def _claims(request: Request) -> embed_tokens.EmbedClaims:
 
 
 async def embed_events(request: Request):
+    """Every request takes from its address's budget of requests without a key, then from the
+    token's own (`[abuse] embed_token_*`), and a page with a cursor from the token's pages per
+    minute (`embed_pages_per_minute`): a leaked token cannot walk the whole log fast. All of it
+    before any database read (the token is checked in memory)."""
+    ctx = context(request)
+    state = request.scope["state"]
     try:
+        ctx.abuse.charge(state, state.get("client"))
         claims = _claims(request)
-        store = context(request).store
+        store = ctx.store
         cursor = cursor_param(request, ("list", "search"))
+        # The signature part names the token (the claims alone could repeat within a millisecond).
+        token_key = request.query_params["token"].rpartition(".")[2]
+        ctx.abuse.charge_embed_token(state, token_key, paging=cursor is not None)
+        cap = ctx.abuse.embed_max_limit
+        if limit_param(request) > cap:
+            raise ValidationError.field("limit", f"limit must be between 1 and {cap} on the embed feed")
         if request.query_params.get("q") or (cursor is not None and cursor.kind == "search"):
             page = await search_page(request, store, claims.org, cursor)
         else:
@@ -102,6 +115,7 @@ async def embed_events(request: Request):
     return json_response(page, headers=CORS_HEADERS)
 
 
+@unauthenticated
 async def embed_preflight(request: Request):
     requested = request.headers.get("access-control-request-headers")
     return Response(status_code=204, headers={

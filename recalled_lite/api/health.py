@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from ..errors import Unavailable
 from ..metrics import CONTENT_TYPE
-from .common import AppContext, context, json_response
+from .common import AppContext, context, json_response, unauthenticated
 
 
 async def healthz(request: Request):
@@ -50,7 +50,9 @@ async def metrics(request: Request):
 
 
 routes = [
+    # /healthz is free (a constant answer, probed often); /readyz (a write transaction) and
+    # /metrics (reads) take from the caller's budget of requests without a key (abuse.py).
     Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    Route("/readyz", unauthenticated(readyz), methods=["GET"]),
+    Route("/metrics", unauthenticated(metrics), methods=["GET"]),
 ]

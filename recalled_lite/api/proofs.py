@@ -21,7 +21,7 @@ from ..errors import NotFound, Unavailable, ValidationError
 from ..integrity.merkle import HASH_SIZE
 from ..integrity.tiles import ENTRIES, FULL_TILE_BYTES, TILE_WIDTH, parse_tile_path
 from ..timefmt import format_ms
-from .common import MAX_SQL_INT, authorize, context, int_param, json_response
+from .common import MAX_SQL_INT, authorize, context, int_param, json_response, unauthenticated
 
 _TEXT = "text/plain; charset=utf-8"
 _NO_STORE = {"Cache-Control": "no-cache"}
@@ -146,12 +146,13 @@ async def get_tile(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/checkpoint", get_checkpoint, methods=["GET"]),
+    # The public ones take from their caller's budget of requests without a key (abuse.py).
+    Route("/v1/checkpoint", unauthenticated(get_checkpoint), methods=["GET"]),
     Route("/v1/checkpoint", post_checkpoint, methods=["POST"]),
-    Route("/v1/checkpoint/key", get_keys, methods=["GET"]),
-    Route("/v1/checkpoint/consistency", get_consistency, methods=["GET"]),
-    Route("/v1/checkpoints", list_checkpoints, methods=["GET"]),
+    Route("/v1/checkpoint/key", unauthenticated(get_keys), methods=["GET"]),
+    Route("/v1/checkpoint/consistency", unauthenticated(get_consistency), methods=["GET"]),
+    Route("/v1/checkpoints", unauthenticated(list_checkpoints), methods=["GET"]),
     Route("/v1/events/{event_id}/proof", get_event_proof, methods=["GET"]),
-    Route("/checkpoint", get_checkpoint, methods=["GET"]),
-    Route("/tile/{tile_path:path}", get_tile, methods=["GET"]),
+    Route("/checkpoint", unauthenticated(get_checkpoint), methods=["GET"]),
+    Route("/tile/{tile_path:path}", unauthenticated(get_tile), methods=["GET"]),
 ]

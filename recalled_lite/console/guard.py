@@ -76,17 +76,31 @@ def _bad_form() -> APIError:
     return error
 
 
-async def current_viewer(request: Request) -> Viewer | None:
-    """The signed-in viewer, or None: no cookie, unknown or idle session, revoked key."""
+async def current_viewer(request: Request, *, charge: bool = True) -> Viewer | None:
+    """The signed-in viewer, or None: no cookie, unknown or idle session, revoked key.
+
+    A request without a live session is one without a valid key: it takes a token from its
+    address's budget (abuse.py; not when `charge` is False, for a route that took one already),
+    and a cookie this process does not know is looked up only while that budget lasts."""
+    ctx = request.app.state.ctx
+    state = request.scope["state"]
+    viewer = await _viewer(request, ctx, state)
+    if viewer is None and charge:
+        ctx.abuse.charge(state, state.get("client"))
+    return viewer
+
+
+async def _viewer(request: Request, ctx: Any, state: dict[str, Any]) -> Viewer | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 200:
         return None
     service = console_service(request)
     assert service.book is not None
+    if not service.book.knows(token):
+        ctx.abuse.refuse_over_budget(state.get("client"))  # before a database read
     session = await service.book.find(token)
     if session is None:
         return None
-    ctx = request.app.state.ctx
     key = ctx.store.key_by_id(session.key_id)
     if key is None or key.revoked_at is not None:
         await service.book.close(session.token_hash)
@@ -94,7 +108,7 @@ async def current_viewer(request: Request) -> Viewer | None:
     service.book.touch(session)
     viewer = Viewer(key, session, csrf_token(service.csrf_key, session.token_hash))
     request.state.viewer = viewer
-    admit(ctx, key, None)  # rate limit and last use, as for an API request
+    admit(ctx, key, None, state)  # rate limit and last use, as for an API request
     return viewer
 
 
@@ -147,11 +161,16 @@ def _tag(endpoint: Any, kind: str, scope: str | None) -> Any:
     return endpoint
 
 
-def public(handler: Handler) -> Handler:
-    """An endpoint open to anyone (sign-in, static files, the 404 page); failures are pages too."""
+def public(handler: Handler, *, free: bool = False) -> Handler:
+    """An endpoint open to anyone (sign-in, static files, the 404 page); failures are pages too.
+    Unless `free` (constant static files), each request takes a token from its address's budget
+    of requests without a valid key first (abuse.py): 429 page when none is left."""
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         try:
+            if not free:
+                state = request.scope["state"]
+                request.app.state.ctx.abuse.charge(state, state.get("client"))
             return await handler(request)
         except Exception as exc:
             return error_page(request, _as_api_error(request, exc))

@@ -29,7 +29,7 @@ async def to_console(request: Request) -> Response:
 @public
 async def not_found_page(request: Request) -> Response:
     try:
-        await current_viewer(request)  # the page shows the navigation when signed in
+        await current_viewer(request, charge=False)  # the navigation when signed in; `public` charged
     except Exception:
         pass
     allowed = sorted({m for route in routes[:-1] if route.matches(request.scope)[0] is Match.PARTIAL
@@ -49,7 +49,7 @@ routes = [
     Route("/console/logout", signin.sign_out, methods=["POST"]),
     Route("/console/link", signin.link_page, methods=["GET"]),
     Route("/console/link", signin.use_link, methods=["POST"]),
-    Route("/console/static/{name}", public(static_file), methods=["GET"]),
+    Route("/console/static/{name}", public(static_file, free=True), methods=["GET"]),
     Route("/console/events", events.events_page, methods=["GET"]),
     Route("/console/events/tail", events.events_tail, methods=["GET"]),
     Route("/console/events/download", events.events_download, methods=["GET"]),

@@ -29,18 +29,19 @@ class SignInLimiter(Protocol):
     `retry_after` before checking a key, and reports every failure and success."""
 
     def retry_after(self, address: str) -> float | None: ...
-    def failed(self, address: str) -> None: ...
+    # The lockout's seconds when this failure starts one, else None.
+    def failed(self, address: str) -> float | None: ...
     def succeeded(self, address: str) -> None: ...
 
 
 class NoSignInLimit:
-    """The default: no lockout (API keys are 40 random characters; guessing is hopeless)."""
+    """No lockout (`[abuse] lockout_after_failures = 0`)."""
 
     def retry_after(self, address: str) -> float | None:
         return None
 
-    def failed(self, address: str) -> None:
-        pass
+    def failed(self, address: str) -> float | None:
+        return None
 
     def succeeded(self, address: str) -> None:
         pass
@@ -49,7 +50,9 @@ class NoSignInLimit:
 class ConsoleService:
     def __init__(self, config: ConsoleConfig, sign_in_limiter: SignInLimiter | None = None) -> None:
         self.config = config
+        # None: the app's own lockouts (abuse.Lockouts, `[abuse] lockout_*`), set at start.
         self.sign_in_limiter: SignInLimiter = sign_in_limiter or NoSignInLimit()
+        self._own_limiter = sign_in_limiter is None
         self.book: SessionBook | None = None
         self.verification: ChainVerification | None = None
         self.csrf_key = b""
@@ -57,6 +60,8 @@ class ConsoleService:
 
     async def start(self, ctx: Any) -> None:
         store = ctx.store
+        if self._own_limiter and ctx.abuse.console_lockouts is not None:
+            self.sign_in_limiter = ctx.abuse.console_lockouts
         self.csrf_key = store.derive_key("console csrf")
         self.book = SessionBook(store, int(self.config.session_idle_hours * 3600 * 1000))
         self.verification = ChainVerification(store)

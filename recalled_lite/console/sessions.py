@@ -99,6 +99,10 @@ class SessionBook:
         self._known[session.token_hash] = session
         return token
 
+    def knows(self, token: str) -> bool:
+        """Whether the session is in memory (finding it costs no database read)."""
+        return token_hash(token) in self._known
+
     async def find(self, token: str) -> ConsoleSession | None:
         """The live session behind a cookie value, or None (unknown, or idle too long)."""
         hashed = token_hash(token)

@@ -51,8 +51,9 @@ def _login_csrf(request: Request, service: ConsoleService) -> tuple[str, dict[st
 
 
 def _login_form(request: Request, service: ConsoleService, *, status: int = 200, message: str | None = None,
-                notice: str | None = None) -> Response:
+                notice: str | None = None, extra_headers: dict[str, str] | None = None) -> Response:
     csrf, headers = _login_csrf(request, service)
+    headers.update(extra_headers or {})
     return page(request, "login.html", status=status, headers=headers, viewer=None, csrf=csrf,
                 next=safe_next(request.query_params.get("next")), message=message, signin_notice=notice,
                 title="Sign in")
@@ -88,7 +89,7 @@ async def _signed_in(request: Request, service: ConsoleService, key_id: str, tar
 @public
 async def login_page(request: Request) -> Response:
     service = console_service(request)
-    if await current_viewer(request) is not None:
+    if await current_viewer(request, charge=False) is not None:  # `public` took a token already
         return redirect(safe_next(request.query_params.get("next")))
     notice = "You are signed out." if request.query_params.get("signed_out") else None
     return _login_form(request, service, notice=notice)
@@ -99,14 +100,16 @@ async def sign_in(request: Request) -> Response:
     service = console_service(request)
     form = await read_form(request)
     _check_login_form(request, service, form.get("csrf"))
-    address = request.client.host if request.client else ""
+    # The client address as the access log has it (a trusted proxy's X-Forwarded-For honoured).
+    address = request.scope["state"].get("client") or ""
     limiter = service.sign_in_limiter
     wait = limiter.retry_after(address)
     if wait is not None:
+        # Locked out: the key is not even looked at, right or wrong, so guessing gains nothing.
         seconds = max(1, int(wait + 0.999))
-        return error_page(request, RateLimited(
-            f"too many failed sign-ins from this address; try again in {seconds} seconds",
-            headers={"Retry-After": str(seconds)}))
+        return _login_form(request, service, status=429, extra_headers={"Retry-After": str(seconds)},
+                           message=f"Too many failed sign-ins from this address; try again in {seconds} "
+                                   f"second{'s' if seconds != 1 else ''}.")
     plaintext = form.text("key")
     ctx = request.app.state.ctx
     try:
@@ -115,11 +118,16 @@ async def sign_in(request: Request) -> Response:
         if len(plaintext) > MAX_KEY_CHARS:
             raise Unauthorized("that is too long to be an API key")
         key = await authenticate(ctx, plaintext, key_prefix(plaintext))
-        admit(ctx, key, None)
+        admit(ctx, key, None, request.scope["state"])
     except RateLimited as exc:
         return error_page(request, exc)
     except Unauthorized as exc:
-        limiter.failed(address)
+        locked = limiter.failed(address)
+        if locked is not None:
+            seconds = max(1, int(locked + 0.999))
+            return _login_form(request, service, status=401, extra_headers={"Retry-After": str(seconds)},
+                               message=f"{_sign_in_problem(exc)} Too many failed sign-ins from this "
+                                       f"address: try again in {seconds} second{'s' if seconds != 1 else ''}.")
         return _login_form(request, service, status=401, message=_sign_in_problem(exc))
     limiter.succeeded(address)
     return await _signed_in(request, service, key.id, form.get("next", ""))
