@@ -170,12 +170,13 @@ def _services(config: Config, signer: Any, origin: str) -> list[Any]:
     from .console.service import ConsoleService
     from .delivery.service import DeliveryService
     from .key_usage import KeyUsageFlusher
+    from .retention_service import RetentionService
     from .services import KeyCacheRefresher
 
     console = [ConsoleService(config.console)] if config.console.enabled else []
     # Checkpoints first: webhook deliveries carry the latest one from their first attempt.
     return [KeyCacheRefresher(), KeyUsageFlusher(), CheckpointService(config, signer, origin),
-            DeliveryService(config), *console]
+            DeliveryService(config), RetentionService(config), *console]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ class AppContext:
     key_usage: KeyUsage = field(default_factory=KeyUsage)
     # checkpointing.CheckpointService, once started (signs checkpoints; proofs wait on it).
     checkpoints: Any = None
+    # retention_service.RetentionService, once started (purge jobs, next run).
+    retention: Any = None
 
     def __post_init__(self) -> None:
         if self.limits is None:
