@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from console_support import signed_in
 from test_proofs_independent import consistent, event_leaf, mth, open_checkpoint, parse_vkey, root_from_inclusion
 from test_verify_export import clean_env, verify_cli
 
@@ -138,6 +139,17 @@ def test_purge_removes_exactly_the_expired_events_and_everything_still_verifies(
         assert by_rule["organization"] == "org_r" and by_rule["days"] == 365 and by_rule["purged"] == 60
         assert status["last_run"]["id"] == job["id"] and status["next_run_at"]
         assert status["oldest_retained_event"]["occurred_at"] <= days_ago(899)
+        # the console overview shows the same (and counts the events kept, not the head seq)
+        session = signed_in(srv.url, srv.key)
+        try:
+            overview = session.get("/console/").text
+        finally:
+            session.close()
+        tile = overview[overview.index('id="t-retention"'):]
+        tile = tile[:tile.index("</section>")]
+        assert "60 events purged in all" in tile and "60 purged" in tile and status["last_run"]["finished_at"] in tile
+        events_tile = overview[overview.index('id="t-events"'):]
+        assert f'<p class="big">{verified["head"]["seq"] - 60:,}</p>' in events_tile[:300]
 
         # inclusion proofs of every remaining event, against the checkpoint signed BEFORE the purge
         vkey_text = c.get("/v1/checkpoint/key").json()["data"]["current"]
