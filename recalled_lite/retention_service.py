@@ -27,6 +27,10 @@ log = logging.getLogger("recalled_lite.retention")
 PAUSE_ENV = "RECALLED_TEST_RETENTION_PAUSE_MS"
 # Consecutive failures of one job's batches before it is marked failed (and the next run retries).
 MAX_FAILURES = 5
+# After each batch the job waits this many times as long as the batch took: the purge then
+# takes at most half of the writer's time, and intake keeps most of its throughput during
+# a long purge (BENCHMARKS.md, "Intake during a retention purge").
+BATCH_REST = 1.0
 VACUUM_PAGES = 2048  # per write op, after a job that purged something (auto_vacuum = INCREMENTAL)
 
 
@@ -94,9 +98,12 @@ class RetentionService:
         purged_before = job.purged
         while job.status == "running":
             try:
+                batch_started = time.monotonic()
                 job = await self.store.retention_batch(job.id, self.config.default_days, self.config.batch_size,
                                                        self.pause)
                 failures = 0
+                if job.status == "running":
+                    await asyncio.sleep((time.monotonic() - batch_started) * BATCH_REST)
             except StorageUnavailable:
                 raise  # shutting down, or the disk is full: the job stays running and resumes
             except Exception as exc:
