@@ -120,5 +120,8 @@ class RetentionService:
             "job_id": job.id, "status": job.status, "purged": job.purged, "held": job.held,
             "batches": job.batches, "seconds": round(time.monotonic() - started, 2)}})
         if job.purged > purged_before:
+            # The full-text index's merge (the same bounded steps as after an erasure), then
+            # the WAL truncation, so the purged text is gone from the file too.
+            await self.store.purge.run(erased=True, wal_wait=0)
             while await self.store.retention_vacuum(VACUUM_PAGES) > 0:
                 await asyncio.sleep(0)

@@ -31,7 +31,7 @@ from ...integrity.retention import (
 )
 from ...retention import DAY_MS, Hold, LegalHoldActive, Policy, Rule, hold_matches
 from ..base import RecordNotFound
-from .erasure import erase_chunk, erased_fts_columns
+from .erasure import _BUMP, PURGE_MARKER, erase_chunk, erased_fts_columns
 from .fts import fts_columns
 
 # Seqs one batch looks at (at most): bounds a batch's time when little or nothing is expired.
@@ -326,6 +326,10 @@ def _delete_events(conn: sqlite3.Connection, job: RetentionJob, project_id: str,
     conn.execute("DELETE FROM retention_guard")
     if deleted != len(seqs):
         raise sqlite3.DatabaseError(f"retention: {deleted} of {len(seqs)} events deleted; batch abandoned")
+    # A 'delete' in the contentless index only adds a tombstone: the terms stay in older
+    # segments until they are merged. Owe the incremental merge erasure uses (erasure.py),
+    # so purged text leaves the file as erased text does (the service runs it after the job).
+    conn.execute(_BUMP, (PURGE_MARKER,))
     conn.executemany(
         "INSERT INTO retention_purged (rule_key, count) VALUES (?, ?) "
         "ON CONFLICT (rule_key) DO UPDATE SET count = count + excluded.count",
