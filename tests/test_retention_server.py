@@ -208,6 +208,7 @@ def test_purge_removes_exactly_the_expired_events_and_everything_still_verifies(
     done = cli_verify(srv)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["data"]["purged"]["count"] == 60
+    assert "60 purged events are accounted for" in done.stderr
 
     # The purged text leaves the file (rows, index segments, WAL), as erased text does: the
     # index is merged in bounded steps after the job, freed pages are zeroed.
