@@ -103,7 +103,7 @@ class RetentionService:
                                                        self.pause)
                 failures = 0
                 if job.status == "running":
-                    await asyncio.sleep((time.monotonic() - batch_started) * BATCH_REST)
+                    await asyncio.sleep(max(0.0, time.monotonic() - batch_started - self.pause) * BATCH_REST)
             except StorageUnavailable:
                 raise  # shutting down, or the disk is full: the job stays running and resumes
             except Exception as exc:

@@ -264,7 +264,7 @@ def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_ser
 
 def test_a_purge_killed_mid_batch_resumes_after_restart(make_server):
     srv = make_server("crash", args=["--dev"], config_text=CONFIG.format(batch=50),
-                      env={"RECALLED_TEST_RETENTION_PAUSE_MS": "150"})
+                      env={"RECALLED_TEST_RETENTION_PAUSE_MS": "300"})
     with srv.client() as c:
         assert c.put("/v1/retention/rules", json={"organization": "org_k", "days": 30}).status_code == 200
         events = []
@@ -278,17 +278,21 @@ def test_a_purge_killed_mid_batch_resumes_after_restart(make_server):
         job = c.post("/v1/retention/run", json={}).json()["data"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            # A batch logs the test pause after its deletes, then holds its transaction open
+            # 300 ms: one more pause line than committed batches means we are inside one.
             now = c.get(f"/v1/retention/jobs/{job['id']}").json()["data"]
-            if now["batches"] >= 3:
+            paused = srv.log_text().count("retention test pause")
+            if now["batches"] >= 3 and paused == now["batches"] + 1:
                 break
-            time.sleep(0.02)
-        assert now["status"] == "running", now
-    srv.kill()  # SIGKILL, inside a batch's transaction (each holds it open 150 ms)
+            time.sleep(0.01)
+        assert now["status"] == "running" and paused == now["batches"] + 1, (now, paused)
+    srv.kill()  # SIGKILL inside that batch's transaction
     srv.env.pop("RECALLED_TEST_RETENTION_PAUSE_MS")
     srv.start()
     with srv.client() as c:
         done = wait_job(c, job["id"])
         assert done["status"] == "completed" and done["purged"] == 1000, done
+        assert done["batches"] == 20  # batches of 50: the killed one was rolled back whole and redone
         left = set()
         cursor = None
         while True:

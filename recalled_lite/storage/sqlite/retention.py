@@ -20,6 +20,7 @@ the writer reloads the head from the last row, which must stay.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from ...retention import DAY_MS, Hold, LegalHoldActive, Policy, Rule, hold_match
 from ..base import RecordNotFound
 from .erasure import _BUMP, PURGE_MARKER, erase_chunk, erased_fts_columns
 from .fts import fts_columns
+
+log = logging.getLogger("recalled_lite.retention")
 
 # Seqs one batch looks at (at most): bounds a batch's time when little or nothing is expired.
 SCAN_WINDOW_FACTOR = 8
@@ -282,6 +285,8 @@ def purge_batch(conn: sqlite3.Connection, job_id: str, project_id: str, secret: 
     if chosen:
         _delete_events(conn, job, project_id, secret, chosen, per_rule, at)
         if pause_seconds > 0:
+            log.warning("retention test pause: %d events deleted, the batch's transaction is held open",
+                        len(chosen))
             time.sleep(pause_seconds)
     done = scanned_to >= job.stop_seq
     conn.execute(
