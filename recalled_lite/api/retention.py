@@ -32,7 +32,7 @@ Text = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
 class RuleIn(Struct, forbid_unknown_fields=True):
-    days: int
+    days: Annotated[int, Meta(ge=0, le=36500)]  # 0: for ever; at most 100 years
     organization: Text | None = None
     action_prefix: Annotated[str, Meta(max_length=130)] | None = None
 
