@@ -359,3 +359,41 @@ def test_bound_keys_stay_in_their_organization_and_the_floor_holds(make_server):
         assert a.delete(f"/v1/retention/rules/{rule_id}").status_code == 200
         actions = [e["action"] for e in admin.get("/v1/events", params={"action": "recalled.retention.*"}).json()["data"]]
         assert actions == ["recalled.retention.rule_deleted", "recalled.retention.rule_set"]
+
+
+def test_an_incremental_auto_vacuum_database_gets_its_space_back(make_server, tmp_path):
+    from conftest import ServerProcess
+
+    srv = ServerProcess(tmp_path / "vacuum", args=["--dev"], config_text=CONFIG.format(batch=500))
+    # The documented way to opt in: auto_vacuum=INCREMENTAL before the first table (or VACUUM).
+    subprocess.run(["sqlite3", str(srv.db_path), "PRAGMA auto_vacuum=INCREMENTAL; CREATE TABLE x(a); DROP TABLE x;"],
+                   check=True, timeout=30)
+    srv.start()
+    try:
+        with srv.client() as c:
+            assert c.put("/v1/retention/rules", json={"days": 30}).status_code == 200
+            post_batch(c, [{"action": "v.old", "occurred_at": days_ago(60), "metadata": {"pad": "x" * 400, "i": i}}
+                           for i in range(3000)])
+            post_batch(c, [{"action": "v.new"}])
+            c.post("/v1/checkpoint")
+
+            def pages() -> tuple[int, int]:
+                db = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
+                try:
+                    return (db.execute("PRAGMA page_count").fetchone()[0],
+                            db.execute("PRAGMA freelist_count").fetchone()[0])
+                finally:
+                    db.close()
+
+            before, _ = pages()
+            assert run_job(c)["purged"] == 3000
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                after, free = pages()
+                if after < before * 0.6 and free == 0:
+                    break
+                time.sleep(0.2)
+            assert after < before * 0.6 and free == 0, (before, after, free)
+            assert c.get("/v1/events/verify").json()["data"]["valid"]
+    finally:
+        srv.kill()
