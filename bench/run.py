@@ -27,13 +27,13 @@ from pathlib import Path
 
 import msgspec
 
-from . import console, dataset, durability, erasure, exports, prefill, sql_floor, trickle, webhooks, wrkrun
+from . import console, dataset, durability, erasure, exports, prefill, retention, sql_floor, trickle, webhooks, wrkrun
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "erasure", "webhooks",
-             "exports", "console", "trickle"]
+SCENARIOS = ["baseline", "intake", "batch", "floor", "prefilled", "list", "search", "erasure", "retention",
+             "webhooks", "exports", "console", "trickle"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 
@@ -517,6 +517,53 @@ def scen_erasure(ctx: Ctx) -> None:
                 "errors" if note or erasures["error_count"] else verdict(ratio <= 2.0)))
 
 
+def retention_events(cfg: Config) -> int:
+    return 100_000 if cfg.quick else 400_000
+
+
+def scen_retention(ctx: Ctx) -> None:
+    """Single-event intake p99 alone, then while a purge job deletes back-dated expired events
+    (bench/retention.py). Bar: at most twice the p99 without: a batch costs intake about one
+    write group, never a stall."""
+    n = retention_events(ctx.cfg)
+    c = max(ctx.cfg.conns)
+    key = new_key()
+    work = ctx.tmp / "retention"
+    env = {"BENCH_KEY": key}
+    title = f"intake p99 during a purge of {human_n(n)} expired events, {c} conns"
+    server = start_recalled(ctx, "retention", work, key, timeout=120)
+    try:
+        progress(f"loading {n:,} back-dated events")
+        retention.load_expired(server.port, key, n)
+        server.base_seq = durability.head_seq(server.port)  # the audit checks what wrk adds (kept)
+        without = measure_single(ctx, server, key, (c,), "intake, no purge")[c]
+        job_id = retention.start_purge(server.port, key)
+        time.sleep(0.5)  # the first batches are under way when wrk starts
+        server.phase_reset()
+        during = run_wrk(server, "post_event.lua", c, ctx.cfg.duration, ctx, "intake during the purge",
+                         env=env, events_per_request=1)
+        at_end = retention.job(server.port, key, job_id)
+        final = retention.wait(server.port, key, job_id)
+    finally:
+        stop_recalled(ctx, server, "retention")
+        shutil.rmtree(work, ignore_errors=True)
+    ctx.raw["retention"] = {"events": n, "conns": c, "without": without, "during": during,
+                            "job_at_wrk_end": at_end, "job": final}
+    if final.get("status") != "completed" or final.get("purged") != n:
+        ctx.add(Row(title, f"the purge did not complete ({final})", "<= 2x p99 without", "failed"))
+        return
+    ratio = during["p99_ms"] / without["p99_ms"] if without["p99_ms"] else float("inf")
+    note = error_note(during) or error_note(without)
+    still = at_end.get("status") == "running"
+    fig = (f"p99 {during['p99_ms']:.1f} ms vs {without['p99_ms']:.1f} ms without ({ratio:.2f}x); "
+           f"p50 {during['p50_ms']:.2f} vs {without['p50_ms']:.2f} ms; {during['ok_rps']:,.0f} vs "
+           f"{without['ok_rps']:,.0f} req/s; {at_end.get('purged', 0):,} purged during the run"
+           f"{' (the purge was still running at its end)' if still else ' (the purge ended before wrk: partly unloaded)'}, "
+           f"{final['batches']} batches in all")
+    ctx.add(Row(title, fig + (f" ({note})" if note else ""), "<= 2x p99 without",
+                "errors" if note else verdict(ratio <= 2.0)))
+
+
 def scen_webhooks(ctx: Ctx) -> None:
     cfg = ctx.cfg
     rows = (f"webhook deliveries/s ({cfg.wh_subs} subscriptions)",
@@ -847,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
                      lambda c: scen_read(c, read_which)))
     plan.append(("erasure", [(f"intake p99 during an erasure on {human_n(cfg.read_prefill)} events",
                               "<= 2x p99 without")], scen_erasure))
+    plan.append(("retention", [(f"intake p99 during a purge of {human_n(retention_events(cfg))} expired events",
+                                "<= 2x p99 without")], scen_retention))
     plan.append(("webhooks", [("webhook delivery", ">= 2,000/s; p50 <= 20 ms")], scen_webhooks))
     plan.append(("exports", [(export_row_title(), f"<= {EXPORT_BAR_MB} MB")], scen_exports))
     plan.append(("console", [("console pages", f"p50 <= {console.BAR_MS:g} ms")], scen_console))

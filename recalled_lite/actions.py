@@ -21,6 +21,11 @@ class AuditAction(StrEnum):
     SUBSCRIPTION_DELETED = "recalled.subscription.deleted"
     SUBSCRIPTION_SECRET_ROTATED = "recalled.subscription.secret_rotated"
     ACTOR_ERASED = "recalled.actor.erased"
+    RETENTION_RULE_SET = "recalled.retention.rule_set"
+    RETENTION_RULE_DELETED = "recalled.retention.rule_deleted"
+    RETENTION_RUN_REQUESTED = "recalled.retention.run_requested"
+    LEGAL_HOLD_CREATED = "recalled.legal_hold.created"
+    LEGAL_HOLD_RELEASED = "recalled.legal_hold.released"
 
 
 def is_server_action(action: str) -> bool:

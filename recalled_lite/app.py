@@ -29,6 +29,7 @@ from .api import health as health_api
 from .api import keys as keys_api
 from .api import proofs as proofs_api
 from .api import receipts as receipts_api
+from .api import retention as retention_api
 from .api import subscriptions as subscriptions_api
 from . import openapi
 from .receipts import page as receipt_page
@@ -296,7 +297,7 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     routes = merge_routes([
         *events_api.intake_routes, *health_api.routes, *keys_api.routes, *attempts_api.routes,
         *subscriptions_api.routes, *events_api.routes, *exports_api.routes, *actors_api.routes,
-        *embed_api.routes, *openapi.routes, *proofs_api.routes, *receipts_api.routes,
+        *embed_api.routes, *openapi.routes, *proofs_api.routes, *receipts_api.routes, *retention_api.routes,
         *receipt_page.routes])
     if config.console.enabled:
         from .console.routes import routes as console_routes  # Jinja loads only when served

@@ -268,3 +268,47 @@ def actor_erased(actor_reference: str, organization: str | None) -> Describe:
                          {"anonymized_events": count, "organization": organization})
 
     return describe
+
+
+# -- retention (docs/retention.md) -------------------------------------------------------------
+
+
+def _rule_facts(rule: Any) -> dict[str, Any]:
+    return {"organization": rule.organization, "action_prefix": rule.action_prefix, "days": rule.days}
+
+
+def retention_rule_set(result: Any, _before: Any) -> Described | None:
+    """`result` is (the rule, the rule of the same scope before the write, None if new)."""
+    rule, before = result
+    if before is not None and before.days == rule.days:
+        return None
+    return Described({"type": "retention_rule", "id": rule.id},
+                     {**_rule_facts(rule), "previous_days": before.days if before is not None else None})
+
+
+def retention_rule_deleted(rule: Any, _before: Any) -> Described:
+    return Described({"type": "retention_rule", "id": rule.id}, _rule_facts(rule))
+
+
+def _hold_facts(hold: Any) -> dict[str, Any]:
+    # The reason is the operator's own text (a case reference): kept, like a key's name.
+    return {"organization": hold.organization, "actor_id": hold.actor_id, "action": hold.action,
+            "reason": hold.reason}
+
+
+def legal_hold_created(hold: Any, _before: Any) -> Described:
+    return Described({"type": "legal_hold", "id": hold.id}, _hold_facts(hold))
+
+
+def legal_hold_released(result: Any, _before: Any) -> Described | None:
+    hold, released = result
+    if not released:
+        return None  # already released: nothing changed
+    return Described({"type": "legal_hold", "id": hold.id}, _hold_facts(hold))
+
+
+def retention_run_requested(result: Any, _before: Any) -> Described | None:
+    job, created = result
+    if not created:
+        return None  # the running job was returned
+    return Described({"type": "retention_job", "id": job.id}, {"reason": job.reason, "stop_seq": job.stop_seq})

@@ -15,7 +15,7 @@ from .timefmt import now_ms
 
 SCOPES = frozenset({
     "events:write", "events:read", "exports:read", "actors:delete",
-    "embed:write", "webhooks:manage", "keys:manage",
+    "embed:write", "webhooks:manage", "keys:manage", "retention:manage",
 })
 ADMIN = "admin"
 

@@ -165,12 +165,13 @@ def _services(config: Config, signer: Any, origin: str) -> list[Any]:
     from .console.service import ConsoleService
     from .delivery.service import DeliveryService
     from .key_usage import KeyUsageFlusher
+    from .retention_service import RetentionService
     from .services import KeyCacheRefresher
 
     console = [ConsoleService(config.console)] if config.console.enabled else []
     # Checkpoints first: webhook deliveries carry the latest one from their first attempt.
     return [KeyCacheRefresher(), KeyUsageFlusher(), CheckpointService(config, signer, origin),
-            DeliveryService(config), *console]
+            DeliveryService(config), RetentionService(config), *console]
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -272,6 +273,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                              "recomputed the hashes would pass; verify with the secret to rule that out.\n")
         else:
             sys.stderr.write(f"OK: {result['checked']:,} events verified (hashes and signatures)\n")
+        if result.get("purged"):
+            purged = result["purged"]
+            sys.stderr.write(f"{purged['count']:,} purged events are accounted for by tombstones under signed "
+                             f"retention checkpoints, in {len(purged['ranges']):,} ranges (listed in the JSON)\n")
         return 0
     bad = result["firstInvalid"]
     sys.stderr.write(f"INVALID at seq {bad['seq']} ({bad['id']}): {bad['reason']}. "
@@ -306,6 +311,9 @@ def _verify_export(args: argparse.Namespace) -> int:
                          "compare; if it fails too, the server's log no longer matches its checkpoints.\n")
         return 2
     checkpoint = report["checkpoint"]
+    if report.get("purged"):
+        sys.stderr.write(f"{report['purged']['count']:,} seqs were purged by retention: the file carries their "
+                         "tombstones (seq, hash, signature), and the chain and the Merkle root run through them\n")
     if report["complete"]:
         after = report.get("afterCheckpoint") or 0
         tail = f"; {after:,} newer events are covered by the chain only" if after else ""

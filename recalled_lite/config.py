@@ -244,6 +244,30 @@ class ReceiptsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     base_url: str = ""
 
 
+class RetentionConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Retention: rules, legal holds and the purge job (docs/retention.md)."""
+
+    # Days an event is kept (counted from its occurredAt) when no rule is more specific.
+    # 0 = for ever: nothing is purged unless a rule says so.
+    default_days: Annotated[int, Meta(ge=0, le=36500)] = 0
+    # No rule (PUT /v1/retention/rules) may keep events fewer days than this (0 = no floor).
+    min_days: Annotated[int, Meta(ge=0, le=36500)] = 0
+    # No rule may keep events longer than this (0 = no ceiling; with a ceiling, days = 0,
+    # "for ever", is refused too).
+    max_days: Annotated[int, Meta(ge=0, le=36500)] = 0
+    # How often the purge job starts on its own (it also runs on POST /v1/retention/run).
+    interval_minutes: Annotated[float, Meta(gt=0, le=7 * 24 * 60)] = 60.0
+    # Events deleted per write transaction: intake waits behind at most one batch.
+    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_days and self.min_days > self.max_days:
+            raise ValueError("min_days is above max_days")
+        if self.default_days and (self.default_days < self.min_days
+                                  or (self.max_days and self.default_days > self.max_days)):
+            raise ValueError("default_days is outside min_days..max_days")
+
+
 class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -254,6 +278,7 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     checkpoints: CheckpointsConfig = msgspec.field(default_factory=CheckpointsConfig)
     receipts: ReceiptsConfig = msgspec.field(default_factory=ReceiptsConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     # Not in the file on purpose: secrets come from the environment.
     bootstrap_key: str | None = None
     secret: str | None = None

@@ -8,6 +8,7 @@
       MethodNotAllowed  405 METHOD_NOT_ALLOWED
       RequestTimeout    408 REQUEST_TIMEOUT   (request head or body too slow; HTTP layer)
       IdempotencyConflict 409 IDEMPOTENCY_CONFLICT
+      LegalHoldConflict 409 LEGAL_HOLD        (an erasure a legal hold forbids)
       EventTooLarge     413 EVENT_TOO_LARGE
       RequestTooLarge   413 REQUEST_TOO_LARGE
       UnsupportedMediaType 415 UNSUPPORTED_MEDIA_TYPE
@@ -85,6 +86,10 @@ class RequestTimeout(APIError):
 
 class IdempotencyConflict(APIError):
     status, code = 409, "IDEMPOTENCY_CONFLICT"
+
+
+class LegalHoldConflict(APIError):
+    status, code = 409, "LEGAL_HOLD"
 
 
 class EventTooLarge(APIError):

@@ -10,6 +10,11 @@ the one of tree size ``seq`` for ``GET /v1/exports``, the latest one signed for
 
 * json:   ``{"data": [event, ...], "head": {"seq": N, "hash": "sha256:...", "checkpoint": "..."}}``
 * ndjson: one event per line, then a last line ``{"head": {"seq": N, "hash": "...", "checkpoint": "..."}}``
+
+In an export of the whole log (no filter), a seq that a retention purge removed appears in
+its place as ``{"purged": {"seq": N, "hash": "...", "signature": "..."}}`` (json, ndjson) or a
+csv row whose ``record`` is ``purged`` with only ``seq``, ``hash`` and ``signature`` filled:
+its tombstone, from which the chain and the Merkle leaf continue (docs/retention.md).
 * csv:    a header row, then one row per event; the first column, ``record``, is
           ``event`` on those rows and ``head`` on the last row, which fills only
           ``seq``, ``hash`` and the last column, ``checkpoint`` (empty on event rows).
@@ -67,6 +72,11 @@ def export_event(record: ExportRecord, project_id: str) -> ExportEvent:
     )
 
 
+def purged_record(stone: Any) -> dict[str, Any]:
+    """A purged seq in an export: `{"purged": {"seq", "hash", "signature"}}` (the tombstone)."""
+    return {"purged": {"seq": stone.seq, "hash": stone.hash, "signature": stone.signature}}
+
+
 CSV_COLUMNS = (
     "record", "seq", "id", "projectId", "organization", "action", "actorType", "actorId",
     "actorName", "actorEmail", "targets", "metadata", "ipAddress", "userAgent", "occurredAt",
@@ -95,7 +105,8 @@ class Renderer:
             raise ValueError(f"unknown export format {fmt!r}")
         self.format = fmt
         self.project_id = project_id
-        self.count = 0
+        self.count = 0   # events written (tombstones not counted)
+        self._items = 0  # events and tombstones: json needs a comma before the next one
 
     def header(self) -> bytes:
         if self.format == "json":
@@ -104,13 +115,17 @@ class Renderer:
             return ",".join(CSV_COLUMNS).encode() + b"\r\n"
         return b""
 
-    def chunk(self, records: list[ExportRecord]) -> bytes:
+    def chunk(self, records: list[Any]) -> bytes:
+        """ExportRecords, and (in a whole-log export) tombstones of purged seqs in their place."""
         if not records:
             return b""
         project_id = self.project_id
         if self.format == "csv":
             out = []
             for r in records:
+                if type(r) is not ExportRecord:
+                    out.append(_csv_line(("purged", r.seq) + (None,) * 16 + (r.hash, r.signature) + (None,) * 4))
+                    continue
                 out.append(_csv_line((
                     "event", r.seq, r.id, project_id, r.organization, r.action, r.actor_type,
                     r.actor_id, r.actor_name, r.actor_email, r.targets, r.metadata, r.ip_address,
@@ -122,14 +137,15 @@ class Renderer:
                 )))
             data = "".join(out).encode("utf-8")
         else:
-            events = [export_event(r, project_id) for r in records]
+            events = [export_event(r, project_id) if type(r) is ExportRecord else purged_record(r) for r in records]
             if self.format == "ndjson":
                 data = _encoder.encode_lines(events)
             else:
                 data = _encoder.encode(events)[1:-1]  # the items of the array, comma-separated
-                if self.count:
+                if self._items:
                     data = b"," + data
-        self.count += len(records)
+        self.count += sum(1 for r in records if type(r) is ExportRecord)
+        self._items += len(records)
         return data
 
     def footer(self, head_seq: int, head_hash: str | None, checkpoint: str | None = None) -> bytes:

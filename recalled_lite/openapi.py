@@ -22,6 +22,7 @@ from . import __version__
 from .api.common import unauthenticated
 from .api.embed import EmbedTokenIn
 from .api.reading import EventPage
+from .api.retention import HoldIn, RuleIn, RunIn
 from .schemas import BatchCreated, EventCreated, EventIn, EventOut, KeyCreateIn, KeyOut
 from .webhook_schemas import (
     AttemptOut, ExampleIn, JobOut, RangeIn, RotateIn, SecretOut, SubscriptionCreateIn,
@@ -234,11 +235,80 @@ class ReceiptRevokedOut(Struct):
     data: ReceiptRevoked
 
 
+class RetentionRuleOut(Struct):
+    id: str
+    organization: str | None
+    action_prefix: str | None
+    days: int
+    created_at: str
+    updated_at: str
+
+
+class RetentionRuleOne(Struct):
+    data: RetentionRuleOut
+
+
+class RetentionRulePage(Struct):
+    data: list[RetentionRuleOut]
+    default_days: int
+    min_days: int
+    max_days: int
+
+
+class LegalHoldOut(Struct):
+    id: str
+    organization: str
+    actor_id: str | None
+    action: str | None
+    reason: str
+    active: bool
+    created_at: str
+    released_at: str | None
+
+
+class LegalHoldOne(Struct):
+    data: LegalHoldOut
+
+
+class LegalHoldPage(Struct):
+    data: list[LegalHoldOut]
+    has_more: bool
+    next_cursor: str | None
+
+
+class RetentionJobOut(Struct):
+    id: str
+    status: str
+    trigger: str
+    reason: str
+    reference_time: str
+    cursor_seq: int
+    stop_seq: int
+    scanned: int
+    purged: int
+    held: int
+    batches: int
+    error: str | None
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+class RetentionJobOne(Struct):
+    data: RetentionJobOut
+
+
+class RetentionStatusOut(Struct):
+    data: dict[str, Any]
+
+
 TYPES = [Error, EventIn, BatchIn, EventCreated, BatchCreated, EventOne, EventPage, VerificationOut,
          ErasureOut, EmbedTokenIn, EmbedTokenOut, KeyCreateIn, KeyOne, KeyPage, SubscriptionCreateIn,
          SubscriptionPatchIn, SubscriptionOne, SubscriptionPage, SecretOne, RotateIn, AttemptOne,
          AttemptPage, RangeIn, JobOne, JobPage, ExampleIn, StatusOut, CheckpointOne, CheckpointPage,
-         VerifierKeysOut, ConsistencyOut, InclusionProofOut, ReceiptOut, ReceiptRevokedOut]
+         VerifierKeysOut, ConsistencyOut, InclusionProofOut, ReceiptOut, ReceiptRevokedOut,
+         RuleIn, HoldIn, RunIn, RetentionRuleOne, RetentionRulePage, LegalHoldOne, LegalHoldPage,
+         RetentionJobOne, RetentionStatusOut]
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -282,6 +352,7 @@ IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
 #                    success status, success response: type | (media type, schema))
 
 WEBHOOKS = "webhooks:manage"
+RETENTION = "retention:manage"
 OPERATIONS: dict[tuple[str, str], tuple] = {
     ("GET", "/healthz"): ("operations", None, "The process is alive", [], None, 200, StatusOut),
     ("GET", "/readyz"): ("operations", None, "The database is writable and every service is ready",
@@ -405,6 +476,25 @@ OPERATIONS: dict[tuple[str, str], tuple] = {
                                                [EVENT], None, 200, ReceiptOut),
     ("DELETE", "/v1/events/{event_id}/receipt"): ("proofs", "events:read", "Revoke the event's receipts",
                                                   [EVENT], None, 200, ReceiptRevokedOut),
+    # Retention (docs/retention.md)
+    ("GET", "/v1/retention/rules"): ("retention", RETENTION, "Retention rules (a bound key: its organization's)",
+                                     [], None, 200, RetentionRulePage),
+    ("PUT", "/v1/retention/rules"): ("retention", RETENTION, "Set the rule of one scope (organization, prefix)",
+                                     [], RuleIn, 200, RetentionRuleOne),
+    ("DELETE", "/v1/retention/rules/{rule_id}"): ("retention", RETENTION, "Delete a rule",
+                                                  [_p("rule_id", "rule id")], None, 200, RetentionRuleOne),
+    ("POST", "/v1/retention/run"): ("retention", RETENTION, "Start a purge job now (key not bound)", [], RunIn,
+                                    202, RetentionJobOne),
+    ("GET", "/v1/retention/jobs/{job_id}"): ("retention", RETENTION, "One purge job (key not bound)",
+                                             [_p("job_id", "job id")], None, 200, RetentionJobOne),
+    ("GET", "/v1/retention/status"): ("retention", RETENTION, "Next and last run, purged per rule, oldest event",
+                                      [], None, 200, RetentionStatusOut),
+    ("POST", "/v1/legal_holds"): ("retention", RETENTION, "Place a legal hold", [], HoldIn, 201, LegalHoldOne),
+    ("GET", "/v1/legal_holds"): ("retention", RETENTION, "Legal holds",
+                                 [_q("include_released", {"type": "boolean"}, "released ones too")], None, 200,
+                                 LegalHoldPage),
+    ("DELETE", "/v1/legal_holds/{hold_id}"): ("retention", RETENTION, "Release a legal hold",
+                                              [_p("hold_id", "hold id")], None, 200, LegalHoldOne),
     ("GET", "/r/{reference}"): ("proofs", None, "The receipt page (verifies in the browser)",
                                 [_p("reference", "<receipt id>.<token>", 128)], None, 200, ("text/html", STR)),
     ("GET", "/r/static/{name}"): ("proofs", None, "The receipt page's script and style",
@@ -418,7 +508,7 @@ ERRORS = {
     "404": "NOT_FOUND: unknown route or id, or an id of an organization the key may not see",
     "405": "METHOD_NOT_ALLOWED: the route exists, not with this method; the Allow header lists its methods",
     "408": "REQUEST_TIMEOUT: the request head did not arrive within server.header_timeout_seconds",
-    "409": "IDEMPOTENCY_CONFLICT",
+    "409": "IDEMPOTENCY_CONFLICT, or LEGAL_HOLD (an erasure a legal hold forbids; details.hold_id)",
     "413": "EVENT_TOO_LARGE or REQUEST_TOO_LARGE",
     "415": "UNSUPPORTED_MEDIA_TYPE: a body declared as something other than JSON (send application/json)",
     "414": "URI_TOO_LONG: the URL is longer than server.max_url_bytes",
@@ -510,7 +600,7 @@ def build_document() -> dict[str, Any]:
                                 "carries `x-request-id`. See docs/api.md."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": t} for t in ("events", "embed", "webhooks", "keys", "proofs", "operations")],
+        "tags": [{"name": t} for t in ("events", "embed", "webhooks", "keys", "proofs", "retention", "operations")],
         "paths": paths,
         "components": {
             "schemas": components,

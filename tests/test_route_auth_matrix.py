@@ -115,6 +115,22 @@ ROUTES: dict[tuple[str, str], tuple[str, dict, tuple]] = {
                                                (404, "NOT_FOUND")),
     ("DELETE", "/v1/events/{event_id}/receipt"): ("events:read", {"path": {"event_id": "{event_a}"}},
                                                   (404, "NOT_FOUND")),
+    # Retention (docs/retention.md): rules and holds stay behind the organization wall; a purge
+    # spans every organization, so only an unbound key starts one or reads a job.
+    ("GET", "/v1/retention/rules"): ("retention:manage", {}, ("absent", "{rule_a}")),
+    ("PUT", "/v1/retention/rules"): ("retention:manage", {"json": {"organization": ORG_A, "days": 400}},
+                                     (403, "FORBIDDEN")),
+    ("DELETE", "/v1/retention/rules/{rule_id}"): ("retention:manage", {"path": {"rule_id": "{rule_a}"}},
+                                                  (404, "NOT_FOUND")),
+    ("POST", "/v1/retention/run"): ("retention:manage", {"json": {}}, (403, "FORBIDDEN")),
+    ("GET", "/v1/retention/jobs/{job_id}"): ("retention:manage", {"path": {"job_id": "{rjob_a}"}},
+                                             (403, "FORBIDDEN")),
+    ("GET", "/v1/retention/status"): ("retention:manage", {}, ("absent", "{rule_a}")),
+    ("POST", "/v1/legal_holds"): ("retention:manage", {"json": {"organization": ORG_A, "reason": "x"}},
+                                  (403, "FORBIDDEN")),
+    ("GET", "/v1/legal_holds"): ("retention:manage", {}, ("absent", "{hold_a}")),
+    ("DELETE", "/v1/legal_holds/{hold_id}"): ("retention:manage", {"path": {"hold_id": "{hold_a}"}},
+                                              (404, "NOT_FOUND")),
 }
 
 
@@ -155,6 +171,15 @@ def world(tmp_path_factory):
         job = c.post(f"/v1/event_subscriptions/{ids['sub_a']}/recover", json={"begin": "2020-01-01T00:00:00Z"})
         assert job.status_code == 202, job.text
         ids["job_a"] = job.json()["data"]["id"]
+        rule = c.put("/v1/retention/rules", json={"organization": ORG_A, "days": 3650})
+        assert rule.status_code == 200, rule.text
+        ids["rule_a"] = rule.json()["data"]["id"]
+        hold = c.post("/v1/legal_holds", json={"organization": ORG_A, "reason": "wall"})
+        assert hold.status_code == 201, hold.text
+        ids["hold_a"] = hold.json()["data"]["id"]
+        purge = c.post("/v1/retention/run", json={})
+        assert purge.status_code == 202, purge.text
+        ids["rjob_a"] = purge.json()["data"]["id"]
         key_a = c.post("/v1/keys", json={"name": "a", "scopes": ["events:read"], "organization": ORG_A})
         ids["key_a"] = key_a.json()["data"]["id"]
         revoked = c.post("/v1/keys", json={"name": "revoked", "scopes": ["admin"]}).json()["data"]

@@ -15,7 +15,8 @@ from starlette.routing import Route
 from .. import audit
 from ..actions import AuditAction
 from ..auth import write_organization
-from ..errors import ValidationError
+from ..errors import LegalHoldConflict, ValidationError
+from ..retention import LegalHoldActive
 from ..storage.base import ApiKeyRecord
 from ..timefmt import format_ms, now_ms
 from .common import admin_action, authorize, context, json_response
@@ -50,8 +51,15 @@ async def erase_actor_for(store: Any, key: ApiKeyRecord, actor_id: str, requeste
     organization = write_organization(key, requested)
     erased_at = now_ms()
     reference = audit.erased_actor_reference(store.derive_key(audit.ERASED_ACTOR_KEY_PURPOSE), actor_id)
-    count = await store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
-        request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
+    try:
+        count = await store.erase_actor(actor_id, organization, erased_at, audit=admin_action(
+            request, key, AuditAction.ACTOR_ERASED, audit.actor_erased(reference, organization)))
+    except LegalHoldActive as exc:
+        # Nothing was erased past the chunks already committed before the hold was found
+        # (none, unless the hold was placed mid-erasure); the hold must be released first.
+        raise LegalHoldConflict(
+            f"a legal hold ({exc.hold_id}) covers events of this actor; release it before erasing",
+            {"hold_id": exc.hold_id}) from None
     return actor_id, count, erased_at
 
 

@@ -49,6 +49,8 @@ class AppContext:
     checkpoints: Any = None
     # Limits on requests without a valid key, lockouts, the embed feed (abuse.py; [abuse]).
     abuse: Any = None
+    # retention_service.RetentionService, once started (purge jobs, next run).
+    retention: Any = None
 
     def __post_init__(self) -> None:
         if self.limits is None:

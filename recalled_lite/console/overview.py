@@ -1,5 +1,6 @@
 """The overview: the log's size and chain head, the last verification, the server's health
-(what /readyz knows), failing subscriptions and the delivery backlog.
+(what /readyz knows), retention (next and last purge, oldest event kept), failing
+subscriptions and the delivery backlog.
 
 What spans every organization (the event count, the head, verifications) is shown only to
 a key not bound to one, as the API's /v1/events/verify is.
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..api.health import readiness_problems
+from ..api.retention import status_for
 from ..api.subscriptions import delivery
 from ..errors import APIError
 from .guard import page
@@ -46,5 +48,10 @@ async def overview_page(request: Request, viewer: Viewer) -> Response:
             }
         except APIError as exc:
             webhooks_problem = sentence(exc)
+    retention = None
+    if viewer.can("retention:manage"):
+        retention = await status_for(ctx, viewer.key.organization)
+        if chain is not None and retention["purged_total"]:
+            chain["events"] = chain["head_seq"] - retention["purged_total"]  # seqs are never reused
     return render_page(request, "overview.html", title="Overview", nav="overview", problems=problems,
-                       chain=chain, webhooks=webhooks, webhooks_problem=webhooks_problem)
+                       chain=chain, webhooks=webhooks, webhooks_problem=webhooks_problem, retention=retention)

@@ -14,7 +14,10 @@ What is checked (docs/integrity.md §9 is the specification):
    `tree size` of them must equal the checkpoint's root; the last event must be the head.
    Events after the checkpoint's size (a `recalled-lite export` cut while events arrived)
    are covered by the chain only, and reported.
-5. A filtered export holds some events only: each is genuine (3) and the checkpoint is
+5. A seq a retention purge removed is a `purged` record (its tombstone: seq, hash, signature)
+   in a whole-log export: the next event's prevHash must be its hash and its leaf counts
+   toward the root, so the checkpoint still proves the log; the report lists the purged ranges.
+6. A filtered export holds some events only: each is genuine (3) and the checkpoint is
    genuine (2), but membership in the signed tree is not proven by the file, nor that no
    matching event is missing. The result says `complete: false`.
 """
@@ -33,6 +36,7 @@ from ..timefmt import format_ms, parse_rfc3339_ms
 from .checkpoint import CheckpointError, event_leaf_hash, parse_checkpoint
 from .note import NoteError, Verifier, open_note
 from .tiles import TreeEdge
+from .retention import PurgedRanges
 from .verify import ChainVerifier
 
 _decode = msgspec.json.decode
@@ -64,7 +68,12 @@ def _ndjson(path: str) -> Iterator[tuple[str, dict, bool, int]]:
             if not isinstance(obj, dict):
                 raise ExportFileError(f"line {number} is not a JSON object")
             exact = line.endswith(b"\n") and _encode(obj) == body
-            yield ("head" if list(obj) == ["head"] else "event"), obj, exact, done
+            yield _kind(obj), obj, exact, done
+
+
+def _kind(obj: dict) -> str:
+    keys = list(obj)
+    return "head" if keys == ["head"] else "purged" if keys == ["purged"] else "event"
 
 
 def _json(path: str) -> Iterator[tuple[str, dict, bool, int]]:
@@ -78,7 +87,7 @@ def _json(path: str) -> Iterator[tuple[str, dict, bool, int]]:
         raise ExportFileError('a json export is {"data": [...], "head": {...}}')
     exact = _encode(obj) + b"\n" == data
     for event in obj["data"]:
-        yield "event", event, exact, 0
+        yield ("purged" if isinstance(event, dict) and list(event) == ["purged"] else "event"), event, exact, 0
     yield "head", {"head": obj["head"]}, exact, len(data)
 
 
@@ -128,8 +137,13 @@ def _csv(path: str) -> Iterator[tuple[str, dict, bool, int]]:
         if rec["record"] == "head":
             yield "head", {"head": {"seq": rec["seq"], "hash": rec["hash"], "checkpoint": rec["checkpoint"]}}, exact, done
             continue
+        if rec["record"] == "purged":
+            rest = [v for k, v in rec.items() if k not in ("record", "seq", "hash", "signature")]
+            yield "purged", {"purged": {"seq": rec["seq"], "hash": rec["hash"], "signature": rec["signature"]}}, \
+                exact and all(v is None for v in rest), done
+            continue
         if rec["record"] != "event":
-            raise ExportFileError("a csv row's record is neither event nor head")
+            raise ExportFileError("a csv row's record is neither event, purged nor head")
         try:
             targets = _decode(rec["targets"]) if rec["targets"] is not None else None
             metadata = _decode(rec["metadata"]) if rec["metadata"] is not None else None
@@ -228,6 +242,7 @@ def verify_export(path: str, verifier: Verifier, *,
     leaves: list[bytes] = []
     edge = TreeEdge()
     target = _peek_tree_size(path, fmt)
+    purged = PurgedRanges()
     root_at_target = edge.root() if target == 0 else None
 
     def fail(seq: Any, event_id: Any, reason: str) -> None:
@@ -248,6 +263,33 @@ def verify_export(path: str, verifier: Verifier, *,
                 continue
             if head is not None:
                 fail(None, None, "events follow the head")
+            if kind == "purged":
+                # A seq a retention purge removed: its tombstone links the chain (the next
+                # prevHash) and gives the Merkle leaf, so a complete export still proves the root.
+                stone = obj["purged"] if isinstance(obj.get("purged"), dict) else {}
+                seq = stone.get("seq")
+                if not exact:
+                    fail(seq, None, "not written the way the server writes it (edited?)")
+                if (list(stone) != ["seq", "hash", "signature"] or not isinstance(seq, int) or isinstance(seq, bool)
+                        or not isinstance(stone["hash"], str) or not isinstance(stone["signature"], str)):
+                    fail(seq, None, "malformed purged record")
+                    continue
+                if seq <= last_seq:
+                    fail(seq, None, f"seq {seq} does not follow seq {last_seq}")
+                    continue
+                if seq != last_seq + 1:
+                    contiguous = False
+                if contiguous and target is not None and seq <= target:
+                    leaves.append(event_leaf_hash(stone["hash"], stone["signature"]))
+                    if seq == target:
+                        edge, _ = edge.append(leaves)
+                        leaves, root_at_target = [], edge.root()
+                    elif len(leaves) >= _LEAF_CHUNK:
+                        edge, _ = edge.append(leaves)
+                        leaves = []
+                purged.add(seq)
+                last_seq, last_hash = seq, stone["hash"]
+                continue
             seq, event_id = obj.get("seq"), obj.get("id")
             if not exact:
                 fail(seq, event_id, "not written the way the server writes it (edited?)")
@@ -312,6 +354,8 @@ def verify_export(path: str, verifier: Verifier, *,
                     fail(None, None, "the Merkle root of the events is not the checkpoint's root")
         if cp is not None:
             cp.pop("_root", None)
+    if purged.count:
+        report["purged"] = purged.report()
     report["valid"] = failure is None
     report["firstInvalid"] = failure
     return report

@@ -15,6 +15,7 @@ import msgspec
 from ..storage.base import ExportRecord
 from ..timefmt import format_ms
 from .chain import chain_hash, core_document, link, personal_digest, personal_document
+from .retention import PurgedRanges
 
 _decode = msgspec.json.decode
 
@@ -22,7 +23,7 @@ _decode = msgspec.json.decode
 @dataclass(slots=True)
 class Failure:
     seq: int
-    id: str
+    id: str | None  # None for a purged seq (its tombstone has no event id)
     reason: str
 
 
@@ -38,6 +39,23 @@ class ChainVerifier:
         self.prev_seq = prev_seq
         self.checked = 0
         self.failure: Failure | None = None
+        # Seqs a retention purge removed: accounted for by their tombstone (seq, hash), which
+        # the caller has checked against a verified retention checkpoint.
+        self.purged = PurgedRanges()
+
+    def feed_tombstone(self, seq: int, event_hash: str) -> bool:
+        if self.failure is not None:
+            return False
+        if seq != self.prev_seq + 1:
+            self.failure = Failure(seq, None, f"seq gap: expected {self.prev_seq + 1}, found {seq}")
+            return False
+        self.purged.add(seq)
+        self.prev_hash, self.prev_seq = event_hash, seq
+        return True
+
+    def fail(self, seq: int, event_id: str | None, reason: str) -> None:
+        if self.failure is None:
+            self.failure = Failure(seq, event_id, reason)
 
     def feed(self, row: ExportRecord) -> bool:
         if self.failure is not None:
@@ -82,7 +100,7 @@ class ChainVerifier:
         return None
 
     def result(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "valid": self.failure is None,
             "checked": self.checked,
             "head": {"seq": self.prev_seq, "hash": self.prev_hash} if self.prev_seq else None,
@@ -91,3 +109,6 @@ class ChainVerifier:
                 if self.failure else None
             ),
         }
+        if self.purged.count:  # only then: a log never purged reports what it always did
+            result["purged"] = self.purged.report()
+        return result

@@ -135,9 +135,14 @@ def backfill_tree(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> Tree
 
 
 def leaf_entries(conn: sqlite3.Connection, first_seq: int, count: int) -> list[tuple[str, str]]:
-    return conn.execute(
-        "SELECT hash, signature FROM events WHERE seq >= ? AND seq < ? ORDER BY seq", (first_seq, first_seq + count)
+    # A purged event's entry is its tombstone's (retention keeps hash and signature): the
+    # bundles, like the tiles, stay whole.
+    rows = conn.execute(
+        "SELECT seq, hash, signature FROM events WHERE seq >= ?1 AND seq < ?2 UNION ALL "
+        "SELECT seq, hash, signature FROM retention_tombstones WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+        (first_seq, first_seq + count),
     ).fetchall()
+    return [(h, s) for _, h, s in rows]
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ every chunk).
 
 from __future__ import annotations
 
+import heapq
+
 import sqlite3
 from dataclasses import replace
 from typing import Any, Callable
@@ -16,6 +18,7 @@ from typing import Any, Callable
 from ...cursors import Cursor
 from ...search_query import QueryError, SearchQuery
 from ..base import EventRecord, ExportRecord
+from .retention import tombstones_between
 from .filters import (
     EVENT_COLUMNS,
     ListFilters,
@@ -125,8 +128,15 @@ def export_chunk(conn: sqlite3.Connection, filters: ListFilters, organization_wa
     """
     high = min(after_seq + window, upto_seq)
     clauses, params = _export_where(replace(filters, cursor=None, after_seq=None), organization_wall)
+    whole_log = not clauses
     clauses[:0] = ["events.seq > ?", "events.seq <= ?"]
     params[:0] = [after_seq, high]
     sql = f"{_EXPORT_SELECT} WHERE {' AND '.join(clauses)} ORDER BY events.seq"
-    rows = [_make_export(row) for row in conn.execute(sql, params)]
+    rows: list[Any] = [_make_export(row) for row in conn.execute(sql, params)]
+    if whole_log:
+        # An export of the whole log carries a tombstone per purged seq, in its place, so an
+        # offline verifier can follow the chain and rebuild the Merkle root across purges.
+        stones = list(tombstones_between(conn, after_seq + 1, high))
+        if stones:
+            rows = list(heapq.merge(rows, stones, key=lambda r: r[0]))
     return render(rows), (high if high < upto_seq else None)

@@ -8,6 +8,7 @@ cache is exact because this process is the only writer.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import hmac
 import json
 import logging
@@ -19,6 +20,7 @@ from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
 from ...ids import ulids as shared_ulids
 from ...integrity.chain import core_document, link
+from ...integrity.retention import check_checkpoint
 from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
 from ..base import (
@@ -27,11 +29,12 @@ from ..base import (
 )
 from .connection import open_writer
 from .migrate import migrate
-from . import console, erasure, gauges, reads, webhook_jobs, webhooks
+from . import console, erasure, gauges, reads, retention, webhook_jobs, webhooks
 from .audited import AuditIf, AuditWhenFinished, call_op
 from .purge import ErasurePurge
 from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
+from .retention_store import RetentionStore
 from .writer import CallOp, Writer, WriteOp, deferred_foreign_keys
 
 log = logging.getLogger("recalled_lite.store")
@@ -225,7 +228,7 @@ def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
     )
 
 
-class SqliteStore(MerkleStore):
+class SqliteStore(MerkleStore, RetentionStore):
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
                  busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
                  max_page_count: int = 0) -> None:
@@ -397,7 +400,10 @@ class SqliteStore(MerkleStore):
         total = 0
         while True:
             chunk_audit = AuditWhenFinished(audit, total, erasure.ERASE_CHUNK) if audit is not None else None
-            done = await self.write(erasure.erase_chunk, actor_id, organization, erased_at, audit=chunk_audit)
+            # Every chunk checks the legal holds in its own transaction: a hold placed mid-erasure
+            # stops it before it touches a shielded event (409 LEGAL_HOLD).
+            done = await self.write(retention.erase_chunk_unless_held, actor_id, organization, erased_at,
+                                    audit=chunk_audit)
             total += done
             if done < erasure.ERASE_CHUNK:
                 break
@@ -619,32 +625,78 @@ def iter_chain_rows(conn: sqlite3.Connection, from_seq: int, to_seq: int | None)
         yield _make_export(row)
 
 
-def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes, from_seq: int | None,
+def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes | None, from_seq: int | None,
                to_seq: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    """Verify events [from_seq, to_seq] in one read transaction (a consistent snapshot)."""
+    """Verify events [from_seq, to_seq] in one read transaction (a consistent snapshot).
+
+    Seqs a retention purge removed are read from their tombstones, merged in seq order: each
+    is accounted for only if the signed retention checkpoint it names verifies (hash,
+    signature, the digest over its tombstones, the link to the checkpoint before it). A seq
+    with neither an event nor such a tombstone is a gap: tampering, never a purge."""
     conn.execute("BEGIN")
     try:
         start = max(from_seq or 1, 1)
         prev_hash = None
         if start > 1:
             row = conn.execute("SELECT hash FROM events WHERE seq = ?", (start - 1,)).fetchone()
+            if row is None:
+                stone = retention.tombstone_at(conn, start - 1)
+                row = (stone.hash,) if stone is not None else None
             prev_hash = row[0] if row else None
-        last = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+        last = max(conn.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0],
+                   retention.max_tombstone_seq(conn))
         end = min(to_seq, last) if to_seq is not None else last
         total = max(end - start + 1, 0)
         verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
-        for row in iter_chain_rows(conn, start, end):
-            if not verifier.feed(row):
+        checkpoints = _CheckpointCheck(conn, project_id, secret)
+        rows = iter_chain_rows(conn, start, end)
+        stones = retention.tombstones_between(conn, start, end)
+        done = 0
+        for item in heapq.merge(rows, stones, key=lambda r: r[0]):
+            if isinstance(item, ExportRecord):
+                ok = verifier.feed(item)
+            else:
+                reason = checkpoints.why_not(item.checkpoint_id)
+                if reason is not None:
+                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
+                    break
+                ok = verifier.feed_tombstone(item.seq, item.hash)
+            if not ok:
                 break
-            if progress is not None and verifier.checked % 5000 == 0:
-                progress(verifier.checked, total)
+            done += 1
+            if progress is not None and done % 5000 == 0:
+                progress(done, total)
         if progress is not None:
-            progress(verifier.checked, total)
+            progress(done, total)
         result = verifier.result()
-        if result["valid"] and verifier.checked < total:
+        if result["valid"] and done < total:
             # Rows missing from the end of the range (deleted behind our back).
             result["valid"] = False
-            result["firstInvalid"] = {"seq": start + verifier.checked, "id": None, "reason": "event missing"}
+            result["firstInvalid"] = {"seq": start + done, "id": None, "reason": "event missing"}
         return result
     finally:
         conn.execute("COMMIT")
+
+
+class _CheckpointCheck:
+    """Retention checkpoints verified once per scan, on first use."""
+
+    def __init__(self, conn: sqlite3.Connection, project_id: str, secret: bytes | None) -> None:
+        self.conn, self.project_id, self.secret = conn, project_id, secret
+        self.verdicts: dict[int, str | None] = {}
+
+    def why_not(self, cp_id: int) -> str | None:
+        if cp_id in self.verdicts:
+            return self.verdicts[cp_id]
+        cp = retention.checkpoint(self.conn, cp_id)
+        if cp is None:
+            reason: str | None = f"its retention checkpoint {cp_id} is missing"
+        else:
+            before = retention.checkpoint(self.conn, cp_id - 1) if cp_id > 1 else None
+            if cp_id > 1 and before is None:
+                reason = f"retention checkpoint {cp_id - 1} is missing"
+            else:
+                reason = check_checkpoint(self.project_id, cp, retention.checkpoint_tombstones(self.conn, cp_id),
+                                          self.secret, before.hash if before else None)
+        self.verdicts[cp_id] = reason
+        return reason
