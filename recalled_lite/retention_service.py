@@ -122,6 +122,6 @@ class RetentionService:
         if job.purged > purged_before:
             # The full-text index's merge (the same bounded steps as after an erasure), then
             # the WAL truncation, so the purged text is gone from the file too.
-            await self.store.purge.run(erased=True, wal_wait=0)
+            await self.store.reclaim_purged_text()
             while await self.store.retention_vacuum(VACUUM_PAGES) > 0:
                 await asyncio.sleep(0)

@@ -33,7 +33,7 @@ from ...integrity.retention import (
 from ...retention import DAY_MS, Hold, LegalHoldActive, Policy, Rule, hold_matches
 from ..base import RecordNotFound
 from .erasure import _BUMP, PURGE_MARKER, erase_chunk, erased_fts_columns
-from .fts import fts_columns
+from ..fts import fts_columns
 
 log = logging.getLogger("recalled_lite.retention")
 

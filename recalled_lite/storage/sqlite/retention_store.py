@@ -18,6 +18,7 @@ class RetentionStore:
     project_id: str
     write: Any
     read: Any
+    purge: Any
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -67,6 +68,11 @@ class RetentionStore:
 
     async def fail_retention_job(self, job_id: str, error: str) -> None:
         await self.write(retention.fail_job, job_id, error, now_ms())
+
+    async def reclaim_purged_text(self) -> None:
+        # The full-text index keeps deleted rows' text in its segments until they merge: the same
+        # bounded merge steps (and WAL truncation) as after an erasure.
+        await self.purge.run(erased=True, wal_wait=0)
 
     async def retention_vacuum(self, pages: int) -> int:
         return await self.write(retention.incremental_vacuum, pages)
