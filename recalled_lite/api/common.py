@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -82,7 +83,8 @@ async def authenticate(ctx: AppContext, token: str, prefix: str,
     """The stored key for a presented one, or 401 (unknown, wrong secret, revoked). The key's
     id goes into the request `state` (when given) for the access line.
 
-    With `address` (the API; the console's sign-in has its own limiter) the abuse limits apply:
+    With `state` (the API; the console's sign-in has its own limiter) the abuse limits apply to
+    the client `address`:
     a key found in memory is checked at no cost; one that would need a database read is
     refused (429) first when its address is locked out or over its budget of requests without
     a valid key; a failure takes a token from that budget and an INVALID_API_KEY counts
@@ -90,7 +92,7 @@ async def authenticate(ctx: AppContext, token: str, prefix: str,
     misconfigured client must not lock its neighbours behind the same address out of intake,
     and a 40-character random secret is not guessed by any number of tries."""
     abuse: Abuse = ctx.abuse
-    guarded = address is not None or state is not None
+    guarded = state is not None
     lockouts = abuse.api_lockouts if guarded else None
     client = address or ""
     locked = lockouts.retry_after(client) if lockouts is not None else None
@@ -138,8 +140,6 @@ def admit(ctx: AppContext, key: ApiKeyRecord, scope: str | None, state: dict[str
 def unauthenticated(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
     """A route anyone may call (no key): each request takes a token from its client address's
     budget first, before any database work (429 when none is left)."""
-    import functools
-
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Any:
         state = request.scope["state"]
