@@ -158,7 +158,10 @@ KINDS = {key: getattr(endpoint, "console_kind") for key, endpoint in console_rou
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("console-matrix"), args=["--dev"]).start()
+    # Hundreds of requests without a live session from one address, on purpose: the
+    # per-address budget (tests/test_abuse.py tests it) is off, so every row sees its refusal.
+    srv = ServerProcess(tmp_path_factory.mktemp("console-matrix"), args=["--dev"],
+                        config_text="[abuse]\nper_second = 0.0\n").start()
     ids: dict[str, str] = {}
     with srv.client() as c:
         event = c.post("/v1/events", json={"action": ACTION_A, "organization": ORG_A, "actor": {"id": ACTOR_A}})
