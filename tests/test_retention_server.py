@@ -361,14 +361,27 @@ def test_bound_keys_stay_in_their_organization_and_the_floor_holds(make_server):
         assert actions == ["recalled.retention.rule_deleted", "recalled.retention.rule_set"]
 
 
-def test_an_incremental_auto_vacuum_database_gets_its_space_back(make_server, tmp_path):
+def test_an_old_database_keeps_its_vacuum_mode_until_it_opts_in(tmp_path):
+    from recalled_lite.storage.sqlite.connection import open_writer
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE t(a)")  # a file made before auto_vacuum was set: mode NONE
+    db.commit()
+    db.close()
+    for path, mode in ((old, 0), (tmp_path / "new.db", 2)):
+        conn = open_writer(path, synchronous="FULL", busy_timeout_ms=1000, cache_mb=2)
+        conn.execute("CREATE TABLE IF NOT EXISTS u(a)")
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == mode, path
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+
+def test_a_new_database_gets_its_space_back_after_a_purge(make_server, tmp_path):
     from conftest import ServerProcess
 
-    srv = ServerProcess(tmp_path / "vacuum", args=["--dev"], config_text=CONFIG.format(batch=500))
-    # The documented way to opt in: auto_vacuum=INCREMENTAL before the first table (or VACUUM).
-    subprocess.run(["sqlite3", str(srv.db_path), "PRAGMA auto_vacuum=INCREMENTAL; CREATE TABLE x(a); DROP TABLE x;"],
-                   check=True, timeout=30)
-    srv.start()
+    # A new database is created with auto_vacuum=INCREMENTAL (no opt-in needed).
+    srv = ServerProcess(tmp_path / "vacuum", args=["--dev"], config_text=CONFIG.format(batch=500)).start()
     try:
         with srv.client() as c:
             assert c.put("/v1/retention/rules", json={"days": 30}).status_code == 200

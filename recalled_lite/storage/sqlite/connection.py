@@ -15,6 +15,11 @@ def open_writer(path: Path, *, synchronous: str, busy_timeout_ms: int, cache_mb:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, because one
     # transaction spans many requests (group commit).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # INCREMENTAL: pages freed by a retention purge can be given back to the file system
+    # (PRAGMA incremental_vacuum, after each purge job). It only takes effect on a file with
+    # no tables yet, and must come before journal_mode=WAL to stick: new databases get it, an
+    # existing one keeps its mode until an operator runs VACUUM (docs/retention.md).
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     # WAL: readers never block the writer and the writer never blocks readers.
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: the WAL is fsynced at every COMMIT, so an acknowledged event
