@@ -9,13 +9,19 @@ Order everywhere (except tailing): newest ``occurred_at`` first, ties by
 Each query fetches ``limit + 1`` rows; use ``split_page`` to cut the extra row
 off and learn whether there is a next page.
 
+Filters on organization, actor, action (with an organization) and targets are
+answered through events_keys (keys.py, migration 007): ``list_filter_keys`` and
+``search_filter_keys`` give the keys, and ``reads.keyed_page`` walks them newest
+seq first with the predicates of ``list_where``/``search_where`` re-checking each
+row. ``build_list_query`` is the one-statement form of any filter (the time index
+walked newest first, each row checked); the server uses it for filters without
+keys (none, dates, an action alone) and for tailing.
+
 Search has two plans with identical results (use ``plan_search_query``, which
 picks one with a capped count of full-text matches): few matches drive the
-query (look each one up, sort them); many matches are materialised once and the
-newest-first index (org, actor, ... when filtered) is walked until the page is
-full. Measured on 1 M events: list pages 0.1-3.5 ms; searches 0.1-25 ms, except
-terms present in a large share of all events (~65 ms at 64 %, ~120 ms at
-100 %), where materialising the matches dominates.
+query (look each one up, sort them); many matches are materialised once and
+either the keys of the qualifiers (``reads.search_page``) or the time index is
+walked until the page is full.
 """
 
 from __future__ import annotations
