@@ -4,7 +4,9 @@ events as before, both when `serve` migrates at startup and with `recalled-lite 
 
 The old layout is made by taking a log the server wrote and putting it back the way
 migrations 001-006 left it (the b-tree indexes and event_targets, no events_keys or
-event_blocks, user_version 6): what a database of the previous release holds."""
+event_blocks): what a database of the previous release holds. That release shipped 007 and
+008 as empty placeholders, so its databases are at user_version 8; version 6 (older still)
+is tested too."""
 
 from __future__ import annotations
 
@@ -44,7 +46,6 @@ INSERT OR IGNORE INTO event_targets (seq, target_type, target_id)
     FROM events, json_each(events.targets) AS t WHERE events.targets IS NOT NULL;
 CREATE INDEX events_by_org_action_time ON events (organization, action, occurred_at, seq);
 CREATE INDEX event_targets_by_seq ON event_targets (seq, target_type, target_id);
-PRAGMA user_version = 6;
 """
 
 ORGS = ["org_a", "org_b", "org_c"]
@@ -88,8 +89,8 @@ FILTERS = [{"organization": "org_a"}, {"organization": "org_b", "action": "invoi
            {"organization": "org_a", "actor_id": "u1", "target_type": "invoice"}, {}]
 
 
-@pytest.fixture(scope="module")
-def old_db(tmp_path_factory):
+@pytest.fixture(scope="module", params=[8, 6], ids=["placeholders-applied", "version-6"])
+def old_db(tmp_path_factory, request):
     """(a database in the old layout, the seqs each filter listed before, the event bodies)."""
     srv = ServerProcess(tmp_path_factory.mktemp("layout-old")).start()
     rng = random.Random(7)
@@ -105,10 +106,10 @@ def old_db(tmp_path_factory):
     finally:
         srv.stop()
     conn = sqlite3.connect(srv.db_path)
-    conn.executescript(OLD_LAYOUT)
+    conn.executescript(OLD_LAYOUT + f"PRAGMA user_version = {request.param};")
     assert conn.execute("SELECT count(*) FROM event_targets").fetchone()[0] > 1000
     conn.close()
-    return srv.workdir, before
+    return srv.workdir, before, request.param
 
 
 def copy_dir(src: Path, dest: Path) -> Path:
@@ -132,7 +133,7 @@ def check_migrated(srv: ServerProcess, rows_before: list[tuple], before: dict) -
 
 
 def test_serve_migrates_at_startup_keeping_every_id_seq_and_hash(old_db, tmp_path):
-    workdir, before = old_db
+    workdir, before, _ = old_db
     work = copy_dir(workdir, tmp_path / "startup")
     rows_before = snapshot(work / "recalled.db")
     srv = ServerProcess(work).start(timeout=60)
@@ -147,14 +148,14 @@ def test_serve_migrates_at_startup_keeping_every_id_seq_and_hash(old_db, tmp_pat
 
 
 def test_cli_migrate_then_verifies(old_db, tmp_path):
-    workdir, before = old_db
+    workdir, before, version = old_db
     work = copy_dir(workdir, tmp_path / "cli")
     rows_before = snapshot(work / "recalled.db")
     done = subprocess.run(CLI + ["migrate", "--db", str(work / "recalled.db")], capture_output=True,
                           text=True, cwd=work, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["data"]
-    assert report["schemaBefore"] == 6 and report["schemaAfter"] >= 7
+    assert report["schemaBefore"] == version and report["schemaAfter"] >= 8
     assert report["verify"]["valid"] is True and report["verify"]["checked"] == len(rows_before)
     assert "verified after the migration" in done.stderr
     srv = ServerProcess(work).start(timeout=60)

@@ -68,6 +68,9 @@ def fill_event_keys(conn: sqlite3.Connection, progress: Progress | None = None) 
 
 
 _STEPS: dict[int, Callable[[sqlite3.Connection], object]] = {7: fill_event_keys}
+# Migrations that shipped first as empty placeholders (user_version moved past them with
+# nothing done): the object each creates tells whether a database really has it.
+_CREATES = {7: "events_keys"}
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -79,20 +82,33 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {current} is newer than this recalled-lite "
             f"({len(migrations)}); upgrade recalled-lite or use a backup"
         )
+    # A database made while 007 was a placeholder is at version >= 7 without its layout:
+    # apply it now, before anything newer (keeping the version number).
+    for number, _name, sql in migrations[:current]:
+        created = _CREATES.get(number)
+        if created and conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = ?",
+                                    (created,)).fetchone()[0] == 0:
+            _apply(conn, number, sql, bump=False)
     for number, _name, sql in migrations[current:]:
-        step = _STEPS.get(number)
-        if step is None:
-            # executescript commits first; the explicit BEGIN makes the script and
-            # the version bump one atomic step.
-            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
-            continue
-        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}")
-        try:
-            step(conn)
-            conn.execute(f"PRAGMA user_version={number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        _apply(conn, number, sql, bump=True)
     return len(migrations)
+
+
+def _apply(conn: sqlite3.Connection, number: int, sql: str, *, bump: bool) -> None:
+    step = _STEPS.get(number)
+    version = f"PRAGMA user_version={number};" if bump else ""
+    if step is None:
+        # executescript commits first; the explicit BEGIN makes the script and
+        # the version bump one atomic step.
+        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n{version}\nCOMMIT;")
+        return
+    conn.executescript(f"BEGIN IMMEDIATE;\n{sql}")
+    try:
+        step(conn)
+        if bump:
+            conn.execute(f"PRAGMA user_version={number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
