@@ -12,7 +12,8 @@ Per event (one chunk of events per write transaction, so intake keeps flowing):
   chained columns, personal_digest included, are untouched: the chain still verifies
   (docs/integrity.md).
 
-Then the purge (storage/sqlite/purge.py runs it): a 'delete' in a contentless FTS5 index
+Then the purge (storage/sqlite/purge.py runs it; it merges events_keys the same way, since
+the keys of keys.py name the actor id): a 'delete' in a contentless FTS5 index
 only adds a tombstone, and the deleted terms stay in the older segments (and the tombstones
 themselves name them) until every segment is merged into one. That merge is the FTS5
 'optimize' rewrite of the whole index, which once ran as one write op and held the writer
@@ -57,6 +58,9 @@ WAL_MARKER = "erasure_wal_truncate_pending"
 _BUMP = ("INSERT INTO meta (key, value) VALUES (?, '1') "
          "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 _MERGE = "INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?)"
+# events_keys holds the actor id too (hex, keys.py): an erased actor's key stays in its older
+# segments until they are merged, exactly like the full-text terms, so the purge merges both.
+_MERGE_KEYS = "INSERT INTO events_keys (events_keys, rank) VALUES ('merge', ?)"
 
 # No ORDER BY: the actor's key (keys.py) is walked from its start and stops after one
 # chunk; rows erased by earlier chunks have left it (their keys name '[deleted]').
@@ -142,6 +146,7 @@ def purge_begin(conn: sqlite3.Connection) -> str | None:
     conn.execute("PRAGMA secure_delete=ON")  # already on (connection.py); never run without it
     # Negative: every segment is moved to one level first, so the merge takes them all.
     conn.execute(_MERGE, (-PURGE_STEP_PAGES,))
+    conn.execute(_MERGE_KEYS, (-PURGE_STEP_PAGES,))
     return generation
 
 
@@ -150,8 +155,10 @@ def purge_step(conn: sqlite3.Connection, generation: str) -> PurgeStep:
     conn.execute("PRAGMA secure_delete=ON")
     before = conn.total_changes
     conn.execute(_MERGE, (PURGE_STEP_PAGES,))
+    text_changes = conn.total_changes - before
+    conn.execute(_MERGE_KEYS, (PURGE_STEP_PAGES,))
     changes = conn.total_changes - before
-    if changes >= 2:
+    if text_changes >= 2 or changes - text_changes >= 2:
         return PurgeStep(PURGE_STEP_PAGES, changes, None)
     # Complete. A chunk committed since purge_begin bumped the generation: its tombstones
     # may sit in segments this round did not take, so the marker stays for another round.
