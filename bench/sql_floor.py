@@ -35,6 +35,7 @@ from recalled_lite.schemas import decode_event
 from recalled_lite.storage.base import ApiKeyRecord
 from recalled_lite.storage.sqlite import store as S
 from recalled_lite.storage.sqlite.connection import open_writer
+from recalled_lite.storage.keys import BLOCK_SHIFT
 
 from . import dataset
 
@@ -72,20 +73,24 @@ def _rows(db: Path, secret: bytes, n: int, seed: int) -> dict[str, list]:
         store.close()
 
 
-# For --attribute: what to leave out. "fts" and "targets" skip those inserts.
+# For --attribute: what to leave out. "fts" and "keys" skip those inserts.
 VARIANTS = {
     "as shipped": (),
     "without FTS": ("fts",),
-    "without events_by_actor": ("DROP INDEX events_by_actor",),
-    "without events_by_org_action_time": ("DROP INDEX events_by_org_action_time",),
-    "without event_targets rows": ("targets",),
-    "without events_by_org_time": ("DROP INDEX events_by_org_time",),
+    "without events_keys rows": ("keys",),
     "without events_by_time": ("DROP INDEX events_by_time",),
-    "without actor, org+action, targets": ("DROP INDEX events_by_actor",
-                                           "DROP INDEX events_by_org_action_time", "targets"),
-    "without those three and FTS": ("DROP INDEX events_by_actor",
-                                    "DROP INDEX events_by_org_action_time", "targets", "fts"),
+    "without events_keys and FTS": ("keys", "fts"),
 }
+
+
+def _block_rows(chunk: list) -> list[tuple[int, int, int]]:
+    """What AppendEvents.apply_group upserts into event_blocks for these event rows."""
+    blocks: dict[int, list[int]] = {}
+    for row in chunk:
+        seq, occurred = row[0], row[12]
+        b = blocks.setdefault(seq >> BLOCK_SHIFT, [occurred, occurred])
+        b[0], b[1] = min(b[0], occurred), max(b[1], occurred)
+    return [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())]
 
 
 def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1,
@@ -93,35 +98,28 @@ def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1,
     """Append n events to `db` in commits of `group` events. Returns events/s and
     CPU µs per event (insert and COMMIT apart)."""
     rows = _rows(db, secret, n, seed)
-    events, targets, fts = rows[S._INSERT_EVENT], rows.get(S._INSERT_TARGET, []), rows[S._INSERT_FTS]
-    if "targets" in leave_out:
-        targets = []
+    events, keys, fts = rows[S._INSERT_EVENT], rows[S._INSERT_KEYS], rows[S._INSERT_FTS]
     conn = open_writer(db, synchronous="FULL", busy_timeout_ms=5000, cache_mb=32)
     for statement in leave_out:
         if statement.startswith("DROP"):
             conn.execute(statement)
     insert_s = commit_s = 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    t_index = 0
     try:
         for start in range(0, len(events), group):
             chunk = events[start:start + group]
-            last_seq = chunk[-1][0]
-            t_end = t_index
-            while t_end < len(targets) and targets[t_end][0] <= last_seq:
-                t_end += 1
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(S._INSERT_EVENT, chunk)
-            if t_end > t_index:
-                conn.executemany(S._INSERT_TARGET, targets[t_index:t_end])
+            if "keys" not in leave_out:
+                conn.executemany(S._INSERT_KEYS, keys[start:start + group])
+            conn.executemany(S._UPSERT_BLOCK, _block_rows(chunk))
             if "fts" not in leave_out:
                 conn.executemany(S._INSERT_FTS, fts[start:start + group])
             t1 = time.perf_counter()
             conn.execute("COMMIT")
             insert_s += t1 - t0
             commit_s += time.perf_counter() - t1
-            t_index = t_end
     finally:
         conn.close()
     wall = time.perf_counter() - wall0

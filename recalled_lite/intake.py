@@ -22,6 +22,7 @@ from .randbuf import random_bytes
 from .schemas import CAMEL_ALIASES, EventIn
 from .storage.base import ApiKeyRecord, PreparedEvent
 from .storage.fts import fts_columns_from_values
+from .storage.keys import event_keys
 from .timefmt import parse_rfc3339_ms
 
 _encode = msgspec.json.encode
@@ -192,6 +193,7 @@ def prepare_resolved(
         occurred_at=occurred_at, received_at=received_at, idempotency_key=idempotency_key,
         request_digest=request_digest, personal_salt=salt, personal_digest=digest,
         fts=fts_columns_from_values(action, actor_id, actor_name, actor_email, organization, targets, metadata),
+        keys=event_keys(organization, action, actor_id, targets),
     )
 
 

@@ -28,6 +28,8 @@ NEEDLES = [
     PERSONAL["email"], "zqx.mailboxhx", "mailboxhx@example-erasure", "confidentialmemojqz", "fidentialmemojqz",
     "zqx555-0199phone", "555-0199phone", PERSONAL["ip"], PERSONAL["ua"], "ZqxAgentkbw",
 ]
+# The actor id as events_keys stores it (hex, storage/keys.py): it must go too.
+NEEDLES.append(ACTOR.encode().hex())
 KEPT = ["keepername_rkq", "keepmemo_dvh"]  # personal data of another actor: must stay
 
 

@@ -134,7 +134,9 @@ def test_purge_steps_interleave_with_intake_on_a_400k_event_log(log_400k, monkey
     budget = erasure.PURGE_STEP_PAGES
     assert maintenance and all(sql.endswith(f"VALUES ('merge', {budget})")
                                or sql.endswith(f"VALUES ('merge', -{budget})") for sql in maintenance)
-    assert len(maintenance) == len(steps) + 1  # purge_begin, then the steps
+    # purge_begin, then the steps: each merges events_fts and events_keys (keys.py holds actor ids).
+    assert len(maintenance) == 2 * (len(steps) + 1)
+    assert sum("INTO events_keys" in sql for sql in maintenance) == len(steps) + 1
     assert [s.wal_generation is not None for s, _, _ in steps] == [False] * (len(steps) - 1) + [True]
     # Interleaved: intake was committed between every two steps (commit order, by seq),
     # and no two steps ever shared a write group.

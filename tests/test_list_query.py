@@ -37,6 +37,9 @@ from recalled_lite.search_query import (
     parse_search_query,
 )
 from recalled_lite.storage.fts import fts_columns
+from recalled_lite.storage.keys import BLOCK_SHIFT, event_keys, key
+from recalled_lite.storage.sqlite.reads import list_page, search_page
+from recalled_lite.storage.sqlite.store import _INSERT_KEYS, _UPSERT_BLOCK
 from recalled_lite.storage.sqlite.filters import (
     COLUMN_INDEX,
     EVENT_COLUMNS,
@@ -63,7 +66,8 @@ BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def open_db() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
-    for name in ("001_core.sql", "002_read_indexes.sql"):  # the schema these queries read
+    # The schema these queries read (007 fills events_keys from events: there are none yet).
+    for name in ("001_core.sql", "002_read_indexes.sql", "007_layout.sql"):
         conn.executescript((MIGRATIONS / name).read_text())
     return conn
 
@@ -95,8 +99,8 @@ def insert(conn: sqlite3.Connection, events: list[Ev]) -> None:
                 BASE + 1000 * HOUR + e.seq, "sha256:d", "sha256:h", "hmac-sha256:s",
             ),
         )
-        for t in e.targets or []:
-            conn.execute("INSERT INTO event_targets VALUES (?,?,?)", (e.seq, t["type"], t["id"]))
+        conn.execute(_INSERT_KEYS, (e.seq, event_keys(e.organization, e.action, e.actor_id, e.targets)))
+        conn.execute(_UPSERT_BLOCK, (e.seq >> BLOCK_SHIFT, e.occurred_at, e.occurred_at))
         conn.execute(
             "INSERT INTO events_fts (rowid, action, actor, organization, targets, metadata)"
             " VALUES (?,?,?,?,?,?)",
@@ -170,9 +174,9 @@ def newest_first(events: list[Ev]) -> list[int]:
 # --- list model + walking ---------------------------------------------------------------
 
 
-def list_model(f: ListFilters, wall: str | None) -> list[Ev]:
+def list_model(f: ListFilters, wall: str | None, events: list[Ev] | None = None) -> list[Ev]:
     out = []
-    for e in EVENTS:
+    for e in EVENTS if events is None else events:
         if wall is not None and e.organization != wall:
             continue
         if f.organization is not None and e.organization != f.organization:
@@ -393,6 +397,114 @@ def test_tail_pages_return_exactly_the_matching_events(db: sqlite3.Connection, f
     assert got == sorted(e.seq for e in list_model(f, None) if e.seq > start)
 
 
+# --- list through events_keys (reads.list_page, what the server runs) ------------------------
+
+
+def walk_pages(fetch: Any, limit: int, kind: str = "list") -> list[int]:
+    """Every page of a reads.*_page function, following cursors through their string form."""
+    seen: list[int] = []
+    token: str | None = None
+    for _ in range(6000):
+        cursor = decode_cursor(token, kind=kind) if token else None  # type: ignore[arg-type]
+        page, more = fetch(cursor)
+        assert len(page) <= limit
+        seen.extend(r.seq for r in page)
+        if not more:
+            return seen
+        assert len(page) == limit
+        token = encode_cursor(page[-1].occurred_at, page[-1].seq, kind=kind)  # type: ignore[arg-type]
+    raise AssertionError("pagination did not end")
+
+
+def walk_list_pages(conn: sqlite3.Connection, f: ListFilters, wall: str | None = None) -> list[int]:
+    return walk_pages(lambda c: list_page(conn, dataclasses.replace(f, cursor=c), wall), f.limit)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(f=list_filters, wall=_maybe(["org_a", "org_b"]))
+def test_keyed_list_pages_return_exactly_the_matching_events(db: sqlite3.Connection, f: ListFilters,
+                                                               wall: str | None) -> None:
+    got = walk_list_pages(db, f, wall)
+    assert len(got) == len(set(got))
+    assert got == newest_first(list_model(f, wall))
+
+
+# Several blocks of seqs (keys.BLOCK_SHIFT): mostly in seq order, so the walk stops early and
+# skips blocks, with back-dated events (up to 40 days) and future-dated ones (up to 10 minutes,
+# more than a block; limits.max_future_seconds allows an hour) scattered through, which the
+# bound must still place right.
+def generate_layered(n: int, seed: int) -> list[Ev]:
+    rnd = random.Random(seed)
+    out = []
+    for e in generate(n, seed):
+        base = BASE + e.seq * 500 + rnd.randrange(200)  # ~ received order
+        r = rnd.random()
+        if r < 0.05:
+            occurred = base - rnd.randrange(1, 40 * 24 * HOUR)
+        elif r < 0.08:
+            occurred = base + rnd.randrange(1, 600_000)
+        elif r < 0.15:
+            occurred = BASE + (e.seq // 37) * 37 * 500  # ties
+        else:
+            occurred = base
+        out.append(dataclasses.replace(e, occurred_at=occurred))
+    return out
+
+
+LAYERED = generate_layered(5000, 11)
+
+
+@pytest.fixture(scope="module")
+def layered_db() -> Iterator[sqlite3.Connection]:
+    conn = open_db()
+    insert(conn, LAYERED)
+    yield conn
+    conn.close()
+
+
+def test_layered_data_spans_blocks_and_is_out_of_order(layered_db: sqlite3.Connection) -> None:
+    blocks = layered_db.execute("SELECT count(*), max(max_below) FROM event_blocks").fetchone()
+    assert blocks[0] == 5000 // (1 << BLOCK_SHIFT) + 1
+    assert newest_first(LAYERED) != sorted((e.seq for e in LAYERED), reverse=True)
+    assert any(e.occurred_at > BASE + e.seq * 500 + 1000 for e in LAYERED)  # future-dated
+
+
+layered_times = [BASE + k * 250_000 for k in range(11)] + [BASE - 10 * 24 * HOUR]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          database=None)
+@given(f=st.builds(
+    ListFilters,
+    organization=_maybe(["org_a", "org_b", "nope"]),
+    actor_id=_maybe(["user_1", "user 3", "bot"]),
+    action=_maybe(["invoice.paid", "user.login", "invoice.*", "inv*", "user*", "*"]),
+    target_type=_maybe(["invoice", "doc", "nope"]),
+    target_id=_maybe(["inv_1", "inv:3", "d%1"]),
+    date_from_ms=_maybe(layered_times),
+    date_to_ms=_maybe(layered_times),
+    limit=st.sampled_from([7, 50, 200]),
+), wall=_maybe(["org_a", "org_c"]))
+def test_keyed_pages_over_blocks_with_back_and_future_dated_events(
+        layered_db: sqlite3.Connection, f: ListFilters, wall: str | None) -> None:
+    assert walk_list_pages(layered_db, f, wall) == newest_first(list_model(f, wall, LAYERED))
+
+
+def test_keyed_page_stops_early_when_events_are_in_order(layered_db: sqlite3.Connection) -> None:
+    """The first page of a broad filter must not read every match."""
+    reads_seen: list[int] = []
+    layered_db.set_trace_callback(lambda sql: reads_seen.append(1) if "events_keys MATCH" in sql else None)
+    try:
+        page, more = list_page(layered_db, ListFilters(organization="org_a", limit=5), None)
+    finally:
+        layered_db.set_trace_callback(None)
+    assert more and [r.seq for r in page] == newest_first(
+        [e for e in LAYERED if e.organization == "org_a"])[:5]
+    rows = layered_db.execute(
+        "SELECT count(*) FROM events_keys WHERE events_keys MATCH ?", (key("o", "org_a"),)).fetchone()[0]
+    assert rows > 1000 and len(reads_seen) == 1
+
+
 # --- query plans --------------------------------------------------------------------------
 
 
@@ -406,26 +518,22 @@ def plan(conn: sqlite3.Connection, sql: str, params: list[Any]) -> str:
         (ListFilters(), "SCAN events USING INDEX events_by_time"),
         (ListFilters(cursor=Cursor(BASE, 5)), "SEARCH events USING INDEX events_by_time (occurred_at<?)"),
         (ListFilters(date_from_ms=1, date_to_ms=2), "events_by_time (occurred_at>? AND occurred_at<?)"),
-        (ListFilters(organization="o"), "SEARCH events USING INDEX events_by_org_time (organization=?)"),
-        (ListFilters(organization="o", cursor=Cursor(BASE, 5)), "events_by_org_time (organization=? AND occurred_at<?)"),
-        (ListFilters(organization="o", action="a.b"), "events_by_org_action_time (organization=? AND action=?)"),
-        (ListFilters(organization="o", action="a.b", cursor=Cursor(BASE, 5)),
-         "events_by_org_action_time (organization=? AND action=? AND occurred_at<?)"),
-        # Broad prefixes walk the org's time index (no sort of all matches).
-        (ListFilters(organization="o", action="invoice.*"), "SEARCH events USING INDEX events_by_org_time (organization=?)"),
-        (ListFilters(actor_id="u"), "SEARCH events USING INDEX events_by_actor (actor_id=?)"),
-        (ListFilters(target_type="invoice"), "event_targets_by_seq (seq=? AND target_type=?)"),
-        (ListFilters(target_type="invoice", target_id="i"), "event_targets USING PRIMARY KEY (target_type=? AND target_id=?)"),
-        (ListFilters(target_id="i"), "event_targets USING PRIMARY KEY (target_type=? AND target_id=?)"),
+        # The one-statement form of a keyed filter walks the time index and checks each row;
+        # list_page answers these through events_keys (test_keyed_plan, test_keyed_pages_*).
+        (ListFilters(organization="o"), "SCAN events USING INDEX events_by_time"),
+        (ListFilters(organization="o", cursor=Cursor(BASE, 5)), "events_by_time (occurred_at<?)"),
+        (ListFilters(organization="o", action="a.b"), "SCAN events USING INDEX events_by_time"),
+        (ListFilters(actor_id="u"), "SCAN events USING INDEX events_by_time"),
+        (ListFilters(target_type="invoice"), "SCAN events USING INDEX events_by_time"),
+        (ListFilters(target_id="i"), "SCAN events USING INDEX events_by_time"),
         (ListFilters(after_seq=5), "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
     ],
 )
 def test_list_query_plans_use_indexes(db: sqlite3.Connection, f: ListFilters, wanted: str) -> None:
     text = plan(db, *build_list_query(f))
     assert wanted in text, text
-    sorts_ok = f.target_id is not None  # a few rows per target: sorting them is cheap
-    assert sorts_ok or "TEMP B-TREE" not in text, text
-    assert not re.search(r"SCAN (events|event_targets)(?! USING)", text), text
+    assert "TEMP B-TREE" not in text, text
+    assert not re.search(r"SCAN events(?! USING)", text), text
 
 
 def test_search_plans(db: sqlite3.Connection) -> None:
@@ -435,7 +543,7 @@ def test_search_plans(db: sqlite3.Connection) -> None:
     dense = plan(db, *build_search_query(q, match_count=SPARSE_MATCH_LIMIT))
     assert dense.startswith("SCAN events USING INDEX events_by_time"), dense
     walled = plan(db, *build_search_query(q, organization_wall="o", match_count=SPARSE_MATCH_LIMIT))
-    assert walled.startswith("SEARCH events USING INDEX events_by_org_time"), walled
+    assert walled.startswith("SCAN events USING INDEX events_by_time"), walled
 
 
 # --- search: hand-made data set with literal expectations -----------------------------------
@@ -528,6 +636,9 @@ def small_db() -> Iterator[sqlite3.Connection]:
 
 def search_all(conn: sqlite3.Connection, query: SearchQuery, wall: str | None, limit: int,
                mode: str) -> list[int]:
+    if mode == "page":  # what the server runs: keyed qualifiers through events_keys
+        return walk_pages(lambda c: search_page(conn, query, wall, limit, c), limit, kind="search")
+
     def build(cursor: Cursor | None) -> tuple[str, list[Any]]:
         if mode == "planned":
             return plan_search_query(conn, query, organization_wall=wall, limit=limit, cursor=cursor)
@@ -537,7 +648,7 @@ def search_all(conn: sqlite3.Connection, query: SearchQuery, wall: str | None, l
     return walk(conn, build, limit, kind="search")
 
 
-MODES = ["planned", "sparse", "dense", "unknown"]
+MODES = ["planned", "sparse", "dense", "unknown", "page"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -678,6 +789,12 @@ def run_query(conn: sqlite3.Connection, q: str) -> None:
         return
     for mode in MODES:
         for wall in (None, "org_a"):
+            if mode == "page":
+                try:
+                    search_page(conn, query, wall, 5, None)
+                except QueryError:
+                    pass
+                continue
             if mode == "planned":
                 sql, params = plan_search_query(conn, query, organization_wall=wall, limit=5)
             else:

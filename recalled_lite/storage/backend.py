@@ -67,6 +67,22 @@ def backup_file(source: Path, destination: Path,
     backup(source, destination, progress=progress)
 
 
+def migrate_file(path: Path) -> tuple[int, int, int]:
+    """Bring the database at `path` to this version's schema in place, as `serve` does at
+    startup (with a progress bar for a long step): (schema before, after, latest). The caller
+    holds the instance lock, so no server runs on the file meanwhile."""
+    from .sqlite.connection import open_writer
+    from .sqlite.migrate import available, migrate
+
+    conn = open_writer(path, synchronous="FULL", busy_timeout_ms=5000, cache_mb=64)
+    try:
+        before = conn.execute("PRAGMA user_version").fetchone()[0]
+        after = migrate(conn)
+    finally:
+        conn.close()
+    return before, after, len(available())
+
+
 def engine_description() -> str:
     """The storage engine and its library version, for `recalled-lite version`."""
     from .sqlite.connection import sqlite_version

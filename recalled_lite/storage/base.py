@@ -61,6 +61,7 @@ class PreparedEvent:
     personal_salt: bytes
     personal_digest: str
     fts: tuple[str, str, str, str, str]
+    keys: str  # its events_keys document (storage/keys.py)
 
 
 class ExportRecord(NamedTuple):

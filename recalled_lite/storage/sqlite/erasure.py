@@ -12,7 +12,8 @@ Per event (one chunk of events per write transaction, so intake keeps flowing):
   chained columns, personal_digest included, are untouched: the chain still verifies
   (docs/integrity.md).
 
-Then the purge (storage/sqlite/purge.py runs it): a 'delete' in a contentless FTS5 index
+Then the purge (storage/sqlite/purge.py runs it; it merges events_keys the same way, since
+the keys of keys.py name the actor id): a 'delete' in a contentless FTS5 index
 only adds a tombstone, and the deleted terms stay in the older segments (and the tombstones
 themselves name them) until every segment is merged into one. That merge is the FTS5
 'optimize' rewrite of the whole index, which once ran as one write op and held the writer
@@ -35,10 +36,12 @@ server starting with either marker set finishes the job in the background.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import NamedTuple
 
 from ..fts import fts_columns
+from ..keys import event_keys, key
 
 DELETED = "[deleted]"
 # Events erased per write op. Measured on a 400k-event log: 128 events cost ~6 ms with
@@ -55,17 +58,23 @@ WAL_MARKER = "erasure_wal_truncate_pending"
 _BUMP = ("INSERT INTO meta (key, value) VALUES (?, '1') "
          "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 _MERGE = "INSERT INTO events_fts (events_fts, rank) VALUES ('merge', ?)"
+# events_keys holds the actor id too (hex, keys.py): an erased actor's key stays in its older
+# segments until they are merged, exactly like the full-text terms, so the purge merges both.
+_MERGE_KEYS = "INSERT INTO events_keys (events_keys, rank) VALUES ('merge', ?)"
 
-# No ORDER BY: the actor index is walked from its start and stops after one chunk; rows
-# erased by earlier chunks have left that index range (their actor_id is '[deleted]').
+# No ORDER BY: the actor's key (keys.py) is walked from its start and stops after one
+# chunk; rows erased by earlier chunks have left it (their keys name '[deleted]').
 _SELECT_ANY_ORG = (
     "SELECT seq, organization, action, actor_id, actor_name, actor_email, targets, metadata "
-    "FROM events WHERE actor_id = ? AND erased_at IS NULL LIMIT ?"
+    "FROM events_keys CROSS JOIN events ON events.seq = events_keys.rowid "
+    "WHERE events_keys MATCH ? AND actor_id = ? AND erased_at IS NULL LIMIT ?"
 )
 _SELECT_ONE_ORG = (
     "SELECT seq, organization, action, actor_id, actor_name, actor_email, targets, metadata "
-    "FROM events WHERE actor_id = ? AND organization = ? AND erased_at IS NULL LIMIT ?"
+    "FROM events_keys CROSS JOIN events ON events.seq = events_keys.rowid "
+    "WHERE events_keys MATCH ? AND actor_id = ? AND organization = ? AND erased_at IS NULL LIMIT ?"
 )
+_KEYS_UPDATE = "UPDATE events_keys SET keys = ? WHERE rowid = ?"
 _FTS_DELETE = (
     "INSERT INTO events_fts (events_fts, rowid, action, actor, organization, targets, metadata) "
     "VALUES ('delete', ?, ?, ?, ?, ?, ?)"
@@ -89,20 +98,23 @@ def erased_fts_columns(action: str, organization: str | None,
 def erase_chunk(conn: sqlite3.Connection, actor_id: str, organization: str | None,
                 erased_at: int, limit: int = ERASE_CHUNK) -> int:
     """Erase up to `limit` not-yet-erased events of the actor; returns how many."""
+    actor_key = key("a", actor_id)
     if organization is None:
-        rows = conn.execute(_SELECT_ANY_ORG, (actor_id, limit)).fetchall()
+        rows = conn.execute(_SELECT_ANY_ORG, (actor_key, actor_id, limit)).fetchall()
     else:
-        rows = conn.execute(_SELECT_ONE_ORG, (actor_id, organization, limit)).fetchall()
+        rows = conn.execute(_SELECT_ONE_ORG, (actor_key, actor_id, organization, limit)).fetchall()
     if not rows:
         return 0
-    fts_deletes, fts_inserts, updates = [], [], []
+    fts_deletes, fts_inserts, updates, key_updates = [], [], [], []
     for seq, org, action, a_id, a_name, a_email, targets, metadata in rows:
         fts_deletes.append((seq, *fts_columns(action, a_id, a_name, a_email, org, targets, metadata)))
         fts_inserts.append((seq, *erased_fts_columns(action, org, targets)))
         updates.append((DELETED, DELETED, DELETED, erased_at, seq))
+        key_updates.append((event_keys(org, action, DELETED, json.loads(targets) if targets else None), seq))
     conn.executemany(_FTS_DELETE, fts_deletes)
     conn.executemany(_ERASE_ROW, updates)
     conn.executemany(_FTS_INSERT, fts_inserts)
+    conn.executemany(_KEYS_UPDATE, key_updates)
     conn.execute(_BUMP, (PURGE_MARKER,))
     return len(rows)
 
@@ -134,6 +146,7 @@ def purge_begin(conn: sqlite3.Connection) -> str | None:
     conn.execute("PRAGMA secure_delete=ON")  # already on (connection.py); never run without it
     # Negative: every segment is moved to one level first, so the merge takes them all.
     conn.execute(_MERGE, (-PURGE_STEP_PAGES,))
+    conn.execute(_MERGE_KEYS, (-PURGE_STEP_PAGES,))
     return generation
 
 
@@ -142,8 +155,10 @@ def purge_step(conn: sqlite3.Connection, generation: str) -> PurgeStep:
     conn.execute("PRAGMA secure_delete=ON")
     before = conn.total_changes
     conn.execute(_MERGE, (PURGE_STEP_PAGES,))
+    text_changes = conn.total_changes - before
+    conn.execute(_MERGE_KEYS, (PURGE_STEP_PAGES,))
     changes = conn.total_changes - before
-    if changes >= 2:
+    if text_changes >= 2 or changes - text_changes >= 2:
         return PurgeStep(PURGE_STEP_PAGES, changes, None)
     # Complete. A chunk committed since purge_begin bumped the generation: its tombstones
     # may sit in segments this round did not take, so the marker stays for another round.

@@ -9,13 +9,19 @@ Order everywhere (except tailing): newest ``occurred_at`` first, ties by
 Each query fetches ``limit + 1`` rows; use ``split_page`` to cut the extra row
 off and learn whether there is a next page.
 
+Filters on organization, actor, action (with an organization) and targets are
+answered through events_keys (keys.py, migration 007): ``list_filter_keys`` and
+``search_filter_keys`` give the keys, and ``reads.keyed_page`` walks them newest
+seq first with the predicates of ``list_where``/``search_where`` re-checking each
+row. ``build_list_query`` is the one-statement form of any filter (the time index
+walked newest first, each row checked); the server uses it for filters without
+keys (none, dates, an action alone) and for tailing.
+
 Search has two plans with identical results (use ``plan_search_query``, which
 picks one with a capped count of full-text matches): few matches drive the
-query (look each one up, sort them); many matches are materialised once and the
-newest-first index (org, actor, ... when filtered) is walked until the page is
-full. Measured on 1 M events: list pages 0.1-3.5 ms; searches 0.1-25 ms, except
-terms present in a large share of all events (~65 ms at 64 %, ~120 ms at
-100 %), where materialising the matches dominates.
+query (look each one up, sort them); many matches are materialised once and
+either the keys of the qualifiers (``reads.search_page``) or the time index is
+walked until the page is full.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import unicodedata
 from typing import Any, Sequence
 
 from recalled_lite.cursors import Cursor
+from recalled_lite.storage.keys import filter_keys
 from recalled_lite.storage.base import EventRecord
 from recalled_lite.storage.filters import ListFilters
 from recalled_lite.search_query import (
@@ -42,6 +49,10 @@ __all__ = [
     "ListFilters",
     "action_prefix_upper_bound",
     "build_list_query",
+    "list_filter_keys",
+    "list_where",
+    "search_filter_keys",
+    "search_where",
     "build_match_count_query",
     "build_search_query",
     "plan_search_query",
@@ -113,38 +124,21 @@ def _action_predicate(value: str, prefix: bool) -> tuple[str, list[Any]]:
     return "+events.action >= ? AND +events.action < ?", [value, upper]
 
 
-# Distinct target types by a loose index scan of the primary key (one seek per
-# type), so an id-only filter can still seek (target_type, target_id) for each.
-_TARGET_TYPES = (
-    "WITH RECURSIVE target_types(t) AS ("
-    "SELECT min(target_type) FROM event_targets "
-    "UNION ALL SELECT (SELECT min(target_type) FROM event_targets WHERE target_type > target_types.t) "
-    "FROM target_types WHERE target_types.t IS NOT NULL) "
-)
-
-
 def _target_predicate(target_type: str | None, target_id: str | None) -> tuple[str, list[Any]]:
-    """Never NULL, so NOT(...) is its exact complement."""
-    if target_type is not None and target_id is not None:
-        # Usually few events per target: the primary key (type, id, seq) drives.
-        return (
-            "events.seq IN (SELECT seq FROM event_targets WHERE target_type = ? AND target_id = ?)",
-            [target_type, target_id],
-        )
+    """A check of the event's own targets. Never NULL, so NOT(...) is its exact complement.
+
+    It only checks: a target filter narrows through its key in events_keys (keys.py,
+    `keyed_page` in reads.py), and this re-checks what the key found.
+    """
+    conds, params = [], []
+    if target_type is not None:
+        conds.append("t.value ->> ? = ?")
+        params += ["$.type", target_type]
     if target_id is not None:
-        return (
-            "events.seq IN ("
-            + _TARGET_TYPES
-            + "SELECT seq FROM event_targets WHERE target_type IN (SELECT t FROM target_types) "
-            "AND target_id = ?)",
-            [target_id],
-        )
-    # Type only (usually many events): walk the time order and probe each
-    # candidate through event_targets_by_seq (migration 002).
-    return (
-        "EXISTS (SELECT 1 FROM event_targets AS t WHERE t.seq = events.seq AND t.target_type = ?)",
-        [target_type],
-    )
+        conds.append("t.value ->> ? = ?")
+        params += ["$.id", target_id]
+    return ("EXISTS (SELECT 1 FROM json_each(events.targets) AS t WHERE " + " AND ".join(conds) + ")",
+            params)
 
 
 def _keyset(where: _Where, cursor: Cursor | None) -> None:
@@ -157,15 +151,8 @@ def _check_limit(limit: int) -> None:
         raise ValueError("limit must be a positive integer")
 
 
-def build_list_query(f: ListFilters, *, organization_wall: str | None = None) -> tuple[str, list[Any]]:
-    """SQL + params for one page of §4.5 (``limit + 1`` rows, EVENT_COLUMNS order).
-
-    ``organization_wall``: the organization the API key is bound to, if any;
-    every row returned belongs to it, whatever the filters say.
-    """
-    _check_limit(f.limit)
-    if f.after_seq is not None and f.cursor is not None:
-        raise ValueError("after_seq and cursor cannot be combined")
+def list_where(f: ListFilters, organization_wall: str | None = None) -> tuple[list[str], list[Any]]:
+    """The predicates of a list filter (no cursor, no tailing), ANDed by the caller."""
     w = _Where()
     if organization_wall is not None:
         w.add("events.organization = ?", organization_wall)
@@ -186,6 +173,37 @@ def build_list_query(f: ListFilters, *, organization_wall: str | None = None) ->
         w.add("events.occurred_at >= ?", f.date_from_ms)
     if f.date_to_ms is not None:
         w.add("events.occurred_at <= ?", f.date_to_ms)
+    return w.clauses, w.params
+
+
+def list_filter_keys(f: ListFilters, organization_wall: str | None = None) -> list[str]:
+    """The events_keys keys that narrow this list filter (empty: walk the time index)."""
+    action = prefix = None
+    if f.action is not None:
+        if f.action.endswith("*"):
+            prefix = f.action[:-1]
+        else:
+            action = f.action
+    return filter_keys(organization=f.organization if f.organization is not None else organization_wall,
+                       actor_id=f.actor_id, action=action, action_prefix=prefix,
+                       target_type=f.target_type, target_id=f.target_id)
+
+
+def build_list_query(f: ListFilters, *, organization_wall: str | None = None) -> tuple[str, list[Any]]:
+    """SQL + params for one page of §4.5 (``limit + 1`` rows, EVENT_COLUMNS order), as one
+    statement that walks the time index (or, tailing, the seq order).
+
+    Filters with keys (``list_filter_keys``) are answered faster by ``reads.keyed_page``;
+    this statement gives the same rows for any filter.
+
+    ``organization_wall``: the organization the API key is bound to, if any;
+    every row returned belongs to it, whatever the filters say.
+    """
+    _check_limit(f.limit)
+    if f.after_seq is not None and f.cursor is not None:
+        raise ValueError("after_seq and cursor cannot be combined")
+    w = _Where()
+    w.clauses, w.params = list_where(f, organization_wall)
     if f.after_seq is not None:
         w.add("events.seq > ?", f.after_seq)
         return _SELECT + w.sql() + _OLDEST_SEQ_FIRST, [*w.params, f.limit + 1]
@@ -292,6 +310,57 @@ def build_match_count_query(query: SearchQuery) -> tuple[str, list[Any]] | None:
     )
 
 
+def search_filter_keys(query: SearchQuery, organization_wall: str | None = None) -> list[str]:
+    """The events_keys keys that narrow a search: from its positive qualifiers."""
+    org, actor, action, prefix, target = organization_wall, None, None, None, None
+    for term in query.terms:
+        if getattr(term, "negated", False):
+            continue
+        if isinstance(term, OrgTerm) and org is None:
+            org = term.organization
+        elif isinstance(term, ActorTerm) and actor is None:
+            actor = term.actor_id
+        elif isinstance(term, ActionTerm) and action is None and prefix is None:
+            if term.prefix:
+                prefix = term.value
+            else:
+                action = term.value
+        elif isinstance(term, TargetTerm) and target is None:
+            target = term
+    return filter_keys(organization=org, actor_id=actor, action=action, action_prefix=prefix,
+                       target_type=target.target_type if target else None,
+                       target_id=target.target_id if target else None)
+
+
+def search_where(query: SearchQuery, *, organization_wall: str | None = None,
+                 sparse: bool = False) -> tuple[str, list[str], list[Any]]:
+    """(FROM clause, predicates, params) of a search; ``sparse``: the full-text matches drive."""
+    w = _Where()
+    texts: list[TextTerm] = []
+    for term in query.terms:
+        if isinstance(term, TextTerm):
+            texts.append(term)
+    match, no_match = fts_match_expressions(texts)
+    if sparse and match is not None:
+        source = _SELECT_FTS_DRIVEN
+        w.add("events_fts MATCH ?", match)
+    else:
+        source = _SELECT
+        if match is not None:
+            # The unary + stops the planner from driving with the matches
+            # (and then sorting all of them).
+            w.add(f"+events.seq IN ({_FTS_ROWIDS})", match)
+        elif no_match is not None:
+            w.add(f"events.seq NOT IN ({_FTS_ROWIDS})", no_match)
+    if organization_wall is not None:
+        w.add("events.organization = ?", organization_wall)
+    for term in query.terms:
+        if not isinstance(term, TextTerm):
+            clause, params = _qualifier_clause(term)
+            w.add(clause, *params)
+    return source, w.clauses, w.params
+
+
 def build_search_query(
     query: SearchQuery,
     *,
@@ -311,30 +380,12 @@ def build_search_query(
     unknown or larger, the newest-first index does. Results are identical.
     """
     _check_limit(limit)
-    w = _Where()
-    texts: list[TextTerm] = []
-    for term in query.terms:
-        if isinstance(term, TextTerm):
-            texts.append(term)
-    match, no_match = fts_match_expressions(texts)
+    texts = [t for t in query.terms if isinstance(t, TextTerm)]
+    match, _ = fts_match_expressions(texts)
     sparse = match is not None and match_count is not None and match_count < SPARSE_MATCH_LIMIT
-    if sparse:
-        source = _SELECT_FTS_DRIVEN
-        w.add("events_fts MATCH ?", match)
-    else:
-        source = _SELECT
-        if match is not None:
-            # The unary + stops the planner from driving with the matches
-            # (and then sorting all of them).
-            w.add(f"+events.seq IN ({_FTS_ROWIDS})", match)
-        elif no_match is not None:
-            w.add(f"events.seq NOT IN ({_FTS_ROWIDS})", no_match)
-    if organization_wall is not None:
-        w.add("events.organization = ?", organization_wall)
-    for term in query.terms:
-        if not isinstance(term, TextTerm):
-            clause, params = _qualifier_clause(term)
-            w.add(clause, *params)
+    source, clauses, params = search_where(query, organization_wall=organization_wall, sparse=sparse)
+    w = _Where()
+    w.clauses, w.params = clauses, params
     _keyset(w, cursor)
     return source + w.sql() + _NEWEST_FIRST, [*w.params, limit + 1]
 

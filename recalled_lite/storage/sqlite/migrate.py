@@ -1,12 +1,22 @@
-"""Schema migrations: numbered .sql files, applied in order, tracked by PRAGMA user_version."""
+"""Schema migrations: numbered .sql files, applied in order, tracked by PRAGMA user_version.
+
+A migration may also have a Python step (`_STEPS`) for what SQL cannot compute; it runs
+after the .sql file, in the same transaction, so a crash leaves the old version whole.
+"""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 from importlib import resources
+from typing import Callable
+
+from ...progress import Progress
+from ..keys import BLOCK_SHIFT, event_keys
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# Events read and keyed per statement while filling events_keys: bounds memory.
+KEYS_CHUNK = 5000
 
 
 def available() -> list[tuple[int, str, str]]:
@@ -22,6 +32,47 @@ def available() -> list[tuple[int, str, str]]:
     return found
 
 
+def fill_event_keys(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
+    """Migration 007: one events_keys row per event, rowid = seq. Returns the events keyed."""
+    import json
+
+    total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    bar = progress or Progress("migration 007: keying events", total)
+    bar.update(0, total)
+    done, after = 0, 0
+    while True:
+        rows = conn.execute(
+            "SELECT seq, organization, action, actor_id, targets FROM events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (after, KEYS_CHUNK)).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "INSERT INTO events_keys (rowid, keys) VALUES (?, ?)",
+            [(seq, event_keys(org, action, actor, json.loads(targets) if targets else None))
+             for seq, org, action, actor, targets in rows])
+        after = rows[-1][0]
+        done += len(rows)
+        bar.update(done)
+    # One segment per chunk so far: merge them now rather than on the first appends.
+    conn.execute("INSERT INTO events_keys (events_keys) VALUES ('optimize')")
+    bar.finish()
+    # The layout is checked before the version moves: one keys row per event, one summary
+    # row per block of events.
+    keyed = conn.execute("SELECT count(*) FROM events_keys").fetchone()[0]
+    blocks = conn.execute("SELECT count(*) FROM event_blocks").fetchone()[0]
+    wanted = conn.execute(f"SELECT count(DISTINCT seq >> {BLOCK_SHIFT}) FROM events").fetchone()[0]
+    if keyed != total or done != total or blocks != wanted:
+        raise RuntimeError(f"migration 007: {keyed} key rows and {blocks} blocks for {total} events "
+                           f"in {wanted} blocks")
+    return done
+
+
+_STEPS: dict[int, Callable[[sqlite3.Connection], object]] = {7: fill_event_keys}
+# Migrations that shipped first as empty placeholders (user_version moved past them with
+# nothing done): the object each creates tells whether a database really has it.
+_CREATES = {7: "events_keys", 8: "retention_rules"}
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply pending migrations, each in its own transaction. Returns the new version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -31,8 +82,33 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {current} is newer than this recalled-lite "
             f"({len(migrations)}); upgrade recalled-lite or use a backup"
         )
+    # A database made while 007 and 008 were placeholders is at version 8 without either:
+    # apply them now, in order, before anything newer (keeping the version number).
+    for number, _name, sql in migrations[:current]:
+        created = _CREATES.get(number)
+        if created and conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = ?",
+                                    (created,)).fetchone()[0] == 0:
+            _apply(conn, number, sql, bump=False)
     for number, _name, sql in migrations[current:]:
+        _apply(conn, number, sql, bump=True)
+    return len(migrations)
+
+
+def _apply(conn: sqlite3.Connection, number: int, sql: str, *, bump: bool) -> None:
+    step = _STEPS.get(number)
+    version = f"PRAGMA user_version={number};" if bump else ""
+    if step is None:
         # executescript commits first; the explicit BEGIN makes the script and
         # the version bump one atomic step.
-        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
-    return len(migrations)
+        conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n{version}\nCOMMIT;")
+        return
+    conn.executescript(f"BEGIN IMMEDIATE;\n{sql}")
+    try:
+        step(conn)
+        if bump:
+            conn.execute(f"PRAGMA user_version={number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -10,7 +10,6 @@ every chunk).
 from __future__ import annotations
 
 import heapq
-
 import sqlite3
 from dataclasses import replace
 from typing import Any, Callable
@@ -20,14 +19,24 @@ from ...search_query import QueryError, SearchQuery
 from ..base import EventRecord, ExportRecord
 from .retention import tombstones_between
 from .filters import (
+    _SELECT_COLUMNS,
+    COLUMN_INDEX,
     EVENT_COLUMNS,
+    SPARSE_MATCH_LIMIT,
     ListFilters,
     _action_predicate,
+    _check_limit,
     _target_predicate,
     build_list_query,
-    plan_search_query,
+    build_match_count_query,
+    build_search_query,
+    list_filter_keys,
+    list_where,
+    search_filter_keys,
+    search_where,
     split_page,
 )
+from ..keys import BLOCK_SHIFT
 
 _make_record = EventRecord._make
 _make_export = ExportRecord._make
@@ -36,8 +45,15 @@ _make_export = ExportRecord._make
 def list_page(conn: sqlite3.Connection, filters: ListFilters,
               organization_wall: str | None) -> tuple[list[EventRecord], bool]:
     """One page of `GET /v1/events` and whether another follows."""
-    sql, params = build_list_query(filters, organization_wall=organization_wall)
-    rows = conn.execute(sql, params).fetchall()
+    keys = list_filter_keys(filters, organization_wall) if filters.after_seq is None else []
+    if keys:
+        _check_limit(filters.limit)
+        clauses, params = list_where(filters, organization_wall)
+        rows = keyed_page(conn, keys, clauses, params, filters.cursor, filters.limit,
+                          filters.date_from_ms, filters.date_to_ms)
+    else:
+        sql, params = build_list_query(filters, organization_wall=organization_wall)
+        rows = conn.execute(sql, params).fetchall()
     page, more = split_page(rows, filters.limit)
     return [_make_record(row) for row in page], more
 
@@ -46,9 +62,18 @@ def search_page(conn: sqlite3.Connection, query: SearchQuery, organization_wall:
                 limit: int, cursor: Cursor | None) -> tuple[list[EventRecord], bool]:
     """One page of `GET /v1/events/search`. An FTS5 complaint is a bad query (400), not a 500."""
     try:
-        sql, params = plan_search_query(conn, query, organization_wall=organization_wall,
-                                        limit=limit, cursor=cursor)
-        rows = conn.execute(sql, params).fetchall()
+        count_query = build_match_count_query(query)
+        match_count = conn.execute(*count_query).fetchone()[0] if count_query else None
+        keys = search_filter_keys(query, organization_wall)
+        if keys and not (match_count is not None and match_count < SPARSE_MATCH_LIMIT):
+            # Qualifiers with keys narrow best (few full-text matches drive instead).
+            _check_limit(limit)
+            _, clauses, params = search_where(query, organization_wall=organization_wall)
+            rows = keyed_page(conn, keys, clauses, params, cursor, limit, None, None)
+        else:
+            sql, params = build_search_query(query, organization_wall=organization_wall, limit=limit,
+                                             cursor=cursor, match_count=match_count)
+            rows = conn.execute(sql, params).fetchall()
     except sqlite3.OperationalError as exc:
         # The builder quotes every term, so this is not expected; if FTS5 still
         # refuses an expression, the query is at fault, not the server.
@@ -57,6 +82,90 @@ def search_page(conn: sqlite3.Connection, query: SearchQuery, organization_wall:
         raise
     page, more = split_page(rows, limit)
     return [_make_record(row) for row in page], more
+
+
+# --- filters answered through events_keys (migration 007) ----------------------------------
+
+_SEQ = COLUMN_INDEX["seq"]
+_OCC = COLUMN_INDEX["occurred_at"]
+_FAR = 1 << 62
+# Summary rows read per step, newest block first; a run of consecutive blocks is one query.
+BLOCKS_PER_STEP = 256
+_BLOCKS = ("SELECT block, max_below FROM event_blocks WHERE min_occurred <= ? AND max_occurred >= ? "
+           "ORDER BY block DESC")
+
+
+def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
+               params: list[Any], cursor: Cursor | None, limit: int,
+               date_from_ms: int | None, date_to_ms: int | None) -> list[tuple]:
+    """Up to ``limit + 1`` rows in list order (newest occurred_at first, then seq), read
+    through the events carrying every key, newest seq first.
+
+    Seq order is not list order (back-dated and future-dated events), so the walk cannot
+    stop after ``limit + 1`` matches. It keeps the best ``limit + 1`` rows seen, and stops
+    when the summary of the block it has reached (event_blocks.max_below: the latest
+    occurred_at of any event at or below that block) is no later than the worst of them:
+    every event not yet seen has a lower seq and an occurred_at no later, so it sorts
+    after. Where events are back-dated that bound proves nothing and the walk reads every
+    match (the fallback: sorting all matches). Blocks that cannot hold a row the page wants
+    (all too new for the cursor, or outside the dates) are skipped. ``clauses`` (filters.py)
+    re-check every filter on the rows themselves.
+    """
+    need = limit + 1
+    hi = _FAR if cursor is None else cursor.occurred_at_ms
+    if date_to_ms is not None:
+        hi = min(hi, date_to_ms)
+    lo = -_FAR if date_from_ms is None else date_from_ms
+    where = [*clauses]
+    args = [*params]
+    if cursor is not None:
+        where.append("(events.occurred_at, events.seq) < (?, ?)")
+        args += [cursor.occurred_at_ms, cursor.seq]
+    sql = (_SELECT_COLUMNS + " FROM events_keys CROSS JOIN events ON events.seq = events_keys.rowid "
+           "WHERE events_keys MATCH ? AND events_keys.rowid BETWEEN ? AND ?"
+           + "".join(f" AND ({c})" for c in where) + " ORDER BY events_keys.rowid DESC")
+    match = " AND ".join(keys)
+    best: list[tuple[int, int, tuple]] = []  # a min-heap: best[0] is the worst row kept
+    # One read transaction: the summary and the rows are the same snapshot.
+    began = not conn.in_transaction
+    if began:
+        conn.execute("BEGIN")
+    try:
+        blocks = conn.execute(_BLOCKS, (hi, lo))
+        pending = blocks.fetchmany(BLOCKS_PER_STEP)
+        while pending:
+            run = [pending[0]]
+            i = 1
+            while i < len(pending) and pending[i][0] == run[-1][0] - 1:
+                run.append(pending[i])
+                i += 1
+            pending = pending[i:] or blocks.fetchmany(BLOCKS_PER_STEP)
+            bound = min(run[0][1], hi)
+            if bound < lo or (len(best) >= need and bound <= best[0][0]):
+                break
+            bounds = dict(run)
+            rows = conn.execute(sql, [match, run[-1][0] << BLOCK_SHIFT,
+                                      ((run[0][0] + 1) << BLOCK_SHIFT) - 1, *args])
+            done = False
+            for row in rows:
+                occ, seq = row[_OCC], row[_SEQ]
+                if len(best) < need:
+                    heapq.heappush(best, (occ, seq, row))
+                    continue
+                if min(bounds[seq >> BLOCK_SHIFT], hi) <= best[0][0]:
+                    done = True
+                    break
+                if (occ, seq) > best[0][:2]:
+                    heapq.heapreplace(best, (occ, seq, row))
+            rows.close()
+            if done:
+                break
+        blocks.close()
+    finally:
+        if began:
+            conn.execute("COMMIT")
+    best.sort(reverse=True)
+    return [row for _, _, row in best]
 
 
 def chain_head(conn: sqlite3.Connection) -> tuple[int, str | None]:

@@ -34,6 +34,7 @@ from ...retention import DAY_MS, Hold, LegalHoldActive, Policy, Rule, hold_match
 from ..base import RecordNotFound
 from .erasure import _BUMP, PURGE_MARKER, erase_chunk, erased_fts_columns
 from ..fts import fts_columns
+from ..keys import key
 
 log = logging.getLogger("recalled_lite.retention")
 
@@ -171,9 +172,12 @@ def erasure_hold(conn: sqlite3.Connection, actor_id: str, organization: str | No
             continue
         if hold.actor_id is not None and hold.actor_id != actor_id:
             continue
+        # Through the actor's exact-value key (storage/keys.py): the events table has no
+        # index by actor since the layout of migration 007.
         rows = conn.execute(
-            "SELECT action FROM events WHERE actor_id = ? AND organization = ? AND erased_at IS NULL",
-            (actor_id, hold.organization))
+            "SELECT action FROM events_keys CROSS JOIN events ON events.seq = events_keys.rowid "
+            "WHERE events_keys MATCH ? AND actor_id = ? AND organization = ? AND erased_at IS NULL",
+            (key("a", actor_id), actor_id, hold.organization))
         if any(hold_matches(hold, hold.organization, actor_id, action) for (action,) in rows):
             return hold.id
     return None
@@ -323,7 +327,7 @@ def _delete_events(conn: sqlite3.Connection, job: RetentionJob, project_id: str,
         fts.append((seq, *columns))
     conn.execute("INSERT INTO retention_guard (token) VALUES (1)")
     conn.executemany(_FTS_DELETE, fts)
-    conn.execute(f"DELETE FROM event_targets WHERE seq IN ({marks})", seqs)
+    conn.execute(f"DELETE FROM events_keys WHERE rowid IN ({marks})", seqs)
     conn.execute(f"DELETE FROM webhook_attempts WHERE event_seq IN ({marks})", seqs)
     conn.execute(f"DELETE FROM webhook_messages WHERE event_seq IN ({marks})", seqs)
     conn.execute(f"DELETE FROM receipts WHERE event_seq IN ({marks})", seqs)

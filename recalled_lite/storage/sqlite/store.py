@@ -28,6 +28,7 @@ from ..base import (
     IdempotencyKeyReused, PreparedEvent, RecordNotFound, StorageGauges,
 )
 from .connection import open_writer
+from ..keys import BLOCK_SHIFT
 from .migrate import migrate
 from . import console, erasure, gauges, reads, retention, webhook_jobs, webhooks
 from .audited import AuditIf, AuditWhenFinished, call_op
@@ -49,7 +50,17 @@ _INSERT_EVENT = (
     "idempotency_key, request_digest, personal_salt, personal_digest, prev_hash, hash, signature) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_INSERT_TARGET = "INSERT OR IGNORE INTO event_targets (seq, target_type, target_id) VALUES (?,?,?)"
+_INSERT_KEYS = "INSERT INTO events_keys (rowid, keys) VALUES (?,?)"
+# One row per block of seqs the group touched, oldest block first, so `max_below` can
+# take the block before's (migration 007). Only the newest blocks ever change.
+_UPSERT_BLOCK = (
+    "INSERT INTO event_blocks (block, min_occurred, max_occurred, max_below) "
+    "VALUES (?1, ?2, ?3, max(?3, ifnull((SELECT max_below FROM event_blocks WHERE block < ?1 "
+    "ORDER BY block DESC LIMIT 1), ?3))) "
+    "ON CONFLICT (block) DO UPDATE SET min_occurred = min(min_occurred, excluded.min_occurred), "
+    "max_occurred = max(max_occurred, excluded.max_occurred), "
+    "max_below = max(max_below, excluded.max_below)"
+)
 _INSERT_FTS = "INSERT INTO events_fts (rowid, action, actor, organization, targets, metadata) VALUES (?,?,?,?,?,?)"
 _FIND_IDEMPOTENT = (
     f"SELECT {EVENT_COLUMNS}, request_digest FROM events "
@@ -146,7 +157,8 @@ class AppendEvents(WriteOp):
         ulids: UlidGenerator = state["ulids"]
         seq: int = state["head_seq"]
         prev_hash: str | None = state["head_hash"]
-        event_rows, target_rows, fts_rows, records = [], [], [], []
+        event_rows, key_rows, fts_rows, records = [], [], [], []
+        blocks: dict[int, list[int]] = {}
         for (results, index, ev), ulid in zip(fresh, ulids.batch(len(fresh))):
             seq += 1
             event_id = "evt_" + ulid
@@ -165,8 +177,14 @@ class AppendEvents(WriteOp):
                 ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
                 prev_hash, event_hash, signature,
             ))
-            if ev.targets:
-                target_rows.extend((seq, t["type"], t["id"]) for t in ev.targets)
+            key_rows.append((seq, ev.keys))
+            bounds = blocks.get(seq >> BLOCK_SHIFT)
+            if bounds is None:
+                blocks[seq >> BLOCK_SHIFT] = [ev.occurred_at, ev.occurred_at]
+            elif ev.occurred_at < bounds[0]:
+                bounds[0] = ev.occurred_at
+            elif ev.occurred_at > bounds[1]:
+                bounds[1] = ev.occurred_at
             fts_rows.append((seq, *ev.fts))
             record = EventRecord(
                 seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
@@ -182,8 +200,8 @@ class AppendEvents(WriteOp):
         for slot, origin, origin_index, index in late_conflicts:
             outcomes[slot] = IdempotencyKeyReused(origin[origin_index].event.id, index)
         conn.executemany(_INSERT_EVENT, event_rows)
-        if target_rows:
-            conn.executemany(_INSERT_TARGET, target_rows)
+        conn.executemany(_INSERT_KEYS, key_rows)
+        conn.executemany(_UPSERT_BLOCK, [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())])
         conn.executemany(_INSERT_FTS, fts_rows)
         for hook in state["intake_hooks"]:
             hook(conn, records)

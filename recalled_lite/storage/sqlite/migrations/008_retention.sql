@@ -124,9 +124,5 @@ BEGIN
     SELECT RAISE(ABORT, 'events are append-only: rows can be deleted only by a retention purge');
 END;
 
-CREATE TRIGGER event_targets_append_only_delete
-BEFORE DELETE ON event_targets
-WHEN NOT EXISTS (SELECT 1 FROM retention_guard)
-BEGIN
-    SELECT RAISE(ABORT, 'event_targets are deleted only with their event, by a retention purge');
-END;
+-- The filter keys (events_keys, 007) are an FTS5 table, which takes no triggers: the purge
+-- deletes an event's keys row in the same transaction as the event.
