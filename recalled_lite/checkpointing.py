@@ -25,7 +25,7 @@ log = logging.getLogger("recalled_lite.checkpoints")
 
 
 class CheckpointService:
-    """Started after the store, stopped before it closes (see cli._services)."""
+    """Started after the store, stopped before it closes (see commands.serve._services)."""
 
     def __init__(self, config: Config, signer: Signer, origin: str) -> None:
         self.interval = config.checkpoints.interval_seconds

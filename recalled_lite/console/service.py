@@ -1,6 +1,6 @@
 """The console's background side: its sessions, the sign-in hook, chain verification runs.
 
-Started after the store like every service (``cli._services``) and found by the route
+Started after the store like every service (``commands.serve._services``) and found by the route
 handlers in ``ctx.services``, as the delivery service is.
 """
 

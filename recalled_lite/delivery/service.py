@@ -88,7 +88,7 @@ def example_event(project_id: str, organization: str | None, action: str, at: in
 
 
 class DeliveryService:
-    """Started after the store, stopped before it closes (see ``cli._services``)."""
+    """Started after the store, stopped before it closes (see ``commands.serve._services``)."""
 
     def __init__(self, config: Config) -> None:
         w = config.webhooks

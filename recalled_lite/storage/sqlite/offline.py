@@ -13,7 +13,7 @@ from ...private_files import create_private_file
 from .connection import open_reader
 from .merkle import latest_checkpoint
 from .reads import chain_head, export_chunk
-from .store import scan_chain
+from .integrity_store import scan_chain
 
 
 def _check_database(path: Path) -> None:

@@ -1,48 +1,47 @@
 """SqliteStore: the Store protocol over one SQLite file.
 
 Writes go through the single Writer (group commit); reads go to the ReaderPool.
-API keys are few and read on every request, so they are cached in memory; the
-cache is exact because this process is the only writer.
+This module keeps construction, start/close, the writer and the chain append; each
+other job is a mixin in its own module (reads_store, erasure_store, keys_store,
+integrity_store, console_store, merkle, retention_store).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import hmac
-import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
 from ...ids import ulids as shared_ulids
 from ...integrity.chain import core_document, link
-from ...integrity.retention import check_checkpoint
-from ...integrity.verify import ChainVerifier
 from ...timefmt import format_ms, now_ms
 from ..base import (
-    ApiKeyRecord, AppendResult, AuditHook, ChainVerificationRecord, ConsoleSession, EventRecord, ExportRecord,
-    IdempotencyKeyReused, PreparedEvent, RecordNotFound, StorageGauges,
+    AppendResult, AuditHook, EventRecord, IdempotencyKeyReused, PreparedEvent, StorageGauges,
 )
 from .connection import open_writer
 from ..keys import BLOCK_SHIFT
 from .migrate import migrate
-from . import console, erasure, gauges, reads, retention, webhook_jobs, webhooks
-from .audited import AuditIf, AuditWhenFinished, call_op
+from . import erasure, gauges
+from .audited import call_op
+from .console_store import ConsoleStore
+from .erasure_store import ErasureStore
+from .integrity_store import IntegrityStore
+from .keys_store import KeyStore, _select_all_keys
 from .purge import ErasurePurge
 from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
+from .reads_store import ReadStore
 from .retention_store import RetentionStore
 from .writer import CallOp, Writer, WriteOp, deferred_foreign_keys
 
 log = logging.getLogger("recalled_lite.store")
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
-# An event row plus what verification needs (salt, digest, erasure mark).
-CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 
 _INSERT_EVENT = (
     "INSERT INTO events (seq, id, organization, action, actor_type, actor_id, actor_name, "
@@ -68,7 +67,6 @@ _FIND_IDEMPOTENT = (
 )
 
 _make_record = EventRecord._make
-_make_export = ExportRecord._make
 
 
 class AppendEvents(WriteOp):
@@ -238,15 +236,7 @@ def _durability_settings(conn: sqlite3.Connection) -> dict[str, str]:
     }
 
 
-def _key_from_row(row: tuple[Any, ...]) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row[0], name=row[1], prefix=row[2], secret_hash=row[3],
-        scopes=frozenset(json.loads(row[4])), organization=row[5],
-        created_at=row[6], revoked_at=row[7], last_used_at=row[8],
-    )
-
-
-class SqliteStore(MerkleStore, RetentionStore):
+class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore, IntegrityStore, ConsoleStore):
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
                  busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
                  max_page_count: int = 0) -> None:
@@ -383,51 +373,6 @@ class SqliteStore(MerkleStore, RetentionStore):
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
-    # -- read side: list, search, export (§4.5-4.7) ----------------------------
-
-    async def list_events(self, filters: Any, organization_wall: str | None) -> tuple[list[EventRecord], bool]:
-        return await self.read(reads.list_page, filters, organization_wall)
-
-    async def search_events(self, query: Any, organization_wall: str | None, limit: int,
-                            cursor: Any) -> tuple[list[EventRecord], bool]:
-        return await self.read(reads.search_page, query, organization_wall, limit, cursor)
-
-    async def chain_head(self) -> tuple[int, str | None]:
-        """The newest event readers can see: (seq, hash), or (0, None)."""
-        return await self.read(reads.chain_head)
-
-    async def events_per_organization(self, since_ms: int, excluded_prefix: str) -> dict[str, int]:
-        return await self.read(reads.events_per_organization, since_ms, excluded_prefix)
-
-    async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
-                           render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
-        assert self.readers is not None, "store not started"
-        return await self.readers.scan(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
-
-    # -- erasure (§4.7) -------------------------------------------------------
-
-    async def erase_actor(self, actor_id: str, organization: str | None, erased_at: int,
-                          audit: AuditHook | None = None) -> int:
-        """Erase the actor's personal fields on every matching event; returns the count.
-        The audit events are written with the last chunk (the one that finishes it).
-
-        One chunk per write op, then the purge, one bounded step per write op, interleaved
-        with intake, and the WAL truncation (storage/sqlite/erasure.py, purge.py).
-        Concurrent erasures share a purge when their rows were committed before it began.
-        """
-        total = 0
-        while True:
-            chunk_audit = AuditWhenFinished(audit, total, erasure.ERASE_CHUNK) if audit is not None else None
-            # Every chunk checks the legal holds in its own transaction: a hold placed mid-erasure
-            # stops it before it touches a shielded event (409 LEGAL_HOLD).
-            done = await self.write(retention.erase_chunk_unless_held, actor_id, organization, erased_at,
-                                    audit=chunk_audit)
-            total += done
-            if done < erasure.ERASE_CHUNK:
-                break
-        await self.purge.after_erasure(erased=total > 0)
-        return total
-
     def webhook_storage(self, policy: Any, *, handoff_limit: int) -> Any:
         """The webhook tables (storage/webhook_base.WebhookStore) for the delivery loop."""
         from .webhooks import WebhookStorage
@@ -437,59 +382,6 @@ class SqliteStore(MerkleStore, RetentionStore):
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
         return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
-
-    # -- keys ---------------------------------------------------------------
-
-    def key_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
-        return self._keys.get(prefix)
-
-    def list_keys(self) -> list[ApiKeyRecord]:
-        return sorted(self._keys.values(), key=lambda k: k.id)
-
-    async def load_key(self, prefix: str) -> ApiKeyRecord | None:
-        record = await self.read(_select_key, prefix)
-        self._remember_key(record)
-        return record
-
-    async def refresh_keys(self) -> None:
-        """Pick up keys created or revoked by another process (the CLI)."""
-        records = await self.read(_select_all_keys)
-        self._keys = {record.prefix: record for record in records}
-
-    def _remember_key(self, key: ApiKeyRecord | None) -> None:
-        if key is not None:
-            self._keys[key.prefix] = key
-
-    async def create_key(self, record: ApiKeyRecord, audit: AuditHook | None = None) -> None:
-        await self.write(_insert_key, record, on_commit=lambda _: self._remember_key(record), audit=audit)
-
-    def create_key_sync(self, record: ApiKeyRecord, audit: AuditHook | None = None) -> None:
-        self.write_sync(_insert_key, record, on_commit=lambda _: self._remember_key(record), audit=audit)
-
-    async def revoke_key(self, key_id: str, organization: str | None,
-                         audit: AuditHook | None = None) -> ApiKeyRecord | None:
-        at = now_ms()
-        return await self.write(_revoke_key, key_id, organization, at, on_commit=self._remember_key,
-                                audit=_revoked_now(audit, at))
-
-    def revoke_key_sync(self, key_id: str, organization: str | None,
-                        audit: AuditHook | None = None) -> ApiKeyRecord | None:
-        at = now_ms()
-        return self.write_sync(_revoke_key, key_id, organization, at, on_commit=self._remember_key,
-                               audit=_revoked_now(audit, at))
-
-    # -- integrity ----------------------------------------------------------
-
-    async def verify_chain(self, from_seq: int | None = None, to_seq: int | None = None) -> dict[str, Any]:
-        return await self.read(scan_chain, self.project_id, self._secret, from_seq, to_seq, None)
-
-    def verify_chain_sync(self, from_seq: int | None = None, to_seq: int | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        return scan_chain(self._conn, self.project_id, self._secret, from_seq, to_seq, progress)
-
-    async def check_writable(self) -> None:
-        # BEGIN IMMEDIATE takes the write lock: if this commits, writes work.
-        await self.write(lambda conn: conn.execute("SELECT 1").fetchone())
 
     # -- metrics ------------------------------------------------------------
 
@@ -512,66 +404,6 @@ class SqliteStore(MerkleStore, RetentionStore):
             subscriptions=subscriptions, files=files,
         )
 
-    # -- console: key use, sessions, links, verification records (storage/sqlite/console.py)
-
-    async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None:
-        return await self.read(_get_chain_record, event_id, organization)
-
-    def key_by_id(self, key_id: str) -> ApiKeyRecord | None:
-        # Keys are few (tens): a scan of the cache is cheaper than keeping a second index exact.
-        for record in self._keys.values():
-            if record.id == key_id:
-                return record
-        return None
-
-    async def record_key_usage(self, used: dict[str, int]) -> None:
-        def remember(_: Any) -> None:
-            for record in self._keys.values():
-                at = used.get(record.id)
-                if at is not None and (record.last_used_at or 0) < at:
-                    record.last_used_at = at
-        await self.write(console.record_key_usage, used, on_commit=remember)
-
-    async def create_console_session(self, session: ConsoleSession) -> None:
-        await self.write(console.insert_session, session)
-
-    async def load_console_session(self, token_hash: str) -> ConsoleSession | None:
-        return await self.read(console.select_session, token_hash)
-
-    async def touch_console_sessions(self, seen: dict[str, int]) -> None:
-        await self.write(console.touch_sessions, seen)
-
-    async def delete_console_sessions(self, token_hashes: list[str]) -> None:
-        await self.write(console.delete_sessions, token_hashes)
-
-    async def purge_console_sessions(self, idle_before: int, now: int) -> int:
-        return await self.write(console.purge, idle_before, now)
-
-    def create_console_link_sync(self, token_hash: str, key_id: str, created_at: int, expires_at: int) -> None:
-        self.write_sync(console.insert_link, token_hash, key_id, created_at, expires_at)
-
-    async def redeem_console_link(self, token_hash: str, now: int, *, consume: bool) -> str | None:
-        if consume:
-            return await self.write(console.redeem_link, token_hash, now, True)
-        return await self.read(console.redeem_link, token_hash, now, False)
-
-    async def record_chain_verification(self, record: ChainVerificationRecord) -> None:
-        await self.write(console.insert_verification, record)
-
-    async def last_chain_verification(self) -> ChainVerificationRecord | None:
-        return await self.read(console.last_verification)
-
-    async def webhook_backlog(self) -> dict[str, int]:
-        return await self.read(webhooks.backlog_counts)
-
-    async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int:
-        return await self.read(webhook_jobs.preview_job_count, kind, subscription, begin, end, now_ms())
-
-
-def _revoked_now(audit: AuditHook | None, at: int) -> AuditHook | None:
-    # Revoking a revoked key is a no-op: no audit event for it.
-    return AuditIf(audit, lambda key: key.revoked_at == at) if audit is not None else None
-
 
 def _refuse_deferred_constraints(conn: sqlite3.Connection) -> None:
     # One op's deferred constraint would fail the COMMIT of its whole write group
@@ -592,129 +424,3 @@ def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None
     if organization is not None and record.organization != organization:
         return None  # the tenant wall: indistinguishable from a missing event
     return record
-
-
-def _get_chain_record(conn: sqlite3.Connection, event_id: str, organization: str | None) -> ExportRecord | None:
-    row = conn.execute(f"SELECT {CHAIN_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
-    if row is None or (organization is not None and row[2] != organization):
-        return None  # the tenant wall, as in _get_event
-    return _make_export(row)
-
-
-_KEY_COLUMNS = "id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at, last_used_at"
-
-
-def _select_key(conn: sqlite3.Connection, prefix: str) -> ApiKeyRecord | None:
-    row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE prefix = ?", (prefix,)).fetchone()
-    return _key_from_row(row) if row else None
-
-
-def _select_all_keys(conn: sqlite3.Connection) -> list[ApiKeyRecord]:
-    return [_key_from_row(row) for row in conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys")]
-
-
-def _insert_key(conn: sqlite3.Connection, record: ApiKeyRecord) -> None:
-    conn.execute(
-        "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, organization, created_at, revoked_at) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        (record.id, record.name, record.prefix, record.secret_hash,
-         json.dumps(sorted(record.scopes)), record.organization, record.created_at, record.revoked_at),
-    )
-
-
-def _revoke_key(conn: sqlite3.Connection, key_id: str, organization: str | None, at: int) -> ApiKeyRecord:
-    row = conn.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-    if row is None or (organization is not None and row[5] != organization):
-        raise RecordNotFound(key_id)
-    key = _key_from_row(row)
-    if key.revoked_at is None:
-        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (at, key_id))
-        key.revoked_at = at
-    return key
-
-
-def iter_chain_rows(conn: sqlite3.Connection, from_seq: int, to_seq: int | None) -> Iterator[ExportRecord]:
-    sql = f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= ?"
-    params: list[Any] = [from_seq]
-    if to_seq is not None:
-        sql += " AND seq <= ?"
-        params.append(to_seq)
-    for row in conn.execute(sql + " ORDER BY seq", params):
-        yield _make_export(row)
-
-
-def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes | None, from_seq: int | None,
-               to_seq: int | None, progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    """Verify events [from_seq, to_seq] in one read transaction (a consistent snapshot).
-
-    Seqs a retention purge removed are read from their tombstones, merged in seq order: each
-    is accounted for only if the signed retention checkpoint it names verifies (hash,
-    signature, the digest over its tombstones, the link to the checkpoint before it). A seq
-    with neither an event nor such a tombstone is a gap: tampering, never a purge."""
-    conn.execute("BEGIN")
-    try:
-        start = max(from_seq or 1, 1)
-        prev_hash = None
-        if start > 1:
-            row = conn.execute("SELECT hash FROM events WHERE seq = ?", (start - 1,)).fetchone()
-            if row is None:
-                stone = retention.tombstone_at(conn, start - 1)
-                row = (stone.hash,) if stone is not None else None
-            prev_hash = row[0] if row else None
-        last = max(conn.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0],
-                   retention.max_tombstone_seq(conn))
-        end = min(to_seq, last) if to_seq is not None else last
-        total = max(end - start + 1, 0)
-        verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
-        checkpoints = _CheckpointCheck(conn, project_id, secret)
-        rows = iter_chain_rows(conn, start, end)
-        stones = retention.tombstones_between(conn, start, end)
-        done = 0
-        for item in heapq.merge(rows, stones, key=lambda r: r[0]):
-            if isinstance(item, ExportRecord):
-                ok = verifier.feed(item)
-            else:
-                reason = checkpoints.why_not(item.checkpoint_id)
-                if reason is not None:
-                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
-                    break
-                ok = verifier.feed_tombstone(item.seq, item.hash)
-            if not ok:
-                break
-            done += 1
-            if progress is not None and done % 5000 == 0:
-                progress(done, total)
-        if progress is not None:
-            progress(done, total)
-        result = verifier.result()
-        if result["valid"] and done < total:
-            # Rows missing from the end of the range (deleted behind our back).
-            result["valid"] = False
-            result["firstInvalid"] = {"seq": start + done, "id": None, "reason": "event missing"}
-        return result
-    finally:
-        conn.execute("COMMIT")
-
-
-class _CheckpointCheck:
-    """Retention checkpoints verified once per scan, on first use."""
-
-    def __init__(self, conn: sqlite3.Connection, project_id: str, secret: bytes | None) -> None:
-        self.conn, self.project_id, self.secret = conn, project_id, secret
-        self.verdicts: dict[int, str | None] = {}
-
-    def why_not(self, cp_id: int) -> str | None:
-        if cp_id in self.verdicts:
-            return self.verdicts[cp_id]
-        cp = retention.checkpoint(self.conn, cp_id)
-        if cp is None:
-            reason: str | None = f"its retention checkpoint {cp_id} is missing"
-        else:
-            before = retention.checkpoint(self.conn, cp_id - 1) if cp_id > 1 else None
-            if cp_id > 1 and before is None:
-                reason = f"retention checkpoint {cp_id - 1} is missing"
-            else:
-                reason = check_checkpoint(self.project_id, cp, retention.checkpoint_tombstones(self.conn, cp_id),
-                                          self.secret, before.hash if before else None)
-        self.verdicts[cp_id] = reason
-        return reason
