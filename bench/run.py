@@ -231,19 +231,25 @@ def scen_baseline(ctx: Ctx) -> None:
     srv.start(timeout=30)
     try:
         probe(port, "POST", "/v1/events", SINGLE_EVENT, "")
-        run_wrk(srv, "post_event.lua", max(ctx.cfg.conns), ctx.cfg.warmup, ctx, "baseline warm-up")
-        for c in ctx.cfg.conns:
-            srv.phase_reset()
-            res = run_wrk(srv, "post_event.lua", c, ctx.cfg.duration, ctx, f"baseline {c}")
-            res["peak_rss_mb"] = srv.phase_peak_mb()
-            ctx.raw[f"baseline_{c}"] = res
-            note = error_note(res)
-            ctx.add(Row(f"baseline echo, {c} conns",
-                        f"{res['ok_rps']:,.0f} req/s, {lat_str(res)}" + (f" ({note})" if note else ""),
-                        "—", "errors" if note else "info"))
+        measure_peer(ctx, srv, "baseline", "baseline echo", {})
     finally:
         ctx.raw["baseline_memory"] = srv.memory()
         srv.stop(5)
+
+
+def measure_peer(ctx: Ctx, srv: Server, tag: str, label: str, env: dict[str, str]) -> None:
+    """Single-event POSTs at every connection count against a peer (the echo, PocketBase):
+    the rows the intake ratios are taken against, under ctx.raw[f"{tag}_{conns}"]."""
+    run_wrk(srv, "post_event.lua", max(ctx.cfg.conns), ctx.cfg.warmup, ctx, f"{tag} warm-up", env=env)
+    for c in ctx.cfg.conns:
+        srv.phase_reset()
+        res = run_wrk(srv, "post_event.lua", c, ctx.cfg.duration, ctx, f"{tag} {c}", env=env)
+        res["peak_rss_mb"] = srv.phase_peak_mb()
+        ctx.raw[f"{tag}_{c}"] = res
+        note = error_note(res)
+        ctx.add(Row(f"{label}, {c} conns",
+                    f"{res['ok_rps']:,.0f} req/s, {lat_str(res)}" + (f" ({note})" if note else ""),
+                    "—", "errors" if note else "info"))
 
 
 def scen_pocketbase(ctx: Ctx) -> None:
@@ -257,17 +263,7 @@ def scen_pocketbase(ctx: Ctx) -> None:
         return
     env = {"BENCH_KEY": token, "BENCH_PATH": pocketbase.RECORDS_PATH}
     try:
-        run_wrk(srv, "post_event.lua", max(ctx.cfg.conns), ctx.cfg.warmup, ctx, "PocketBase warm-up",
-                env=env)
-        for c in ctx.cfg.conns:
-            srv.phase_reset()
-            res = run_wrk(srv, "post_event.lua", c, ctx.cfg.duration, ctx, f"PocketBase {c}", env=env)
-            res["peak_rss_mb"] = srv.phase_peak_mb()
-            ctx.raw[f"pocketbase_{c}"] = res
-            note = error_note(res)
-            ctx.add(Row(f"PocketBase {pocketbase.VERSION} peer, {c} conns",
-                        f"{res['ok_rps']:,.0f} req/s, {lat_str(res)}" + (f" ({note})" if note else ""),
-                        "—", "errors" if note else "info"))
+        measure_peer(ctx, srv, "pocketbase", f"PocketBase {pocketbase.VERSION} peer", env)
     finally:
         ctx.raw["pocketbase_memory"] = srv.memory()
         srv.stop(10)
