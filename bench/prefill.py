@@ -43,7 +43,9 @@ def marker() -> str:
     except Exception:
         pass
     storage = REPO / "recalled_lite" / "storage"
-    files = sorted(storage.rglob("migrations/*.sql")) + sorted(storage.rglob("fts.py"))
+    # What a stored row depends on: the schema, the full-text columns and the filter keys.
+    files = (sorted(storage.rglob("migrations/*.sql")) + sorted(storage.rglob("fts.py"))
+             + sorted(storage.rglob("keys.py")))
     for path in files:
         h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
