@@ -290,7 +290,8 @@ class Abuse:
         return RateLimited(
             f"too many {what} from this address; locked out, try again in {wait} s",
             {"policy": LOCKOUT, "retry_after": wait},
-            headers={"Retry-After": str(wait)},
+            # RATE_LIMITED carries RateLimit-Reset wherever it comes from (the error table).
+            headers={"Retry-After": str(wait), "RateLimit-Reset": str(wait)},
         )
 
     # -- /metrics ---------------------------------------------------------------------------

@@ -71,14 +71,14 @@ def check_days(days: int, min_days: int, max_days: int) -> None:
     if days == 0:
         if max_days:
             raise ValidationError(f"days = 0 keeps events for ever, above retention.max_days ({max_days})",
-                                  {"field": "days", "maxDays": max_days})
+                                  {"field": "days", "max_days": max_days})
         return
     if days < min_days:
         raise ValidationError(f"days must be at least retention.min_days ({min_days})",
-                              {"field": "days", "minDays": min_days})
+                              {"field": "days", "min_days": min_days})
     if max_days and days > max_days:
         raise ValidationError(f"days must be at most retention.max_days ({max_days})",
-                              {"field": "days", "maxDays": max_days})
+                              {"field": "days", "max_days": max_days})
 
 
 class Policy:

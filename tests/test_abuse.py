@@ -59,6 +59,7 @@ def test_1000_wrong_keys_from_one_address_get_429_after_the_burst_and_a_valid_ke
     assert first_refused.status_code == 429 and body["code"] == "RATE_LIMITED", first_refused.text
     assert body["details"]["policy"] == "addr" and body["message"]
     assert int(first_refused.headers["Retry-After"]) >= 1
+    assert first_refused.headers["RateLimit-Reset"] == first_refused.headers["Retry-After"]
     assert first_refused.headers["RateLimit-Policy"] == f'"addr";q={burst};w={burst}'
     assert first_refused.headers["RateLimit"].startswith('"addr";r=0;')
     # Past the burst only the refill (1/s) gets a request through to the key check.
@@ -84,6 +85,7 @@ def test_repeated_invalid_keys_lock_an_address_out_with_growing_delays(make_serv
             assert error_of(locked) == (429, "RATE_LIMITED"), locked.text
             assert locked.json()["error"]["details"]["policy"] == "lockout"
             waits.append(int(locked.headers["Retry-After"]))
+            assert locked.headers["RateLimit-Reset"] == locked.headers["Retry-After"]
             time.sleep(waits[-1] + 0.1)
             # the next failure after a lockout locks out again, for twice as long
             assert error_of(attacker.get("/v1/events")) == (401, "INVALID_API_KEY")

@@ -353,7 +353,7 @@ def test_bound_keys_stay_in_their_organization_and_the_floor_holds(make_server):
                      {"days": 40, "bogus": 1}, {}):
             r = a.put("/v1/retention/rules", json=body)
             assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR", (body, r.text)
-        assert a.put("/v1/retention/rules", json={"days": 29}).json()["error"]["details"]["minDays"] == 30
+        assert a.put("/v1/retention/rules", json={"days": 29}).json()["error"]["details"]["min_days"] == 30
         assert a.post("/v1/legal_holds", json={"organization": "org_a"}).status_code == 400
         # deleting works for the owner, and is audited
         assert a.delete(f"/v1/retention/rules/{rule_id}").status_code == 200
