@@ -106,10 +106,7 @@ async def sign_in(request: Request) -> Response:
     wait = limiter.retry_after(address)
     if wait is not None:
         # Locked out: the key is not even looked at, right or wrong, so guessing gains nothing.
-        seconds = max(1, int(wait + 0.999))
-        return _login_form(request, service, status=429, extra_headers={"Retry-After": str(seconds)},
-                           message=f"Too many failed sign-ins from this address; try again in {seconds} "
-                                   f"second{'s' if seconds != 1 else ''}.")
+        return _locked_out(request, service, 429, wait, "Too many failed sign-ins from this address; ")
     plaintext = form.text("key")
     ctx = request.app.state.ctx
     try:
@@ -124,13 +121,18 @@ async def sign_in(request: Request) -> Response:
     except Unauthorized as exc:
         locked = limiter.failed(address)
         if locked is not None:
-            seconds = max(1, int(locked + 0.999))
-            return _login_form(request, service, status=401, extra_headers={"Retry-After": str(seconds)},
-                               message=f"{_sign_in_problem(exc)} Too many failed sign-ins from this "
-                                       f"address: try again in {seconds} second{'s' if seconds != 1 else ''}.")
+            return _locked_out(request, service, 401, locked,
+                               f"{_sign_in_problem(exc)} Too many failed sign-ins from this address: ")
         return _login_form(request, service, status=401, message=_sign_in_problem(exc))
     limiter.succeeded(address)
     return await _signed_in(request, service, key.id, form.get("next", ""))
+
+
+def _locked_out(request: Request, service: ConsoleService, status: int, wait: float, lead: str) -> Response:
+    """The sign-in form again, saying how long this address must wait (Retry-After too)."""
+    seconds = max(1, int(wait + 0.999))
+    return _login_form(request, service, status=status, extra_headers={"Retry-After": str(seconds)},
+                       message=f"{lead}try again in {seconds} second{'s' if seconds != 1 else ''}.")
 
 
 def _sign_in_problem(exc: Unauthorized) -> str:
