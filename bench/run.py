@@ -309,6 +309,12 @@ def scen_intake(ctx: Ctx) -> None:
         results = measure_single(ctx, server, key, ctx.cfg.conns, "intake")
     finally:
         stop_recalled(ctx, server, "intake")
+    intake_ratio_rows(ctx, results)
+
+
+def intake_ratio_rows(ctx: Ctx, results: dict) -> None:
+    """The intake rows against each peer measured in this run; a peer with no figure (the
+    PocketBase fallback, or a peer run with errors) gives an info row, never a verdict."""
     for c, res in results.items():
         ctx.raw[f"intake_{c}"] = res
         note = error_note(res)
