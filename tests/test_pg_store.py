@@ -197,3 +197,18 @@ def test_two_stores_on_one_database_build_one_chain_and_one_tree(url):
 def test_a_different_secret_is_refused_with_the_sqlite_message(store, url):
     with pytest.raises(ConfigError, match="server.secret does not match the secret this database was created with"):
         PostgresStore(url, secret=b"x" * 64)
+
+
+def test_the_filter_keys_and_the_search_document_are_stored_with_the_event(store, url):
+    from recalled_lite.storage.postgres.search_doc import search_lexemes
+
+    event = prepared("invoice.paid", organization="org_k", actor={"id": "user_1", "name": "Ada Lovelace"},
+                     targets=[{"type": "invoice", "id": "inv_9"}], metadata={"note": "late fee"})
+    (result, error), = run_group(store, [AppendEvents([event])])
+    assert error is None
+    with psycopg.connect(url) as conn:
+        keys, lexemes, request_digest = conn.execute(
+            "SELECT keys, tsvector_to_array(search), request_digest FROM events WHERE seq = 1").fetchone()
+    assert keys == event.keys.split() and keys
+    assert sorted(lexemes) == sorted(set(search_lexemes(event.fts)))
+    assert request_digest is None  # no idempotency key, no fingerprint
