@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..base import AuditHook, EventRecord, PreparedEvent
 from .writer import CallOp, Writer
+from ..audit_hooks import AuditIf, AuditWhenFinished  # noqa: F401 (the backends share them)
 
 log = logging.getLogger("recalled_lite.store")
 
@@ -65,44 +66,6 @@ class AuditedCall(CallOp):
         super().after_commit(writer, result)
         if self.records:
             self.audit.committed(self.records)
-
-
-class AuditWhenFinished:
-    """Erasure runs in chunks: its audit event goes with the chunk that finishes it (fewer
-    rows than a full chunk), and counts the rows of every chunk."""
-
-    def __init__(self, audit: AuditHook, done_before: int, chunk: int) -> None:
-        self.audit = audit
-        self.done_before = done_before
-        self.chunk = chunk
-
-    def begin(self) -> None:
-        self.audit.begin()
-
-    def prepare(self, done: int) -> list[PreparedEvent]:
-        if done >= self.chunk:
-            return []  # more may follow
-        return self.audit.prepare(self.done_before + done)
-
-    def committed(self, records: list[EventRecord]) -> None:
-        self.audit.committed(records)
-
-
-class AuditIf:
-    """Audit only when the write changed something (revoking a revoked key changes nothing)."""
-
-    def __init__(self, audit: AuditHook, changed: Callable[[Any], bool]) -> None:
-        self.audit = audit
-        self.changed = changed
-
-    def begin(self) -> None:
-        self.audit.begin()
-
-    def prepare(self, result: Any) -> list[PreparedEvent]:
-        return self.audit.prepare(result) if self.changed(result) else []
-
-    def committed(self, records: list[EventRecord]) -> None:
-        self.audit.committed(records)
 
 
 def call_op(fn: Callable[..., Any], args: tuple, on_commit: Callable[[Any], None] | None,
