@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..audit_hooks import AuditWhenFinished
+from ..audited import AuditWhenFinished
 from ..base import AuditHook
 from . import erasure, retention
 
