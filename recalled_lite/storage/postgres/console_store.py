@@ -7,7 +7,7 @@ from typing import Any
 
 from ...timefmt import now_ms
 from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession, ExportRecord
-from . import console
+from . import console, webhook_jobs, webhook_reads
 
 
 class ConsoleStore:
@@ -65,14 +65,8 @@ class ConsoleStore:
     async def last_chain_verification(self) -> ChainVerificationRecord | None:
         return await self.read(console.last_verification)
 
-    # The webhook tables are helper B's (storage/postgres/webhooks.py, webhook_jobs.py):
-    # imported when asked, so this module does not depend on them being importable first.
     async def webhook_backlog(self) -> dict[str, int]:
-        from . import webhooks
-
-        return await self.read(webhooks.backlog_counts)
+        return await self.read(webhook_reads.backlog_counts)
 
     async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int:
-        from . import webhooks
-
-        return await self.read(webhooks.preview_job_count, kind, subscription, begin, end, now_ms())
+        return await self.read(webhook_jobs.preview_job_count, kind, subscription, begin, end, now_ms())
