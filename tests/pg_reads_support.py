@@ -176,3 +176,43 @@ def pg_write(url: str, fn: Callable[..., Any], *args: Any) -> Any:
         result = fn(conn, *args)
         conn.commit()
         return result
+
+
+def with_sqlite(path: Path, body: Callable[[SqliteStore], Any]) -> Any:
+    """`await body(store)` on a started SqliteStore (its real write and read paths)."""
+
+    async def main() -> Any:
+        store = SqliteStore(path, secret=SECRET)
+        store.start(asyncio.get_running_loop())
+        try:
+            return await body(store)
+        finally:
+            store.close()
+
+    return asyncio.run(main())
+
+
+def export_rows(fetch: Callable[[int, int], tuple[list[Any], int | None]], upto: int) -> list[tuple]:
+    rows, after = [], 0
+    while after is not None:
+        chunk, after = fetch(after, upto)
+        rows += [tuple(r) for r in chunk]
+    return rows
+
+
+def drop_pg(url: str) -> None:
+    """tests/pg_support.drop_database, retried: WITH (FORCE) cannot end a session of another
+    role (seen: an autovacuum worker right after a bulk UPDATE), which ends by itself soon."""
+    import time
+
+    import psycopg
+
+    from tests.pg_support import drop_database
+
+    for attempt in range(40):
+        try:
+            return drop_database(url)
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == 39:
+                raise
+            time.sleep(0.25)

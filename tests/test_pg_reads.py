@@ -13,9 +13,9 @@ from recalled_lite.cursors import Cursor
 from recalled_lite.storage.filters import ListFilters
 from recalled_lite.storage.postgres import reads
 from tests.pg_reads_support import (
-    BASE_MS, DAY, build_sqlite, copy_to_pg, corpus, pg_read, pg_row_extras, run_sqlite,
+    BASE_MS, DAY, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, pg_row_extras, run_sqlite,
 )
-from tests.pg_support import create_database, drop_database
+from tests.pg_support import create_database
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def both(tmp_path_factory):
         copy_to_pg(path, url)
         yield path, url
     finally:
-        drop_database(url)
+        drop_pg(url)
 
 
 FILTERS = [
@@ -156,4 +156,4 @@ def test_no_skip_no_repeat_when_events_are_back_dated_between_pages(tmp_path):
         newer = {i for i, older in inserted if not older}
         assert older <= set(ids) and not (newer & set(ids))
     finally:
-        drop_database(url)
+        drop_pg(url)

@@ -16,8 +16,8 @@ from recalled_lite.cursors import Cursor
 from recalled_lite.search_query import parse_search_query
 from recalled_lite.storage.postgres import search_doc
 from recalled_lite.storage.postgres.reads import search_page
-from tests.pg_reads_support import WORDS, build_sqlite, copy_to_pg, corpus, pg_read, run_sqlite
-from tests.pg_support import create_database, drop_database
+from tests.pg_reads_support import WORDS, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, run_sqlite
+from tests.pg_support import create_database
 
 _TOKENIZE = "unicode61 remove_diacritics 2 tokenchars '_-@'"
 
@@ -98,7 +98,7 @@ def both(tmp_path_factory):
         copy_to_pg(path, url)
         yield path, url
     finally:
-        drop_database(url)
+        drop_pg(url)
 
 
 def _walk(fetch, limit):
