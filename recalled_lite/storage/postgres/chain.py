@@ -22,7 +22,7 @@ from ..append_plan import chain_events, keyed_scopes, plan_group, settle
 from ..base import AppendResult, EventRecord, PreparedEvent
 from ..group_writer import WriteOp
 from .merkle import append_leaves, load_tree
-from .search_doc import search_lexemes
+from .search_doc import search_document
 from .writer import Writer
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
@@ -33,7 +33,7 @@ _INSERT_EVENT = (
     "idempotency_key, request_digest, personal_salt, personal_digest, prev_hash, hash, signature, "
     "keys, search) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s::text[], array_to_tsvector(%s::text[]))"
+    "%s::text[], %s::tsvector)"
 )
 # The expression and predicate of the events_by_idempotency index, so it is the one used.
 _FIND_IDEMPOTENT = (
@@ -95,7 +95,7 @@ class AppendEvents(WriteOp):
                 ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
                 ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
                 record.prev_hash, record.hash, record.signature,
-                ev.keys.split(), [lexeme for lexeme in search_lexemes(ev.fts) if lexeme],
+                ev.keys.split(), search_document(ev.fts),
             ))
             records.append(record)
         outcomes = settle(plan)

@@ -84,12 +84,3 @@ def search_document(fts: tuple[str, str, str, str, str]) -> str:
         position += 1  # the gap: no phrase spans two columns
     return " ".join(quote(lexeme) + ":" + ",".join(map(str, dict.fromkeys(at)))
                     for lexeme, at in positions.items())
-
-
-def search_lexemes(fts: tuple[str, str, str, str, str]) -> list[str]:
-    """The distinct lexemes of the document (without positions, so phrases cannot be
-    checked on them: the events row takes `search_document`)."""
-    out: list[str] = []
-    for column in fts:
-        out += tokens(column)
-    return list(dict.fromkeys(out))
