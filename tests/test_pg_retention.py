@@ -207,3 +207,30 @@ def test_only_a_purge_batch_deletes_an_event(both):
 
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
         pg_write(url, batch_then_delete)
+
+
+def test_verification_accounts_for_purged_seqs_through_their_checkpoints(both):
+    from recalled_lite.storage.postgres.integrity_store import scan_chain
+
+    path, url = both
+    _same_rules_and_hold(path, url)
+    project_id = with_sqlite(path, lambda s: _value(s.project_id))
+    with_sqlite(path, lambda s: _lite_job(s, 0, 25))
+    _run_job(lambda job_id: pg_write(url, retention.purge_batch, job_id, project_id, SECRET, 0, 25, AT),
+             lambda: pg_write(url, retention.create_job, "manual", "verify", AT))
+    lite = run_sqlite(path, "verify_chain", None, None)
+    with psycopg.connect(url) as conn:
+        whole = scan_chain(conn, project_id, SECRET, None, None, None)
+        first_purged = conn.execute("SELECT min(seq) FROM retention_tombstones").fetchone()[0]
+        # A range starting right after a purged seq takes its prev hash from the tombstone.
+        tail = scan_chain(conn, project_id, SECRET, first_purged + 1, None, None)
+    assert whole["valid"] and whole == lite, (whole, lite)
+    assert tail["valid"]
+    # A checkpoint changed behind the server's back: its purged seqs are no longer accounted for.
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE retention_checkpoints DISABLE TRIGGER retention_checkpoints_append_only")
+        conn.execute("UPDATE retention_checkpoints SET reason = 'forged' WHERE id = 1")
+        conn.commit()
+        broken = scan_chain(conn, project_id, SECRET, None, None, None)
+    assert not broken["valid"]
+    assert "not accounted for" in broken["firstInvalid"]["reason"] and broken["firstInvalid"]["seq"] == first_purged
