@@ -85,7 +85,11 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         writer op, so no event slips between."""
         result = await self.store.write(self._attach)
         self._loop = asyncio.get_running_loop()
-        self._listener = Listener(self.store.url, self.instance, self._heard, self._resync_from)
+        store = self.store
+        # Ends on its own once the store is closed (store.started goes False), so a store
+        # closed without close_webhooks() leaves no thread or connection behind.
+        self._listener = Listener(store.url, self.instance, self._heard, self._resync_from,
+                                  alive=lambda: getattr(store, "started", True))
         self._listener.start()
         return result
 
