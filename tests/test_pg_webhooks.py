@@ -43,13 +43,19 @@ disable_after_seconds = 600
 @pytest.fixture
 def pg(tmp_path):
     """start(name, config_text=...) -> a server on the one fresh database of this test; every
-    instance shares the server secret (RECALLED_SECRET), as a deployment would."""
+    instance shares the server secret (RECALLED_SECRET) and the signing key file, as a
+    deployment would."""
     url = create_database("wh")
     servers: list[ServerProcess] = []
 
     def start(name: str = "a", **kwargs) -> ServerProcess:
         env = {"RECALLED_SECRET": SECRET, **kwargs.pop("env", {})}
         srv = ServerProcess(tmp_path / name, args=["--db", url], env=env, **kwargs)
+        if servers:  # the checkpoint signing key is a file too: the same for every instance
+            key = servers[0].workdir / "recalled.signing-key"
+            copy = srv.workdir / key.name
+            copy.write_bytes(key.read_bytes())
+            copy.chmod(0o600)
         servers.append(srv)
         return srv.start()
 
