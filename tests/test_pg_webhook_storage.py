@@ -275,6 +275,17 @@ def test_a_subscription_change_elsewhere_is_matched_at_the_next_intake_even_with
     assert b.wh.subs[sub.id].state == "valid"
 
 
+def test_the_loops_resync_reloads_subscriptions_changed_elsewhere_without_notify(pair, db):
+    a = pair()
+    b = pair()
+    b.wh.close()  # no listener
+    sub = subscribe(a)
+    assert sub.id not in b.wh.subs
+    run(b.wh.due_snapshot())  # what delivery/service.py runs every 30 s
+    wait_until(lambda: sub.id in b.wh.subs, timeout=5, message="b reloaded")
+    assert any(s is not None and sub.id in s for s, *_ in list(b.told))  # and told its loop
+
+
 def test_notify_makes_the_other_instance_reload_its_subscriptions(pair, db):
     a = pair()
     b = pair()

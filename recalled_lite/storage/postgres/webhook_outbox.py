@@ -229,4 +229,9 @@ class OutboxOps:
                                      [i.event_seq for i in items if i.event_seq is not None], self.instance)
 
     async def due_snapshot(self) -> dict[str, int]:
-        return await self.store.read(reads.due_snapshot)
+        """The loop's periodic resync (delivery/service.py), which doubles as the fallback
+        for a missed notice of a subscription change: it reloads when the version moved."""
+        due, version = await self.store.read(reads.due_and_version)
+        if version != self._version:
+            self._schedule_refresh()
+        return due
