@@ -125,11 +125,10 @@ def checkpoints_page(conn: psycopg.Connection, after_size: int, after_id: int,
 
 
 class AppendCheckpoint(WriteOp):
-    """Sign the tree head and store it. Under the chain-head lock (locks_chain), so the head
-    it signs is the committed head of every instance, and ids follow signing order."""
+    """Sign the tree head and store it. Under the chain-head lock (as every write group), so
+    the head it signs is the committed head of every instance, and ids follow signing order."""
 
     __slots__ = ("build_note", "created_at", "on_commit")
-    locks_chain = True
 
     def __init__(self, build_note: Callable[[int, bytes], tuple[str, str]], created_at: int,
                  on_commit: Callable[[CheckpointRecord], None]) -> None:
