@@ -121,6 +121,10 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
 
     def _reload_state(self, conn: psycopg.Connection) -> None:
         load_chain_state(conn, self.writer.state)
+        # Another instance may have signed since: proofs and deliveries name the newest.
+        newest = latest_checkpoint(conn)
+        if newest is not None:
+            self._remember_checkpoint(newest)
 
     def _durability(self) -> dict[str, str]:
         """What the write connection really runs with, read back from the server, for /metrics
