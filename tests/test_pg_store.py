@@ -222,3 +222,19 @@ def test_the_filter_keys_and_the_search_document_are_stored_with_the_event(store
     assert keys == event.keys.split() and keys
     assert same_search is True
     assert request_digest is None  # no idempotency key, no fingerprint
+
+
+def test_leaf_entries_take_a_purged_event_from_its_tombstone(store, url):
+    from recalled_lite.storage.postgres.merkle import leaf_entries
+
+    outcomes = run_group(store, [op("leaf.one"), op("leaf.two"), op("leaf.three")])
+    assert all(error is None for _, error in outcomes)
+    with psycopg.connect(url) as conn:
+        before = leaf_entries(conn, 1, 3)
+        with conn.transaction():
+            conn.execute("SET LOCAL recalled.retention_purge = 'on'")
+            conn.execute("INSERT INTO retention_tombstones (seq, hash, signature, checkpoint_id) "
+                         "SELECT seq, hash, signature, 1 FROM events WHERE seq = 2")
+            conn.execute("DELETE FROM events WHERE seq = 2")
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert leaf_entries(conn, 1, 3) == before
