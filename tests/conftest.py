@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -103,6 +104,43 @@ class ServerProcess:
         if self.on_postgres:
             return self.workdir / "recalled.signing-key"
         return Path(self.db_location + ".signing-key")
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        """Read the server's database behind its back, on either backend (the tables and
+        columns are named alike): `?` placeholders, rows as tuples. For tests that check what
+        is stored, not how SQLite stores it."""
+        if self.on_postgres:
+            import psycopg
+
+            with psycopg.connect(self.db_location, autocommit=True) as conn:
+                return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params).fetchall()]
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.db_location}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def stored_bytes(self) -> bytes:
+        """Everything the database holds, for "this never reaches the database" checks: the
+        SQLite file and its WAL byte for byte, or every row of every PostgreSQL table as text."""
+        if not self.on_postgres:
+            return b"".join(p.read_bytes() for p in (Path(self.db_location), Path(self.db_location + "-wal"))
+                            if p.exists())
+        import psycopg
+
+        with psycopg.connect(self.db_location, autocommit=True) as conn:
+            tables = [row[0] for row in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()")]
+            return "\n".join(row[0] for table in tables
+                             for row in conn.execute(f"SELECT t::text FROM {table} t")).encode()
+
+    def hold_write_lock(self) -> "WriteLock":
+        """Another process holding what every append needs, until .release(): SQLite's one
+        write lock (BEGIN IMMEDIATE), or PostgreSQL's chain-head row (FOR UPDATE), which every
+        instance's append takes first."""
+        return WriteLock(self.db_location, self.on_postgres)
 
     def drop_database(self) -> None:
         """Kill the server and drop its PostgreSQL database (nothing on SQLite: tmp_path
@@ -200,6 +238,28 @@ class ServerProcess:
             response = c.post("/v1/keys", json=body)
         assert response.status_code == 201, response.text
         return response.json()["data"]["key"]
+
+
+class WriteLock:
+    def __init__(self, location: str, postgres: bool) -> None:
+        self._lock = threading.Lock()
+        if postgres:
+            import psycopg
+
+            self._conn = psycopg.connect(location)
+            self._conn.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")
+        else:
+            import sqlite3
+
+            self._conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.rollback()
+                self._conn.close()
+                self._conn = None
 
 
 @pytest.fixture

@@ -104,3 +104,13 @@ def pg_database():
         yield url
     finally:
         drop_database(url)
+
+
+def execute(url: str, sql: str) -> list[tuple]:
+    """Run SQL on a test database as its owner, autocommit: what an attacker with a database
+    login can do behind the server's back (the PostgreSQL twin of the sqlite3 CLI)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
