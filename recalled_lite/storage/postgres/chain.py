@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ...errors import StorageError
 from ...ids import ulids as shared_ulids
@@ -23,15 +22,16 @@ from ..append_plan import chain_events, keyed_scopes, plan_group, settle
 from ..base import AppendResult, EventRecord, PreparedEvent
 from ..group_writer import WriteOp
 from .merkle import grow_tree, load_tree
-from .search_doc import search_lexemes
+from .search_doc import search_document
 from .writer import Writer
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
 
 # One statement per group for all its new events (unnest of one array per column): one round
 # trip, where an executemany sends a statement per row. `keys` travels as the space-separated
-# document of storage/keys.py (its keys are hex, never a space) and the lexemes as a JSON
-# array per event, since arrays of unequal length cannot be unnested side by side.
+# document of storage/keys.py (its keys are hex, never a space), since arrays of unequal length
+# cannot be unnested side by side, and the search document as its tsvector literal
+# (storage/postgres/search_doc.py).
 _INSERT_EVENTS = (
     "INSERT INTO events (seq, id, organization, action, actor_type, actor_id, actor_name, "
     "actor_email, targets, metadata, ip_address, user_agent, occurred_at, received_at, "
@@ -40,14 +40,13 @@ _INSERT_EVENTS = (
     "SELECT seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
     "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, request_digest, "
     "personal_salt, personal_digest, prev_hash, hash, signature, "
-    "string_to_array(keys, ' '), "
-    "array_to_tsvector(ARRAY(SELECT jsonb_array_elements_text(lexemes))) "
+    "string_to_array(keys, ' '), search::tsvector "
     "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
-    "%s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[]) "
+    "%s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
     "AS e (seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
     "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, request_digest, "
-    "personal_salt, personal_digest, prev_hash, hash, signature, keys, lexemes)"
+    "personal_salt, personal_digest, prev_hash, hash, signature, keys, search)"
 )
 # The tree's new strips and the head, in one statement after the intake hooks.
 _GROW_AND_MOVE = (
@@ -116,7 +115,7 @@ class AppendEvents(WriteOp):
                 ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
                 ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
                 record.prev_hash, record.hash, record.signature,
-                ev.keys, Jsonb([lexeme for lexeme in search_lexemes(ev.fts) if lexeme]),
+                ev.keys, search_document(ev.fts),
             )
             for column, value in zip(columns, row):
                 column.append(value)

@@ -219,7 +219,7 @@ class MerkleStore:
         try:
             self.writer.state["tree"] = load_tree(conn, size)
         except ProofError:
-            # Left stale on purpose: append_leaves re-reads it, and fails that group loudly.
+            # Left stale on purpose: grow_tree re-reads it, and fails that group loudly.
             log.exception("could not reload the Merkle tree's right edge from its tiles")
 
     @property
