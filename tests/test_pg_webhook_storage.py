@@ -162,21 +162,47 @@ def test_intake_hands_off_up_to_the_budget_and_the_rest_waits_pending_for_any_in
         a.wh.instance, b.wh.instance}
 
 
-def test_a_claim_skips_rows_another_instance_is_claiming(pair, db):
+def test_claims_of_two_instances_never_overlap_and_skip_locked_rows(pair, db):
+    import psycopg
+
     a = pair(handoff_limit=0)
     b = pair(handoff_limit=0)
     sub = subscribe(a)
     enable(a, sub.id)
-    append(a, [f"order.{i}" for i in range(6)])
-    with a.store.group():
-        mine, _ = run(a.wh.claim([(sub.id, 4)]))
-        # a's group has not committed: its 4 rows are locked, b takes the other 2 only.
+    append(a, [f"order.{i}" for i in range(8)])
+    mine, _ = run(a.wh.claim([(sub.id, 4)]))
+    # Two rows held by a transaction that is still open (a claim in flight elsewhere):
+    # b skips them instead of waiting, and takes the two that are free.
+    with psycopg.connect(db) as other:
+        locked = [r[0] for r in other.execute(
+            "SELECT id FROM webhook_messages WHERE status = 'pending' AND type = 'event.created' "
+            "ORDER BY id LIMIT 2 FOR UPDATE").fetchall()]
         theirs, due = run(b.wh.claim([(sub.id, 10)]))
-    assert len(mine) == 4 and len(theirs) == 2
-    assert not {i.message_id for i in mine} & {i.message_id for i in theirs}
+        assert len(theirs) == 2 and not {i.message_id for i in theirs} & set(locked)
+        # the locked rows are due but not claimable now: look again shortly, not at once
+        assert due[sub.id] > time.time() * 1000
+    assert len(mine) == 4 and not {i.message_id for i in mine} & {i.message_id for i in theirs}
+    rest, _ = run(b.wh.claim([(sub.id, 10)]))
+    assert {i.message_id for i in rest} == set(locked)
     owners = rows(db, "SELECT lease_owner, count(*) FROM webhook_messages WHERE type = 'event.created' "
                       "GROUP BY lease_owner ORDER BY 2")
-    assert sorted(owners, key=lambda r: r[1]) == [(b.wh.instance, 2), (a.wh.instance, 4)]
+    assert sorted(owners, key=lambda r: r[1]) == [(a.wh.instance, 4), (b.wh.instance, 4)]
+
+
+def test_webhook_ops_take_the_chain_head_lock_first(pair, db):
+    """One lock order for every write group (webhooks.lock_order): an op on another instance
+    waits for a group that holds the chain head instead of deadlocking with it later."""
+    import psycopg
+
+    a = pair()
+    sub = subscribe(a)
+    enable(a, sub.id)
+    with psycopg.connect(db) as other:
+        other.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
+        future = asyncio.run_coroutine_threadsafe(a.wh.claim([(sub.id, 1)]), _LOOP)
+        time.sleep(0.3)
+        assert not future.done()  # waiting for the chain head
+    assert future.result(5) == ([], {sub.id: None})
 
 
 def test_a_dead_instances_leased_rows_are_taken_back_after_the_lease_with_the_same_ids(pair, db):
@@ -247,6 +273,17 @@ def test_a_subscription_change_elsewhere_is_matched_at_the_next_intake_even_with
     append(b, ["order.9"])
     assert [i.subscription_id for i in b.items() if i.type == "event.created"] == [sub.id]
     assert b.wh.subs[sub.id].state == "valid"
+
+
+def test_the_loops_resync_reloads_subscriptions_changed_elsewhere_without_notify(pair, db):
+    a = pair()
+    b = pair()
+    b.wh.close()  # no listener
+    sub = subscribe(a)
+    assert sub.id not in b.wh.subs
+    run(b.wh.due_snapshot())  # what delivery/service.py runs every 30 s
+    wait_until(lambda: sub.id in b.wh.subs, timeout=5, message="b reloaded")
+    assert any(s is not None and sub.id in s for s, *_ in list(b.told))  # and told its loop
 
 
 def test_notify_makes_the_other_instance_reload_its_subscriptions(pair, db):

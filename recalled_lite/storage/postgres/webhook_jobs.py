@@ -210,7 +210,7 @@ class JobOps:
 
     async def fail_job(self: "WebhookStorage", job_id: str, error: str) -> None:
         """Quarantine a job whose steps keep failing: ``failed`` with the error."""
-        await self.store.write(_fail_job, job_id, error, now_ms())
+        await self.store.write(self._op(_fail_job), job_id, error, now_ms())
 
     async def get_job(self: "WebhookStorage", sub_id: str, job_id: str) -> JobRow | None:
         return await self.store.read(reads.select_job, job_id, sub_id)

@@ -64,7 +64,9 @@ class Listener:
     listener connection, for what was committed before LISTEN took effect."""
 
     def __init__(self, url: str, instance: str, heard: Callable[[dict[str, int], bool], None],
-                 resync: Callable[[psycopg.Connection], None], *, reconnect_seconds: float = 1.0) -> None:
+                 resync: Callable[[psycopg.Connection], None], *, alive: Callable[[], bool] = lambda: True,
+                 reconnect_seconds: float = 1.0) -> None:
+        self.alive = alive
         self.url = url
         self.instance = instance
         self.heard = heard
@@ -82,9 +84,15 @@ class Listener:
         self._stop.set()
         self._thread.join(timeout)
 
+    def _running(self) -> bool:
+        if self._stop.is_set() or not self.alive():
+            self._stop.set()
+            return False
+        return True
+
     def _run(self) -> None:
         failures = 0
-        while not self._stop.is_set():
+        while self._running():
             try:
                 with open_listener(self.url) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
@@ -93,7 +101,7 @@ class Listener:
                         log.info("webhook notices: listening again")
                     failures = 0
                     self.resync(conn)
-                    while not self._stop.is_set():
+                    while self._running():
                         for notice in conn.notifies(timeout=0.5):
                             self._handle(conn, notice.payload)
             except Exception as exc:

@@ -59,7 +59,10 @@ class OutboxOps:
     def _claim(self: "WebhookStorage", conn: psycopg.Connection, requests: list[tuple[str, int]]
                ) -> tuple[list[OpenItem], dict[str, int | None]]:
         """Lease up to ``n`` due rows of each subscription that no other instance is
-        claiming; report each one's next due time."""
+        claiming; report each one's next due time. The subscriptions are checked first: a
+        row may belong to one another instance created a moment ago, which the loop must
+        know before it gets the row."""
+        self._fresh(conn)
         now = now_ms()
         lease = now + self.policy.lease_ms
         items: list[OpenItem] = []
@@ -226,4 +229,9 @@ class OutboxOps:
                                      [i.event_seq for i in items if i.event_seq is not None], self.instance)
 
     async def due_snapshot(self) -> dict[str, int]:
-        return await self.store.read(reads.due_snapshot)
+        """The loop's periodic resync (delivery/service.py), which doubles as the fallback
+        for a missed notice of a subscription change: it reloads when the version moved."""
+        due, version = await self.store.read(reads.due_and_version)
+        if version != self._version:
+            self._schedule_refresh()
+        return due

@@ -61,6 +61,11 @@ def due_snapshot(conn: psycopg.Connection) -> dict[str, int]:
         f"WHERE status = 'pending' AND {OPEN} GROUP BY subscription_id")}
 
 
+def due_and_version(conn: psycopg.Connection) -> tuple[dict[str, int], int]:
+    version = conn.execute("SELECT subs_version FROM webhook_state WHERE id = 1").fetchone()[0]
+    return due_snapshot(conn), version
+
+
 def load_for_send(conn: psycopg.Connection, message_ids: list[str], seqs: list[int], owner: str
                   ) -> tuple[set[str], dict[int, EventRecord]]:
     # Still ours: a row whose lease ran out may have been taken back and claimed by another

@@ -9,8 +9,9 @@ with several instances:
 * **The cache is checked, not trusted.** Every change of a subscription bumps
   ``webhook_state.subs_version`` in its transaction; before an instance matches events,
   applies results or runs an API change, it compares that version with its own and reloads
-  when another instance changed something. Subscription changes that are audited also take
-  the chain-head lock, so an event numbered after the change is always matched against it.
+  when another instance changed something. Every webhook write takes the chain-head lock
+  first (``lock_order``), so an event numbered after a change is always matched against it,
+  and no two instances' write groups can deadlock on webhook rows.
 * **Claims skip what others hold.** Pending rows are claimed ``FOR UPDATE SKIP LOCKED`` and
   leased (``lease_owner``, ``lease_until``); a row whose lease ended (its instance died) goes
   back to ``pending`` with the same message id, for whichever instance claims it next
@@ -61,6 +62,18 @@ _FAIL_PENDING = (
 _SEAL_MARK = "webhook_secret_seal"
 
 
+def lock_order(conn: psycopg.Connection) -> None:
+    """Every webhook write op takes the chain-head row lock first, as every append does.
+
+    A write group holds its locks until its COMMIT, and a group mixes ops in any order: one
+    instance's group may append (chain head) and then record results (subscription and
+    message rows) while another's does the same the other way round. Taking the chain head
+    first in every op that locks webhook rows gives all of them one order, so two instances
+    never deadlock; the cost is that webhook writes serialize with intake across instances,
+    which appends already do among themselves."""
+    conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
+
+
 class WebhookStorage(WebhookState, OutboxOps, JobOps):
     """The webhook tables of one ``PostgresStore``, and this instance's view of them."""
 
@@ -85,7 +98,11 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         writer op, so no event slips between."""
         result = await self.store.write(self._attach)
         self._loop = asyncio.get_running_loop()
-        self._listener = Listener(self.store.url, self.instance, self._heard, self._resync_from)
+        store = self.store
+        # Ends on its own once the store is closed (store.started goes False), so a store
+        # closed without close_webhooks() leaves no thread or connection behind.
+        self._listener = Listener(store.url, self.instance, self._heard, self._resync_from,
+                                  alive=lambda: getattr(store, "started", True))
         self._listener.start()
         return result
 
@@ -95,6 +112,7 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
             self._listener = None
 
     def _attach(self, conn: psycopg.Connection) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
+        lock_order(conn)
         now = now_ms()
         self._upgrade_secrets(conn)
         self._reload_all(conn)
@@ -167,6 +185,7 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         def op(conn: psycopg.Connection, *args: Any) -> Any:
             marks = (self._version, self._raw, dict(self._pub_due), self._pub_subs)
             try:
+                lock_order(conn)
                 result = undoable(conn, *args)
                 self._publish(conn)
                 return result
