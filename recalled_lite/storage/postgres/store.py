@@ -90,7 +90,8 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
             self.latest_checkpoint = latest_checkpoint(self._conn)
             self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
             self.durability = self._durability()
-            self.engine_versions = {"postgresql": postgres_version(self._conn)}
+            # "15.18", not "15.18 (Debian 15.18-0+deb12u1)": the number, as SQLite's "3.40.1".
+            self.engine_versions = {"postgresql": postgres_version(self._conn).split()[0]}
         except BaseException:
             self._conn.close()
             raise
