@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
@@ -36,7 +37,7 @@ from .migrate import migrate
 from .reads_store import ReadStore
 from .retention_store import RetentionStore
 from .webhook_store import WebhookMixin
-from .writer import Writer
+from .writer import Writer, classify_pg_error
 
 log = logging.getLogger("recalled_lite.store")
 T = TypeVar("T")
@@ -54,8 +55,14 @@ class _ReaderPool:
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="recalled-reader")
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self.pool.connection() as conn:
-            return fn(conn, *args)
+        try:
+            with self.pool.connection() as conn:
+                return fn(conn, *args)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # The server went away (restart, failover) or no connection could be had in
+            # time: a retry helps, so 503 with Retry-After, not a 500. The pool drops the
+            # broken connection and opens a fresh one for the next read.
+            raise classify_pg_error(exc) from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
