@@ -1,0 +1,167 @@
+"""`recalled-lite migrate-to-postgres` (issue #15, must-show 5): a 100k-event SQLite log,
+written by a real SQLite server, copied by the real command into a fresh PostgreSQL database,
+compared row by row with its source, then served by a PostgreSQL server with the same
+secret."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ServerProcess
+from pg_support import create_database, drop_database
+
+EVENTS = 100_000
+BATCH = 1000
+ORGS = ["org_acme", "org_globex", "org_initech"]
+ACTIONS = ["invoice.paid", "invoice.created", "user.signed_in", "user.deleted", "project.archived"]
+ERASED_ACTOR = "usr_7"
+CLI = [sys.executable, "-m", "recalled_lite.cli"]
+
+
+def event(i: int) -> dict:
+    body = {
+        "action": ACTIONS[i % len(ACTIONS)],
+        "organization": ORGS[i % len(ORGS)],
+        "actor": {"type": "user", "id": f"usr_{i % 40}", "name": f"User {i % 40}", "email": f"u{i % 40}@example.com"},
+        "targets": [{"type": "invoice", "id": f"inv_{i % 997}", "name": f"Invoice {i}"}],
+        "metadata": {"amount": i, "note": f"payment number {i} for café Ünïcode", "nested": {"k": [i, "x"]}},
+        "ip_address": "203.0.113.7",
+        "user_agent": "pg-migrate-test",
+    }
+    if i % 100 == 0:
+        body["idempotency_key"] = f"key-{i}"
+    return body
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    # stdin/stdout/stderr are pipes: no terminal, as under nohup or in a CI job.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")}
+    clean.update(env or {})
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=900, env=clean,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A stopped SQLite server's log: 100k events plus what the server wrote itself."""
+    srv = ServerProcess(tmp_path_factory.mktemp("sqlite-source"), args=["--dev"]).start()
+    try:
+        with srv.client(timeout=120) as c:
+            for start in range(0, EVENTS, BATCH):
+                r = c.post("/v1/events/batch", json={"events": [event(i) for i in range(start, start + BATCH)]})
+                assert r.status_code == 200, r.text
+            # A replayed idempotency key is answered from the stored event, not appended.
+            again = c.post("/v1/events", json=event(500))
+            assert again.status_code == 200 and again.json()["deduplicated"] is True
+            erased = c.delete(f"/v1/actors/{ERASED_ACTOR}")
+            assert erased.status_code == 200 and erased.json()["data"]["anonymized_events"] == EVENTS // 40
+            c.post("/v1/events", json={"action": "after.subscription", "organization": ORGS[0]}).raise_for_status()
+            made = c.post("/v1/checkpoint")
+            assert made.status_code == 200, made.text
+            checkpoint = c.get("/v1/checkpoint").text
+    finally:
+        srv.stop()
+    yield {"server": srv, "checkpoint": checkpoint}
+
+
+@pytest.fixture(scope="module")
+def migrated(source):
+    url = create_database("migrate")
+    try:
+        result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", url)
+        yield url, result
+    finally:
+        drop_database(url)
+
+
+def sqlite_rows(path, sql):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def pg_rows(url, sql):
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_the_copy_verifies_and_shows_progress_without_a_terminal(source, migrated):
+    url, result = migrated
+    assert result.returncode == 0, result.stderr
+    # No terminal: plain progress lines (one per tenth), not carriage-return bars.
+    assert "\r" not in result.stderr
+    assert "copying (rows): " in result.stderr and "(100%)" in result.stderr
+    assert "verifying the copy (events): " in result.stderr
+    assert "OK: " in result.stderr and "events copied and verified" in result.stderr
+    import json
+
+    data = json.loads(result.stdout)["data"]
+    assert data["verify"]["valid"] is True and data["verify"]["rootMatchesSource"] is True
+    assert data["verify"]["chain"]["checked"] == data["copied"]["head"]["seq"]
+    assert data["copied"]["tables"]["events"] > EVENTS  # plus the server's own audit events
+
+
+def test_same_ids_seqs_hashes_and_totals(source, migrated):
+    url, result = migrated
+    assert result.returncode == 0, result.stderr
+    db = source["server"].db_path
+    columns = ("seq, id, organization, action, actor_id, actor_name, actor_email, targets, metadata, "
+               "occurred_at, received_at, idempotency_key, prev_hash, hash, signature, personal_digest, erased_at")
+    sample = "WHERE seq % 997 = 1 OR seq > (SELECT max(seq) - 50 FROM events) ORDER BY seq"
+    theirs = sqlite_rows(db, f"SELECT {columns} FROM events {sample}")
+    ours = pg_rows(url, f"SELECT {columns} FROM events {sample}")
+    assert len(theirs) >= EVENTS // 997 + 50 and ours == theirs
+    salts = "SELECT seq, personal_salt FROM events WHERE seq % 4999 = 3 ORDER BY seq"
+    assert [(s, bytes(v) if v is not None else None) for s, v in pg_rows(url, salts)] == sqlite_rows(db, salts)
+    for table in ("events", "api_keys", "checkpoints", "signing_keys", "merkle_tiles"):
+        count = f"SELECT count(*) FROM {table}"
+        assert pg_rows(url, count) == sqlite_rows(db, count), table
+    erased = "SELECT count(*) FROM events WHERE erased_at IS NOT NULL"
+    assert pg_rows(url, erased) == sqlite_rows(db, erased) == [(EVENTS // 40,)]
+    head = sqlite_rows(db, "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")[0]
+    assert pg_rows(url, "SELECT seq, hash FROM chain_head") == [head]
+    keyed = pg_rows(url, "SELECT count(*) FROM events WHERE idempotency_key IS NOT NULL")
+    assert keyed == [(EVENTS // 100,)]
+    # The filter keys and the full-text document exist for every event, and erasure's
+    # effect is kept: the erased actor's id names no key and no lexeme any more.
+    assert pg_rows(url, "SELECT count(*) FROM events WHERE keys = '{}' OR search = ''::tsvector") == [(0,)]
+    gone = pg_rows(url, f"SELECT count(*) FROM events WHERE search @@ '{ERASED_ACTOR}'::tsquery")
+    assert gone == [(0,)]
+    assert pg_rows(url, "SELECT count(*) FROM events WHERE search @@ 'usr_8'::tsquery") == [(EVENTS // 40,)]
+    assert pg_rows(url, "SELECT value FROM meta WHERE key = 'project_id'") == sqlite_rows(
+        db, "SELECT value FROM meta WHERE key = 'project_id'")
+
+
+def test_a_non_empty_target_is_refused(source, migrated):
+    url, first = migrated
+    assert first.returncode == 0, first.stderr
+    before = pg_rows(url, "SELECT count(*), max(seq) FROM events")
+    again = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", url)
+    assert again.returncode == 2
+    assert "is not empty" in again.stderr and "already holds a recalled-lite log" in again.stderr
+    assert "create a new database" in again.stderr
+    assert pg_rows(url, "SELECT count(*), max(seq) FROM events") == before
+
+
+def test_a_wrong_secret_is_refused_before_anything_is_written(source, tmp_path):
+    url = create_database("wrongsecret")
+    try:
+        wrong = tmp_path / "wrong.secret"
+        wrong.write_text("00" * 32)
+        os.chmod(wrong, 0o600)
+        result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", url,
+                         "--secret-file", str(wrong))
+        assert result.returncode == 2, result.stderr
+        assert "secret is not the one" in result.stderr
+        assert pg_rows(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'events'") == [(0,)]
+    finally:
+        drop_database(url)
