@@ -60,13 +60,15 @@ def source(tmp_path_factory):
             assert again.status_code == 200 and again.json()["deduplicated"] is True
             erased = c.delete(f"/v1/actors/{ERASED_ACTOR}")
             assert erased.status_code == 200 and erased.json()["data"]["anonymized_events"] == EVENTS // 40
+            sub = c.post("/v1/event_subscriptions", json={"url": "http://127.0.0.1:9/hook", "description": "copied"})
+            assert sub.status_code in (200, 201), sub.text
             c.post("/v1/events", json={"action": "after.subscription", "organization": ORGS[0]}).raise_for_status()
             made = c.post("/v1/checkpoint")
             assert made.status_code == 200, made.text
             checkpoint = c.get("/v1/checkpoint").text
     finally:
         srv.stop()
-    yield {"server": srv, "checkpoint": checkpoint}
+    yield {"server": srv, "checkpoint": checkpoint, "subscription": sub.json()["data"]["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +124,12 @@ def test_same_ids_seqs_hashes_and_totals(source, migrated):
     assert len(theirs) >= EVENTS // 997 + 50 and ours == theirs
     salts = "SELECT seq, personal_salt FROM events WHERE seq % 4999 = 3 ORDER BY seq"
     assert [(s, bytes(v) if v is not None else None) for s, v in pg_rows(url, salts)] == sqlite_rows(db, salts)
-    for table in ("events", "api_keys", "checkpoints", "signing_keys", "merkle_tiles"):
+    for table in ("events", "api_keys", "checkpoints", "signing_keys", "merkle_tiles", "webhook_subscriptions",
+                  "webhook_messages", "webhook_attempts"):
         count = f"SELECT count(*) FROM {table}"
         assert pg_rows(url, count) == sqlite_rows(db, count), table
+    subs = "SELECT id, url, secret, state, description FROM webhook_subscriptions ORDER BY id"
+    assert pg_rows(url, subs) == sqlite_rows(db, subs) and pg_rows(url, subs)[0][0] == source["subscription"]
     erased = "SELECT count(*) FROM events WHERE erased_at IS NOT NULL"
     assert pg_rows(url, erased) == sqlite_rows(db, erased) == [(EVENTS // 40,)]
     head = sqlite_rows(db, "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")[0]
