@@ -25,12 +25,20 @@ def cmd_migrate_to_postgres(args: argparse.Namespace) -> int:
     # snapshot would be missing on PostgreSQL while its clients saw it acknowledged.
     lock = ServerLock(config.db_path).acquire()
     try:
-        copy_bar = Progress("copying (rows)", lines=True)
-        verify_bar = Progress("verifying the copy (events)", lines=True)
-        result = copy_to_postgres(config.db_path, args.to, secret,
-                                  copy_progress=copy_bar.update, verify_progress=verify_bar.update)
-        copy_bar.finish()
-        verify_bar.finish()
+        bars: dict[str, Progress] = {}
+
+        def step(label: str):
+            def update(done: int, total: int) -> None:
+                if label not in bars:  # created on first use, so its rate counts from there
+                    for earlier in bars.values():
+                        earlier.finish()
+                    bars[label] = Progress(label, lines=True)
+                bars[label].update(done, total)
+            return update
+
+        result = copy_to_postgres(config.db_path, args.to, secret, copy_progress=step("copying (rows)"),
+                                  verify_progress=step("verifying the copy (events)"))
+        list(bars.values())[-1].finish()
     finally:
         lock.release()
     print(json.dumps({"data": result}, indent=2))
