@@ -170,3 +170,22 @@ def test_a_wrong_secret_is_refused_before_anything_is_written(source, tmp_path):
         assert pg_rows(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'events'") == [(0,)]
     finally:
         drop_database(url)
+
+
+def test_a_source_with_a_running_server_is_refused(make_server):
+    srv = make_server("running")
+    with srv.client() as c:
+        c.post("/v1/events", json={"action": "still.serving"}).raise_for_status()
+    url = create_database("running")
+    try:
+        result = run_cli("migrate-to-postgres", "--from", str(srv.db_path), "--to", url)
+        assert result.returncode == 2, result.stderr
+        assert "is already serving" in result.stderr and "stop it first" in result.stderr
+        assert pg_rows(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'events'") == [(0,)]
+    finally:
+        drop_database(url)
+
+
+def test_a_target_that_is_not_postgresql_is_refused(source, tmp_path):
+    result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", str(tmp_path / "x.db"))
+    assert result.returncode == 2 and "expected a PostgreSQL URL" in result.stderr
