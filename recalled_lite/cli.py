@@ -21,10 +21,12 @@ from .errors import ConfigError
 
 def _common(parser: argparse.ArgumentParser, *, secret: bool = False) -> None:
     parser.add_argument("--config", help="TOML config file (env RECALLED_CONFIG)")
-    parser.add_argument("--db", help="SQLite database path (env RECALLED_DB; default ./recalled.db)")
+    parser.add_argument("--db", help="SQLite database path, or a postgresql:// URL (env RECALLED_DB; "
+                                       "default ./recalled.db)")
     if secret:
         parser.add_argument("--secret-file", dest="secret_file",
-                            help="the server secret file (default <db>.secret; or env RECALLED_SECRET)")
+                            help="the server secret file (default <db>.secret, ./recalled.secret with a "
+                                 "postgresql:// URL; or env RECALLED_SECRET)")
 
 
 def version_text() -> str:

@@ -28,6 +28,7 @@ from ...integrity.checkpoint import event_leaf_hash
 from ...integrity.retention import RetentionCheckpoint, Tombstone, check_checkpoint
 from ...integrity.tiles import TreeEdge
 from ...integrity.verify import ChainVerifier
+from ..backend import describe_location as _redact
 from ..base import ExportRecord
 from ..fts import fts_columns
 from ..keys import event_keys
@@ -249,16 +250,6 @@ def copy_log(source: Any, url: str, *, progress: Progress | None = None) -> dict
         raise
     finally:
         conn.close()
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        auth, _, host = rest.rpartition("@")
-        user = auth.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}" if ":" in auth else url
-    return url
 
 
 # -- verification, from PostgreSQL alone ---------------------------------------------------------
