@@ -51,10 +51,13 @@ def source(tmp_path_factory):
     """A stopped SQLite server's log: 100k events plus what the server wrote itself."""
     srv = ServerProcess(tmp_path_factory.mktemp("sqlite-source"), args=["--dev"]).start()
     try:
+        sample_ids = []
         with srv.client(timeout=120) as c:
             for start in range(0, EVENTS, BATCH):
                 r = c.post("/v1/events/batch", json={"events": [event(i) for i in range(start, start + BATCH)]})
                 assert r.status_code == 200, r.text
+                if start in (0, BATCH * 7, EVENTS // 2, EVENTS - BATCH):
+                    sample_ids += [e["id"] for e in r.json()["data"][:9]]
             # A replayed idempotency key is answered from the stored event, not appended.
             again = c.post("/v1/events", json=event(500))
             assert again.status_code == 200 and again.json()["deduplicated"] is True
@@ -66,9 +69,14 @@ def source(tmp_path_factory):
             made = c.post("/v1/checkpoint")
             assert made.status_code == 200, made.text
             checkpoint = c.get("/v1/checkpoint").text
+            verifier = c.get("/v1/checkpoint/key").json()
+            newest = c.get("/v1/events", params={"limit": 20}).json()
+            # Events as the SQLite server serves them after the erasure: some erased, some not.
+            sample = {i: c.get(f"/v1/events/{i}").json()["data"] for i in sample_ids}
     finally:
         srv.stop()
-    yield {"server": srv, "checkpoint": checkpoint, "subscription": sub.json()["data"]["id"]}
+    yield {"server": srv, "checkpoint": checkpoint, "subscription": sub.json()["data"]["id"],
+           "verifier": verifier, "newest": newest, "sample": sample}
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +197,32 @@ def test_a_source_with_a_running_server_is_refused(make_server):
 def test_a_target_that_is_not_postgresql_is_refused(source, tmp_path):
     result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", str(tmp_path / "x.db"))
     assert result.returncode == 2 and "expected a PostgreSQL URL" in result.stderr
+
+
+def test_a_postgresql_server_with_the_same_secret_serves_the_copy(source, migrated, tmp_path):
+    url, result = migrated
+    assert result.returncode == 0, result.stderr
+    db = source["server"].db_path
+    config = tmp_path / "pg.toml"
+    config.write_text(f'[server]\nsecret_file = "{db}.secret"\n\n[checkpoints]\nsigning_key_file = "{db}.signing-key"\n')
+    # The bootstrap key is the SQLite server's: it was copied with the other keys.
+    srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)]).start(timeout=60)
+    try:
+        with srv.client(timeout=120) as c:
+            for event_id, served in source["sample"].items():
+                assert c.get(f"/v1/events/{event_id}").json()["data"] == served
+            assert c.get("/v1/events", params={"limit": 20}).json()["data"] == source["newest"]["data"]
+            verify = c.get("/v1/events/verify").json()["data"]
+            head = sqlite_rows(db, "SELECT max(seq) FROM events")[0][0]
+            assert verify["valid"] is True and verify["checked"] == head, verify
+            # The same tree, signed by the same key: the latest checkpoint is the copied one.
+            assert c.get("/v1/checkpoint/key").json() == source["verifier"]
+            assert c.get("/v1/checkpoint").text == source["checkpoint"]
+            last = sqlite_rows(db, "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")[0]
+            new = c.post("/v1/events", json={"action": "after.migration", "organization": ORGS[1]}).json()["data"]
+            assert (new["seq"], new["prevHash"]) == (last[0] + 1, last[1])
+            assert c.get("/v1/events/verify").json()["data"]["valid"] is True
+            made = c.post("/v1/checkpoint").json()["data"]
+            assert made["treeSize"] == new["seq"]
+    finally:
+        srv.kill()

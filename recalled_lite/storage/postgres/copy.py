@@ -135,7 +135,8 @@ def _event_extras(row: list[Any], at: dict[str, int]) -> tuple[str, str]:
     keys = "{" + event_keys(org, action, actor_id, json.loads(targets) if targets else None).replace(" ", ",") + "}"
     fts = fts_columns(action, actor_id, row[at["actor_name"]], row[at["actor_email"]], org,
                       targets, row[at["metadata"]])
-    return keys, _array_literal(search_lexemes(fts))
+    # The same filter as the intake (chain.py): array_to_tsvector refuses an empty lexeme.
+    return keys, _array_literal([lexeme for lexeme in search_lexemes(fts) if lexeme])
 
 
 def _copy_table(conn: psycopg.Connection, source: Any, table: str, columns: list[str],
