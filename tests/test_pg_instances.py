@@ -87,6 +87,8 @@ class Load:
         self.keyed: dict[str, set[str]] = {}   # idempotency key -> ids answered
         self.failures: list[str] = []          # requests that got no answer (a killed instance)
         self.errors: list[str] = []            # answers that are not 200
+        self.new_by = [0] * len(servers)       # events each instance acknowledged as new
+        self.replayed_by = [0] * len(servers)  # colliding keys each answered as a replay
         self.keys = iter(range(COLLIDING_KEYS))
         self.key_lock = threading.Lock()
 
@@ -108,11 +110,11 @@ class Load:
                     request = ("/v1/events/batch", {"events": [body(w, n * 100 + i) for i in range(25)]})
                 else:
                     request = ("/v1/events", body(w, n))
-                self._post(client, *request)
+                self._post(client, *request, at=w % len(self.servers))
         finally:
             client.close()
 
-    def _post(self, client: httpx.Client, path: str, payload: dict) -> None:
+    def _post(self, client: httpx.Client, path: str, payload: dict, *, at: int) -> None:
         try:
             r = client.post(path, json=payload)
         except httpx.TransportError as exc:
@@ -130,21 +132,24 @@ class Load:
             for i, event in enumerate(events):
                 if i not in dedup:
                     self.acked[event["id"]] = self.acked.get(event["id"], 0) + 1
+                    self.new_by[at] += 1
+                elif event.get("idempotencyKey"):
+                    self.replayed_by[at] += 1
                 if event.get("idempotencyKey"):
                     self.keyed.setdefault(event["idempotencyKey"], set()).add(event["id"])
 
     def _post_keyed(self, key: str, w: int) -> None:
         barrier = threading.Barrier(2)
 
-        def on(server: PgServer) -> None:
+        def on(at: int, server: PgServer) -> None:
             with server.client(timeout=30) as client:
                 try:
                     barrier.wait(5)
                 except threading.BrokenBarrierError:
                     pass
-                self._post(client, "/v1/events", body(w, 0, key))
+                self._post(client, "/v1/events", body(w, 0, key), at=at)
 
-        threads = [threading.Thread(target=on, args=(s,)) for s in self.servers]
+        threads = [threading.Thread(target=on, args=(i, s)) for i, s in enumerate(self.servers)]
         for t in threads:
             t.start()
         for t in threads:
@@ -182,9 +187,12 @@ def assert_log_whole(servers: list[PgServer], url: str) -> int:
             verify = c.get("/v1/events/verify").json()["data"]
             assert verify["valid"] is True and verify["checked"] >= len(rows), verify
     with servers[0].client(timeout=60) as c:
+        # Written here first: an instance signs the tree as far as it has seen it
+        # (test_a_checkpoint_on_one_instance_covers_what_the_other_wrote).
+        c.post("/v1/events", json={"action": "before.checkpoint"}).raise_for_status()
         made = c.post("/v1/checkpoint").json()["data"]
     size = made["treeSize"]
-    assert size >= len(rows)
+    assert size >= len(rows) + 1
     rows = pg(url, "SELECT seq, prev_hash, hash, signature FROM events WHERE seq <= %s ORDER BY seq", (size,))
     stored = pg(url, "SELECT root_hash FROM checkpoints WHERE tree_size = %s ORDER BY id DESC LIMIT 1", (size,))
     assert bytes(stored[0][0]) == mth([leaf(r[2], r[3]) for r in rows])
@@ -207,7 +215,9 @@ def test_two_instances_sixteen_writers_every_ack_stored_once(pair):
     per_key = pg(url, "SELECT idempotency_key, count(*) FROM events WHERE idempotency_key LIKE 'collide-%%' "
                       "GROUP BY 1")
     assert len(per_key) == COLLIDING_KEYS and all(n == 1 for _, n in per_key)
-    # Both instances took a share of the appends (neither idled behind the other).
+    # Both instances took a share of the appends and each answered some collisions as
+    # replays of the other's event: the race really crossed instances.
+    assert min(load.new_by) > 1000 and min(load.replayed_by) > 0, (load.new_by, load.replayed_by)
     assert assert_log_whole(servers, url) > 16 * 40
 
 
@@ -219,6 +229,7 @@ def test_sigkill_of_one_instance_under_load_loses_nothing_acknowledged(pair):
     runner.start()
     time.sleep(3)
     servers[1].kill()  # SIGKILL mid-load: its open group never commits
+    at_kill = load.new_by[0]
     time.sleep(3)
     stop.set()
     runner.join(120)
@@ -228,7 +239,8 @@ def test_sigkill_of_one_instance_under_load_loses_nothing_acknowledged(pair):
     stored = {r[0] for r in pg(url, "SELECT id FROM events WHERE action = 'load.single'")}
     missing = set(load.acked) - stored
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
-    assert len(load.acked) > 200
+    assert len(load.acked) > 200 and load.new_by[1] > 0
+    assert load.new_by[0] > at_kill, "the surviving instance stopped acknowledging after the kill"
     # The survivor kept appending after the kill, and a restarted instance chains on.
     servers[1].start(timeout=60)
     with servers[1].client() as c:
@@ -236,3 +248,31 @@ def test_sigkill_of_one_instance_under_load_loses_nothing_acknowledged(pair):
     head = pg(url, "SELECT max(seq) FROM events")[0][0]
     assert after["seq"] == head
     assert_log_whole(servers, url)
+
+
+@pytest.mark.xfail(strict=True, reason="checkpointing.make_now compares the latest checkpoint with the "
+                   "instance's own tree view (store.tree_size), which does not move when only the other "
+                   "instance appends: POST /v1/checkpoint answers the older checkpoint, and a proof or export "
+                   "waiting for a covering checkpoint waits until this instance writes")
+def test_a_checkpoint_on_one_instance_covers_what_the_other_wrote(pair):
+    servers, url = pair
+    with servers[0].client() as c:
+        c.post("/v1/events", json={"action": "on.one"}).raise_for_status()
+        c.post("/v1/checkpoint").raise_for_status()
+    with servers[1].client() as c:
+        written = c.post("/v1/events", json={"action": "on.two"}).json()["data"]
+    with servers[0].client() as c:
+        made = c.post("/v1/checkpoint").json()["data"]
+    assert made["treeSize"] >= written["seq"]
+
+
+@pytest.mark.xfail(strict=True, reason="the same stale tree view: a proof asked of one instance for an event "
+                   "the other wrote waits for a covering checkpoint that this instance never signs "
+                   "(measured: no answer within 15 s) until it appends something itself")
+def test_a_proof_on_one_instance_for_an_event_the_other_wrote(pair):
+    servers, url = pair
+    with servers[1].client() as c:
+        written = c.post("/v1/events", json={"action": "on.two"}).json()["data"]
+    with servers[0].client(timeout=10) as c:
+        proof = c.get(f"/v1/events/{written['id']}/proof")
+    assert proof.status_code == 200, proof.text
