@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import dataset, prefill, wrkrun
-from .procs import Server, ServerFailed, free_port, progress
+from .procs import Server, ServerFailed, free_port, progress, request
 
 
 class Unconfigured(Exception):
@@ -170,6 +170,10 @@ def measure(ctx: Any, instances: int, key: str, *, batch_body: Path, read_events
             cluster.servers[0].acked += stats["events"]
         out["read_events"] = count_events(cluster.url)
         for name, paths in (("list", dataset.list_paths()), ("search", dataset.search_paths())):
+            answers = {request(cluster.servers[0].port, "GET", p, None, key=key)[0] for p in paths[:8]}
+            if answers != {200}:
+                out[name] = {"not_built": f"GET {paths[0].split('?')[0]} -> {sorted(answers)}"}
+                continue
             paths_file = ctx.tmp / f"pg-{name}-paths.txt"
             paths_file.write_text("\n".join(paths) + "\n")
             renv = {"BENCH_KEY": key, "BENCH_PATHS_FILE": str(paths_file)}
@@ -221,6 +225,9 @@ def scenario(ctx: Any, row: Any, new_key: Callable[[], str]) -> None:
         n = res["read_events"]
         for name, title in (("list", "list page (50, org+action)"), ("search", "search")):
             r = res[name]
+            if "not_built" in r:
+                ctx.add(row(f"PostgreSQL {title}, {tag}", f"not built ({r['not_built']})", "—", "not built"))
+                continue
             ctx.add(row(f"PostgreSQL {title}, {n:,} events, {tag}",
                         f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms ({r['ok_rps']:,.0f} req/s)"
                         + _beside(ctx, name, "p50_ms", "ms"), "—", "info"))
