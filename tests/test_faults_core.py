@@ -6,9 +6,12 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from audit_events import audit_events
 
 
+@pytest.mark.sqlite_only("another process holds SQLite's one write lock (BEGIN IMMEDIATE) past busy_timeout")
 def test_locked_database_answers_503_then_recovers(make_server):
     srv = make_server("locked", config_text="[database]\nbusy_timeout_ms = 200\n")
     with srv.client() as c:
@@ -38,13 +41,15 @@ def test_locked_database_answers_503_then_recovers(make_server):
 def test_wrong_secret_refuses_to_start(make_server, tmp_path):
     srv = make_server("secret")
     srv.stop()
-    (srv.db_path.parent / "recalled.db.secret").write_text("f" * 64 + "\n")
-    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "serve", "--db", str(srv.db_path),
-                             "--port", "0"], capture_output=True, text=True, timeout=30)
+    srv.secret_path.write_text("f" * 64 + "\n")
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "serve", "--db", srv.db_location,
+                             "--port", "0"], capture_output=True, text=True, cwd=srv.workdir, timeout=30)
     assert result.returncode == 2
     assert "secret does not match" in result.stderr
 
 
+@pytest.mark.sqlite_only("backup copies the SQLite file; on PostgreSQL it refuses and points to pg_dump "
+                         "(test_cli_offline checks that)")
 def test_backup_is_a_verifiable_copy(make_server):
     srv = make_server("backup")
     with srv.client() as c:
@@ -60,7 +65,7 @@ def test_backup_is_a_verifiable_copy(make_server):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     # The copy verifies with the original secret.
-    env_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    env_secret = srv.secret_path.read_text().strip()
     check = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(dest)],
                            capture_output=True, text=True, env={"RECALLED_SECRET": env_secret, "PATH": "/usr/bin:/bin"})
     assert check.returncode == 0, check.stderr

@@ -87,7 +87,7 @@ def test_organization_wall_on_intake_and_read(server):
 
 def test_cli_keys_create_list_revoke_reach_running_server(server):
     run = [sys.executable, "-m", "recalled_lite.cli", "keys"]
-    db = ["--db", str(server.db_path)]
+    db = ["--db", server.db_location]
     created = subprocess.run(run + ["create", "--name", "cli", "--scopes", "events:write", *db],
                              capture_output=True, text=True, cwd=server.workdir)
     assert created.returncode == 0, created.stderr

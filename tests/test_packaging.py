@@ -173,7 +173,9 @@ def test_readme_cli_commands_work_as_written_after_make_serve(make_server):
         pytest.skip("no .venv in this checkout (make serve / make test create it)")
     srv = make_server("readme-cli")
     script = "\n".join(["set -e", f"cd {ROOT}", *lines])
-    env = clean_env(PATH="/usr/bin:/bin", RECALLED_DB=str(srv.db_path))  # only what the README adds
+    env = clean_env(PATH="/usr/bin:/bin", RECALLED_DB=srv.db_location)  # only what the README adds
+    if srv.on_postgres:  # a URL database's secret is ./recalled.secret where serve runs, or this
+        env["RECALLED_SECRET"] = srv.secret_path.read_text().strip()
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("recalled-lite ")

@@ -167,3 +167,51 @@ def test_checkpoint_and_inclusion_proof(pg_server):
         assert consistency.json()["data"]["to"] == newest["seq"]
         tile = anon.get("/tile/0/000.p/" + str(newest["seq"]))
         assert tile.status_code == 200 and len(tile.content) == 32 * newest["seq"]
+
+
+def _cli(args: list[str], cwd, **env: str):
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")}
+    clean.update(env)
+    return subprocess.run([sys.executable, "-m", "recalled_lite.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=clean, timeout=120)
+
+
+def test_the_cli_works_on_a_url_and_never_prints_its_password(pg_server):
+    srv = pg_server()
+    url = pg_server.url
+    password = url.split("@")[0].rsplit(":", 1)[1]
+    with srv.client() as c:
+        assert c.post("/v1/events/batch", json={"events": [{"action": "cli.x"}] * 5}).status_code == 200
+    # The secret is ./recalled.secret in the server's working directory (never in the database).
+    assert (srv.workdir / "recalled.secret").is_file() and not (srv.workdir / "recalled.db").exists()
+
+    verify = _cli(["verify", "--db", url], srv.workdir)
+    assert verify.returncode == 0, verify.stderr
+    assert "OK: 6 events verified" in verify.stderr
+
+    created = _cli(["keys", "create", "--db", url, "--name", "cli", "--scopes", "events:read"], srv.workdir,
+                   RECALLED_DB=url)
+    assert created.returncode == 0, created.stderr
+    plaintext = next(line.strip() for line in (created.stdout + created.stderr).splitlines()
+                     if line.strip().startswith("rec_live_"))
+    with srv.client(key=plaintext) as c:  # a key another process created: found on the first miss
+        assert c.get("/v1/events", params={"limit": 1}).status_code == 200
+
+    backup = _cli(["backup", "--db", url, str(srv.workdir / "copy.db")], srv.workdir)
+    assert backup.returncode == 2
+    assert "pg_dump" in backup.stderr and not (srv.workdir / "copy.db").exists()
+
+    migrate = _cli(["migrate", "--db", url], srv.workdir)
+    assert migrate.returncode == 0, migrate.stderr
+
+    wrong = _cli(["verify", "--db", url.rsplit("/", 1)[0] + "/rl_no_such_database"], srv.workdir)
+    assert wrong.returncode == 2 and "cannot connect" in wrong.stderr
+
+    for text in (verify.stderr + verify.stdout, created.stderr, backup.stderr, migrate.stderr, wrong.stderr,
+                 srv.log_text()):
+        assert f":{password}@" not in text
+    assert "[redacted]" in srv.log_text()

@@ -34,3 +34,14 @@ def replay_candidates(rows: list[tuple[int, str | None, str, int]], sub: Subscri
         if received >= begin and (end is None or received <= end)
         and (sub.organization is None or org == sub.organization) and types.matches(action)
     ]
+
+
+def job_stop_reason(sub: SubscriptionInfo | None, job_created_at: int) -> str | None:
+    """Why a running job must be cancelled before its next chunk (None: it goes on)."""
+    if sub is None:
+        return "the subscription was deleted"
+    if sub.state == "deactivated":
+        return "the subscription was deactivated"
+    if sub.state == "invalid" and sub.state_changed_at > job_created_at:
+        return f"the subscription became invalid: {sub.state_reason}"
+    return None

@@ -6,8 +6,8 @@ from its first statement to COMMIT (writer.py), so the head in the writer's stat
 committed head of every instance once `state_is_stale` has run.
 
 Round trips for a group of requests: one lookup of every idempotency key in the group (none
-without keys), one pipelined executemany of the events, one of the tile strips, one UPDATE
-of chain_head, around BEGIN/SAVEPOINT/RELEASE/COMMIT.
+without keys), one INSERT of all its events, one statement for the tree's strips and the
+head, around BEGIN, the head lock, SAVEPOINT, RELEASE and COMMIT.
 """
 
 from __future__ import annotations
@@ -21,19 +21,39 @@ from ...ids import ulids as shared_ulids
 from ..append_plan import chain_events, keyed_scopes, plan_group, settle
 from ..base import AppendResult, EventRecord, PreparedEvent
 from ..group_writer import WriteOp
-from .merkle import append_leaves, load_tree
-from .search_doc import search_lexemes
+from .merkle import grow_tree, load_tree
+from .search_doc import search_document
 from .writer import Writer
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
 
-_INSERT_EVENT = (
+# One statement per group for all its new events (unnest of one array per column): one round
+# trip, where an executemany sends a statement per row. `keys` travels as the space-separated
+# document of storage/keys.py (its keys are hex, never a space), since arrays of unequal length
+# cannot be unnested side by side, and the search document as its tsvector literal
+# (storage/postgres/search_doc.py).
+_INSERT_EVENTS = (
     "INSERT INTO events (seq, id, organization, action, actor_type, actor_id, actor_name, "
     "actor_email, targets, metadata, ip_address, user_agent, occurred_at, received_at, "
     "idempotency_key, request_digest, personal_salt, personal_digest, prev_hash, hash, signature, "
     "keys, search) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s::text[], array_to_tsvector(%s::text[]))"
+    "SELECT seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
+    "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, request_digest, "
+    "personal_salt, personal_digest, prev_hash, hash, signature, "
+    "string_to_array(keys, ' '), search::tsvector "
+    "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], "
+    "%s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+    "AS e (seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
+    "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, request_digest, "
+    "personal_salt, personal_digest, prev_hash, hash, signature, keys, search)"
+)
+# The tree's new strips and the head, in one statement after the intake hooks.
+_GROW_AND_MOVE = (
+    "WITH strips AS (INSERT INTO merkle_tiles (level, idx, strip, hashes) "
+    "SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::integer[], %s::bytea[]) "
+    "ON CONFLICT (level, idx, strip) DO UPDATE SET hashes = excluded.hashes) "
+    "UPDATE chain_head SET seq = %s, hash = %s, tree_size = %s WHERE id = 1"
 )
 # The expression and predicate of the events_by_idempotency index, so it is the one used.
 _FIND_IDEMPOTENT = (
@@ -43,7 +63,6 @@ _FIND_IDEMPOTENT = (
 )
 LOCK_HEAD = "SELECT seq, hash, tree_size FROM chain_head WHERE id = 1 FOR UPDATE"
 _READ_HEAD = "SELECT seq, hash, tree_size FROM chain_head WHERE id = 1"
-_MOVE_HEAD = "UPDATE chain_head SET seq = %s, hash = %s, tree_size = %s WHERE id = 1"
 
 _make_record = EventRecord._make
 
@@ -85,27 +104,30 @@ class AppendEvents(WriteOp):
         plan = plan_group(requests, stored.get)
         if not plan.fresh:
             return plan.outcomes
-        rows_out, records = [], []
+        columns: list[list[Any]] = [[] for _ in range(23)]
+        records = []
         for ev, record in chain_events(plan, project_id=state["project_id"], secret=state["secret"],
                                        ulids=state["ulids"], head_seq=state["head_seq"],
                                        head_hash=state["head_hash"]):
-            rows_out.append((
+            row = (
                 record.seq, record.id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
                 ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
                 ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
                 ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
                 record.prev_hash, record.hash, record.signature,
-                ev.keys.split(), [lexeme for lexeme in search_lexemes(ev.fts) if lexeme],
-            ))
+                ev.keys, search_document(ev.fts),
+            )
+            for column, value in zip(columns, row):
+                column.append(value)
             records.append(record)
         outcomes = settle(plan)
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_EVENT, rows_out)
+        conn.execute(_INSERT_EVENTS, columns)
         for hook in state["intake_hooks"]:
             hook(conn, records)
-        tree = append_leaves(conn, state["tree"], records)
+        tree, strips = grow_tree(conn, state["tree"], records)
         last = records[-1]
-        conn.execute(_MOVE_HEAD, (last.seq, last.hash, tree.size))
+        strip_columns = [list(column) for column in zip(*strips)] or [[], [], [], []]
+        conn.execute(_GROW_AND_MOVE, (*strip_columns, last.seq, last.hash, tree.size))
         # Only now, with every statement done, does the head move: an exception above fails
         # the op (its savepoint) or the group, and the state stays at the committed head.
         state["head_seq"], state["head_hash"], state["tree"] = last.seq, last.hash, tree

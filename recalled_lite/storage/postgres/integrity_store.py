@@ -1,18 +1,21 @@
 """Chain verification on PostgreSQL: one REPEATABLE READ snapshot, streamed through a
 server-side cursor so a long log is never held in memory, fed to integrity/verify.py.
 
-Retention tombstones (helper C's 003) are not merged here yet: a purged seq would show as
-a gap until that lands.
+Seqs a retention purge removed are read from their tombstones (storage/postgres/retention.py),
+merged in seq order; each is accounted for only if the signed retention checkpoint it names
+verifies, exactly as on SQLite. A seq with neither an event nor such a tombstone is a gap.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, Callable
 
 import psycopg
 
 from ...integrity.verify import ChainVerifier
 from ..base import ExportRecord
+from . import retention
 
 CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 _FETCH = 5000
@@ -32,18 +35,35 @@ def scan_chain(conn: psycopg.Connection, project_id: str, secret: bytes | None, 
     prev_hash = None
     if start > 1:
         row = conn.execute("SELECT hash FROM events WHERE seq = %s", (start - 1,)).fetchone()
+        if row is None:
+            stone = retention.tombstone_at(conn, start - 1)
+            row = (stone.hash,) if stone is not None else None
         prev_hash = row[0] if row else None
-    last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    last = max(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0],
+               retention.max_tombstone_seq(conn))
     end = min(to_seq, last) if to_seq is not None else last
     total = max(end - start + 1, 0)
     verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
+    checkpoints = retention.CheckpointCheck(conn, project_id, secret)
+    # The tombstones are read whole before the events stream: one row per purged event,
+    # small beside the events, and the checkpoints they name are then read between fetches.
+    stones = list(retention.tombstones_between(conn, start, end))
     done = 0
     with conn.cursor(name="recalled_verify") as cur:
         cur.itersize = _FETCH
         cur.execute(f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= %s AND seq <= %s ORDER BY seq",
                     (start, end))
-        for row in cur:
-            if not verifier.feed(_export_record(row)):
+        rows = (_export_record(row) for row in cur)
+        for item in heapq.merge(rows, stones, key=lambda r: r[0]):
+            if isinstance(item, ExportRecord):
+                ok = verifier.feed(item)
+            else:
+                reason = checkpoints.why_not(item.checkpoint_id)
+                if reason is not None:
+                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
+                    break
+                ok = verifier.feed_tombstone(item.seq, item.hash)
+            if not ok:
                 break
             done += 1
             if progress is not None and done % 5000 == 0:

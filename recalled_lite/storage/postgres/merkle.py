@@ -2,8 +2,9 @@
 
 The same layout as storage/sqlite/merkle.py (tiles stored as strips of 16 hashes, migration
 001 here), and the same pure math from integrity/. The writer keeps the tree's right edge in
-its state next to the chain head; `append_leaves` runs inside the intake transaction, under
-the chain-head lock, so the tree of every instance grows in one order. After a failed group,
+its state next to the chain head; `grow_tree` runs inside the intake transaction, under
+the chain-head lock, so the tree of every instance grows in one order (chain.py writes
+the strips `grow_tree` returns in the statement that moves the head). After a failed group,
 or when another instance moved the head, the edge is reloaded from the stored tiles.
 """
 
@@ -24,10 +25,6 @@ from .writer import Writer
 
 log = logging.getLogger("recalled_lite.store")
 
-_UPSERT_STRIP = (
-    "INSERT INTO merkle_tiles (level, idx, strip, hashes) VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (level, idx, strip) DO UPDATE SET hashes = excluded.hashes"
-)
 STRIP_HASHES = 16
 _STRIP_BYTES = STRIP_HASHES * HASH_SIZE
 _CHECKPOINT_COLUMNS = "id, tree_size, root_hash, key_name, created_at, note"
@@ -73,17 +70,18 @@ def load_tree(conn: psycopg.Connection, size: int | None = None) -> TreeEdge:
     return TreeEdge.load(size, lambda level, index: read_tile(conn, level, index))
 
 
-def append_leaves(conn: psycopg.Connection, edge: TreeEdge, records: list[EventRecord]) -> TreeEdge:
-    """Add the events' leaves to the tree in this transaction; returns the new edge (stored
-    by the caller only once its statements are done, like the chain head)."""
+def grow_tree(conn: psycopg.Connection, edge: TreeEdge,
+              records: list[EventRecord]) -> tuple[TreeEdge, list[tuple[int, int, int, bytes]]]:
+    """The events' leaves added to the tree: (the new edge, the strip rows to upsert). The
+    caller writes the rows in this transaction (chain.py, in the statement that moves the
+    head) and keeps the new edge only once its statements are done, like the chain head. An
+    edge that does not end where these events start is stale and re-read from the tiles."""
     first = records[0].seq
     if edge.size != first - 1:
         edge = load_tree(conn, first - 1)
     new_edge, tiles = edge.append([_sha256(b"\x00" + r.hash.encode() + b"\n" + r.signature.encode()).digest()
                                    for r in records])
-    with conn.cursor() as cur:
-        cur.executemany(_UPSERT_STRIP, _strip_rows(tiles))
-    return new_edge
+    return new_edge, _strip_rows(tiles)
 
 
 def check_tree(conn: psycopg.Connection, head_seq: int, tree_size: int) -> None:
@@ -221,7 +219,7 @@ class MerkleStore:
         try:
             self.writer.state["tree"] = load_tree(conn, size)
         except ProofError:
-            # Left stale on purpose: append_leaves re-reads it, and fails that group loudly.
+            # Left stale on purpose: grow_tree re-reads it, and fails that group loudly.
             log.exception("could not reload the Merkle tree's right edge from its tiles")
 
     @property

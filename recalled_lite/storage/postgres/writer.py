@@ -116,6 +116,17 @@ class Writer(GroupWriter):
         finally:
             self.state["chain_locked"] = False
 
+    def _reload(self, conn: psycopg.Connection) -> None:
+        # After a group lost its connection: reconnect now, so the state (chain head, tree
+        # edge) is back at the committed head at once, not only at the next group.
+        if conn.closed or conn.broken:
+            try:
+                self._replace_connection()
+                conn = self.conn
+            except psycopg.Error:
+                pass  # the reload below fails and is owed to a later group
+        super()._reload(conn)
+
     def _replace_connection(self) -> None:
         old = self.conn
         self.conn = self.reconnect()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from ...delivery.replay import first_event_id_bound, recover_bounds, replay_candidates
+from ...delivery.replay import first_event_id_bound, job_stop_reason, recover_bounds, replay_candidates
 from ...delivery.subscriptions import SubscriptionInfo, TypeFilter
 from ...ids import ulids
 from ...timefmt import now_ms
@@ -119,13 +119,7 @@ class JobOps:
         sid, kind, _, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, created_at = row
         now = now_ms()
         sub = self.subs.get(sid)
-        stop_reason = None
-        if sub is None:
-            stop_reason = "the subscription was deleted"
-        elif sub.state == "deactivated":
-            stop_reason = "the subscription was deactivated"
-        elif sub.state == "invalid" and sub.state_changed_at > created_at:
-            stop_reason = f"the subscription became invalid: {sub.state_reason}"
+        stop_reason = job_stop_reason(sub, created_at)
         if stop_reason is not None:
             conn.execute(
                 "UPDATE webhook_jobs SET status = 'cancelled', error = ?, updated_at = ?, finished_at = ? "

@@ -7,11 +7,11 @@
 -- The outbox lives beside the events: the intake hook writes one webhook_messages row per
 -- matching subscription inside the event's own transaction, so an acknowledged event is
 -- always queued for delivery (at-least-once). Times are bigint milliseconds, like 001.
--- Ids that are scanned as ranges (recover's message ids, jobs listed by id) are COLLATE "C":
+-- Ids are COLLATE "C" (recover scans message ids as ranges, lists page by id):
 -- ULID order is byte order, which a locale's collation need not keep.
 
 CREATE TABLE webhook_subscriptions (
-    id                          text    PRIMARY KEY,       -- sub_<ULID>
+    id                          text    COLLATE "C" PRIMARY KEY,  -- sub_<ULID>
     url                         text    NOT NULL,          -- normalised (delivery/ssrf.check_url)
     description                 text    NOT NULL DEFAULT '',
     event_types                 text    NOT NULL DEFAULT '[]',  -- JSON array of patterns, as on SQLite
@@ -63,7 +63,7 @@ CREATE TABLE webhook_messages (
     trigger          text    NOT NULL,
     attempts         integer NOT NULL DEFAULT 0,
     run_attempts     integer NOT NULL DEFAULT 0,
-    attempt_id       text,                                 -- NULL = atm_<same ULID>
+    attempt_id       text    COLLATE "C",                  -- NULL = atm_<same ULID>
     created_at       bigint  NOT NULL,
     queued_at        bigint  NOT NULL,
     next_attempt_at  bigint,
@@ -86,7 +86,7 @@ CREATE INDEX webhook_messages_failed
     ON webhook_messages (subscription_id, id) WHERE status = 'failed';
 
 CREATE TABLE webhook_attempts (
-    id                    text    PRIMARY KEY,             -- atm_<ULID>
+    id                    text    COLLATE "C" PRIMARY KEY, -- atm_<ULID>
     message_id            text    NOT NULL,
     subscription_id       text    NOT NULL,
     event_seq             bigint,
