@@ -10,8 +10,8 @@ before anything is written, since copying the rest would lose it silently.
 The copy is one transaction: a failure (or Ctrl-C) leaves the target as empty as it was, and
 a server started on the target meanwhile cannot interleave (its first write takes the
 chain-head row this transaction holds, and its project id collides with the copied one).
-Rows travel with COPY in pages; events go through a temporary table so that their full-text
-document is built by the same `array_to_tsvector` the intake uses.
+Rows travel with COPY in pages; each event's filter keys and full-text document are computed
+by the functions the intake and erasure use.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from ..base import ExportRecord
 from ..fts import fts_columns
 from ..keys import event_keys
 from .connection import connect_once
+from .erasure import erased_fts_columns
 from .migrate import migrate
-from .search_doc import search_lexemes
+from .search_doc import search_document
 
 Progress = Callable[[int, int], None]
 
@@ -120,23 +121,21 @@ def _convert(page: list[tuple[Any, ...]], converters: list[Callable[[Any], Any] 
         yield out
 
 
-def _array_literal(values: list[str]) -> str:
-    # Written out here, not by psycopg's list dumper: that was half of the copy's time.
-    return "{" + ",".join(['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]) + "}"
-
-
 def _event_extras(row: list[Any], at: dict[str, int]) -> tuple[str, str]:
-    """The filter keys and the full-text lexemes of a stored event row, the way intake
-    computes them (an erased row gives what erasure leaves: its personal parts are gone),
-    as text[] literals."""
-    org, action, actor_id = row[at["organization"]], row[at["action"]], row[at["actor_id"]]
-    targets = row[at["targets"]]
-    # Keys are letters and hex digits only (keys.py): no element needs quoting.
-    keys = "{" + event_keys(org, action, actor_id, json.loads(targets) if targets else None).replace(" ", ",") + "}"
-    fts = fts_columns(action, actor_id, row[at["actor_name"]], row[at["actor_email"]], org,
-                      targets, row[at["metadata"]])
-    # The same filter as the intake (chain.py): array_to_tsvector refuses an empty lexeme.
-    return keys, _array_literal([lexeme for lexeme in search_lexemes(fts) if lexeme])
+    """The filter keys (a text[] literal) and the full-text document (a tsvector literal) of
+    a stored event row, as intake computes them, or, for an erased row, as erasure rewrote
+    them (no actor, no metadata: storage/postgres/erasure.py, like SQLite's)."""
+    org, action, targets = row[at["organization"]], row[at["action"]], row[at["targets"]]
+    # Keys are letters and hex digits only (keys.py): no element needs quoting. An erased
+    # row's actor id is already '[deleted]', which is what erasure keys it by.
+    keys = "{" + event_keys(org, action, row[at["actor_id"]],
+                            json.loads(targets) if targets else None).replace(" ", ",") + "}"
+    if row[at["erased_at"]] is not None:
+        fts = erased_fts_columns(action, org, targets)
+    else:
+        fts = fts_columns(action, row[at["actor_id"]], row[at["actor_name"]], row[at["actor_email"]], org,
+                          targets, row[at["metadata"]])
+    return keys, search_document(fts)
 
 
 def _copy_table(conn: psycopg.Connection, source: Any, table: str, columns: list[str],
@@ -159,18 +158,14 @@ def _copy_events(conn: psycopg.Connection, source: Any, columns: list[str], type
     converters = _converters(columns, types)
     at = {c: i for i, c in enumerate(columns)}
     names = ", ".join(_quote(c) for c in columns)
-    conn.execute("CREATE TEMPORARY TABLE copy_events (LIKE events INCLUDING DEFAULTS, lexemes text[]) "
-                 "ON COMMIT DROP")
     done = 0
     with conn.cursor() as cur:
         for page in source.rows("events", columns):
-            with cur.copy(f"COPY copy_events ({names}, keys, lexemes) FROM STDIN") as copy:
+            # keys and search travel as the text of a text[] and a tsvector: COPY parses them
+            # with the types' own input functions, as `%s::text[]` and `%s::tsvector` would.
+            with cur.copy(f"COPY events ({names}, keys, search) FROM STDIN") as copy:
                 for row in _convert(page, converters):
-                    keys, lexemes = _event_extras(row, at)
-                    copy.write_row([*row, keys, lexemes])
-            cur.execute(f"INSERT INTO events ({names}, keys, search) "
-                        f"SELECT {names}, keys, array_to_tsvector(lexemes) FROM copy_events ORDER BY seq")
-            cur.execute("TRUNCATE copy_events")
+                    copy.write_row([*row, *_event_extras(row, at)])
             done += len(page)
             step(len(page))
     return done
