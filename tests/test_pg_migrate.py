@@ -21,6 +21,20 @@ ORGS = ["org_acme", "org_globex", "org_initech"]
 ACTIONS = ["invoice.paid", "invoice.created", "user.signed_in", "user.deleted", "project.archived"]
 ERASED_ACTOR = "usr_7"
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
+# Reads the SQLite server answers before the move and the PostgreSQL server must answer the
+# same after it: full-text words, phrases, prefixes, qualifiers, the erased actor, list filters.
+READS = [
+    ("/v1/events/search", {"q": "cafe", "limit": 25}),
+    ("/v1/events/search", {"q": '"payment number 4242"'}),
+    ("/v1/events/search", {"q": "Invoice action:invoice.* -org:org_acme", "limit": 30}),
+    ("/v1/events/search", {"q": f"{ERASED_ACTOR}"}),
+    ("/v1/events/search", {"q": "deleted -action:user.deleted", "limit": 10}),
+    ("/v1/events/search", {"q": "u8@example.com target:invoice:inv_8", "limit": 10}),
+    ("/v1/events/search", {"q": "paym* actor:usr_9", "limit": 10}),
+    ("/v1/events", {"organization": "org_globex", "action": "user.signed_in", "limit": 20}),
+    ("/v1/events", {"actor_id": "usr_3", "target_type": "invoice", "limit": 20}),
+    ("/v1/events", {"actor_id": ERASED_ACTOR}),
+]
 
 
 def event(i: int) -> dict:
@@ -73,10 +87,16 @@ def source(tmp_path_factory):
             newest = c.get("/v1/events", params={"limit": 20}).json()
             # Events as the SQLite server serves them after the erasure: some erased, some not.
             sample = {i: c.get(f"/v1/events/{i}").json()["data"] for i in sample_ids}
+            reads = []
+            for path, params in READS:
+                r = c.get(path, params=params)
+                assert r.status_code == 200, (path, params, r.text)
+                reads.append(r.json()["data"])
+            assert reads[0] and reads[1] and reads[2] and not reads[3] and not reads[4] and not reads[-1]
     finally:
         srv.stop()
     yield {"server": srv, "checkpoint": checkpoint, "subscription": sub.json()["data"]["id"],
-           "verifier": verifier, "newest": newest, "sample": sample}
+           "verifier": verifier, "newest": newest, "sample": sample, "reads": reads}
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +232,8 @@ def test_a_postgresql_server_with_the_same_secret_serves_the_copy(source, migrat
             for event_id, served in source["sample"].items():
                 assert c.get(f"/v1/events/{event_id}").json()["data"] == served
             assert c.get("/v1/events", params={"limit": 20}).json()["data"] == source["newest"]["data"]
+            for (path, params), before in zip(READS, source["reads"]):
+                assert c.get(path, params=params).json()["data"] == before, (path, params)
             verify = c.get("/v1/events/verify").json()["data"]
             head = sqlite_rows(db, "SELECT max(seq) FROM events")[0][0]
             assert verify["valid"] is True and verify["checked"] == head, verify
