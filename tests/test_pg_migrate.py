@@ -248,3 +248,129 @@ def test_a_postgresql_server_with_the_same_secret_serves_the_copy(source, migrat
             assert made["treeSize"] == new["seq"]
     finally:
         srv.kill()
+
+
+RETENTION_CONFIG = """
+[checkpoints]
+interval_seconds = 3600.0
+[retention]
+min_days = 30
+interval_minutes = 600.0
+batch_size = 7
+"""
+
+
+def days_ago(days: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@pytest.fixture(scope="module")
+def purged_source(tmp_path_factory):
+    """A small log where a retention purge removed 40 old events (tombstones, retention
+    checkpoints) and a legal hold kept some."""
+    import time
+
+    srv = ServerProcess(tmp_path_factory.mktemp("purged-source"), args=["--dev"], config_text=RETENTION_CONFIG).start()
+    try:
+        with srv.client(timeout=60) as c:
+            old = [{"action": "billing.old", "organization": "org_r", "occurred_at": days_ago(400 + i),
+                    "actor": {"id": f"a{i % 3}"}} for i in range(40)]
+            held = [{"action": "billing.held", "organization": "org_h", "occurred_at": days_ago(500)}] * 5
+            recent = [{"action": "billing.new", "organization": "org_r"} for _ in range(20)]
+            for events in (old, held, recent):
+                assert c.post("/v1/events/batch", json={"events": events}).status_code == 200
+            assert c.put("/v1/retention/rules", json={"days": 365}).status_code == 200
+            assert c.post("/v1/legal_holds", json={"organization": "org_h", "reason": "case 7"}).status_code in (200, 201)
+            job = c.post("/v1/retention/run", json={"reason": "before the move"}).json()["data"]
+            deadline = time.monotonic() + 60
+            while job["status"] == "running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                job = c.get(f"/v1/retention/jobs/{job['id']}").json()["data"]
+            assert job["status"] == "completed" and job["purged"] == 40, job
+            c.post("/v1/checkpoint").raise_for_status()
+            verify = c.get("/v1/events/verify").json()["data"]
+            assert verify["valid"] is True and verify["purged"]["count"] == 40
+    finally:
+        srv.stop()
+    return srv, verify
+
+
+def test_a_purged_log_is_copied_with_its_tombstones_and_verifies(purged_source, tmp_path):
+    srv, verify_before = purged_source
+    url = create_database("purged")
+    try:
+        result = run_cli("migrate-to-postgres", "--from", str(srv.db_path), "--to", url)
+        assert result.returncode == 0, result.stderr
+        import json
+
+        data = json.loads(result.stdout)["data"]
+        assert data["verify"]["purgedAccountedFor"] == 40 and data["verify"]["valid"] is True
+        assert data["verify"]["chain"]["purged"] == verify_before["purged"]
+        for table in ("retention_rules", "legal_holds", "retention_jobs", "retention_checkpoints",
+                      "retention_tombstones", "retention_purged"):
+            count = f"SELECT count(*) FROM {table}"
+            assert pg_rows(url, count) == sqlite_rows(srv.db_path, count) != [(0,)], table
+        config = tmp_path / "pg.toml"
+        config.write_text(RETENTION_CONFIG.replace("[retention]", f'signing_key_file = "{srv.db_path}.signing-key"\n'
+                                                   f'[server]\nsecret_file = "{srv.db_path}.secret"\n[retention]'))
+        pg_srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)]).start(timeout=60)
+        try:
+            with pg_srv.client() as c:
+                after = c.get("/v1/events/verify").json()["data"]
+                assert after["valid"] is True and after["purged"] == verify_before["purged"]
+                assert after["checked"] == verify_before["checked"]
+        finally:
+            pg_srv.kill()
+    finally:
+        drop_database(url)
+
+
+def test_the_copy_verification_can_fail(purged_source):
+    """What verify_copy checks, broken one at a time on a good copy (triggers off: only the
+    table owner can, and the server never does)."""
+    import psycopg
+
+    from recalled_lite.errors import ConfigError
+    from recalled_lite.storage.postgres.copy import verify_copy
+    from recalled_lite.storage.sqlite.dump import SqliteDump
+
+    srv, _ = purged_source
+    url = create_database("tamper")
+    try:
+        assert run_cli("migrate-to-postgres", "--from", str(srv.db_path), "--to", url).returncode == 0
+        secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+        dump = SqliteDump(srv.db_path)
+        try:
+            expected = {"tables": {t: dump.count(t) for t in ("meta", "events", "merkle_tiles")},
+                        "head": dict(zip(("seq", "hash"), dump.head())), "treeSize": dump.tree_size()}
+            expected["tables"]["meta"] = len(dump.meta())
+            root = dump.tree_root(expected["treeSize"])
+        finally:
+            dump.close()
+        assert verify_copy(url, secret, expected, root)["valid"] is True
+
+        def broken(sql: str, table: str) -> dict:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+                conn.execute(sql)
+                conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            return verify_copy(url, secret, expected, root)
+
+        seq, action = pg_rows(url, "SELECT seq, action FROM events ORDER BY seq DESC LIMIT 1")[0]
+        bad = broken(f"UPDATE events SET action = 'billing.forged' WHERE seq = {seq}", "events")
+        assert bad["valid"] is False and bad["chain"]["firstInvalid"]["reason"] == "hash mismatch"
+        broken(f"UPDATE events SET action = '{action}' WHERE seq = {seq}", "events")
+        assert verify_copy(url, secret, expected, root)["valid"] is True
+        stone = broken("DELETE FROM retention_tombstones WHERE seq = (SELECT min(seq) FROM retention_tombstones)",
+                       "retention_tombstones")
+        assert stone["valid"] is False and "purged seq not accounted for" in stone["chain"]["firstInvalid"]["reason"] \
+            or stone["chain"]["firstInvalid"]["reason"].startswith("seq gap")
+        tile = broken("UPDATE merkle_tiles SET hashes = '\\x00'::bytea || substr(hashes, 2) "
+                      "WHERE level = 0 AND idx = 0 AND strip = 0", "merkle_tiles")
+        assert tile["valid"] is False and tile["rootMatchesSource"] is False
+        with pytest.raises(ConfigError, match="secret check does not match"):
+            verify_copy(url, b"x" * 64, expected, root)
+    finally:
+        drop_database(url)
