@@ -26,7 +26,7 @@ class PgServer(ServerProcess):
     """A ServerProcess on a PostgreSQL URL, with the secret and signing key in shared files."""
 
     def __init__(self, workdir: Path, url: str, config: Path) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, backend="sqlite")  # no database of its own: command() names the URL
         self.pg_url = url
         self.shared_config = config
 

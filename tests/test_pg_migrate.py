@@ -1,7 +1,7 @@
 """`recalled-lite migrate-to-postgres` (issue #15, must-show 5): a 100k-event SQLite log,
 written by a real SQLite server, copied by the real command into a fresh PostgreSQL database,
 compared row by row with its source, then served by a PostgreSQL server with the same
-secret."""
+secret. The sources are SQLite servers on both test passes (RECALLED_TEST_BACKEND)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A stopped SQLite server's log: 100k events plus what the server wrote itself."""
-    srv = ServerProcess(tmp_path_factory.mktemp("sqlite-source"), args=["--dev"]).start()
+    srv = ServerProcess(tmp_path_factory.mktemp("sqlite-source"), args=["--dev"], backend="sqlite").start()
     try:
         sample_ids = []
         with srv.client(timeout=120) as c:
@@ -201,7 +201,7 @@ def test_a_wrong_secret_is_refused_before_anything_is_written(source, tmp_path):
 
 
 def test_a_source_with_a_running_server_is_refused(make_server):
-    srv = make_server("running")
+    srv = make_server("running", backend="sqlite")
     with srv.client() as c:
         c.post("/v1/events", json={"action": "still.serving"}).raise_for_status()
     url = create_database("running")
@@ -226,7 +226,9 @@ def test_a_postgresql_server_with_the_same_secret_serves_the_copy(source, migrat
     config = tmp_path / "pg.toml"
     config.write_text(f'[server]\nsecret_file = "{db}.secret"\n\n[checkpoints]\nsigning_key_file = "{db}.signing-key"\n')
     # The bootstrap key is the SQLite server's: it was copied with the other keys.
-    srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)]).start(timeout=60)
+    # backend="sqlite" only keeps the fixture from making a database of its own: the later
+    # --db URL is the one serve takes.
+    srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)], backend="sqlite").start(timeout=60)
     try:
         with srv.client(timeout=120) as c:
             for event_id, served in source["sample"].items():
@@ -272,7 +274,8 @@ def purged_source(tmp_path_factory):
     checkpoints) and a legal hold kept some."""
     import time
 
-    srv = ServerProcess(tmp_path_factory.mktemp("purged-source"), args=["--dev"], config_text=RETENTION_CONFIG).start()
+    srv = ServerProcess(tmp_path_factory.mktemp("purged-source"), args=["--dev"], config_text=RETENTION_CONFIG,
+                        backend="sqlite").start()
     try:
         with srv.client(timeout=60) as c:
             old = [{"action": "billing.old", "organization": "org_r", "occurred_at": days_ago(400 + i),
@@ -315,7 +318,8 @@ def test_a_purged_log_is_copied_with_its_tombstones_and_verifies(purged_source, 
         config = tmp_path / "pg.toml"
         config.write_text(RETENTION_CONFIG.replace("[retention]", f'signing_key_file = "{srv.db_path}.signing-key"\n'
                                                    f'[server]\nsecret_file = "{srv.db_path}.secret"\n[retention]'))
-        pg_srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)]).start(timeout=60)
+        pg_srv = ServerProcess(tmp_path / "pg", args=["--db", url, "--config", str(config)],
+                               backend="sqlite").start(timeout=60)
         try:
             with pg_srv.client() as c:
                 after = c.get("/v1/events/verify").json()["data"]
