@@ -187,6 +187,20 @@ def measure(ctx: Any, instances: int, key: str, *, batch_body: Path, read_events
     return out
 
 
+def _note(res: dict) -> str:
+    """What makes a figure untrustworthy: errors, or too few requests to measure."""
+    bad = res["non_2xx"] + res["socket_errors"]
+    if res["requests"] and bad / res["requests"] > 0.01:
+        return f" ({res['non_2xx']} non-2xx, {res['socket_errors']} socket errors of {res['requests']})"
+    if res["requests"] < 10:
+        return f" (only {res['requests']} requests finished: too few to measure; raise --duration)"
+    return ""
+
+
+def _cpu(res: dict) -> str:
+    return f", server CPU {res['server_cpu_pct']:.0f}%" if res.get("server_cpu_pct") is not None else ""
+
+
 def _beside(ctx: Any, raw_key: str, field: str, unit: str) -> str:
     """The SQLite figure of this run for the same measurement, if it ran."""
     other = ctx.raw.get(raw_key)
@@ -217,11 +231,13 @@ def scenario(ctx: Any, row: Any, new_key: Callable[[], str]) -> None:
         ratio = f"{single['ok_rps'] / echo['ok_rps']:.3f}x echo, " if echo and echo.get("ok_rps") else ""
         ctx.add(row(f"PostgreSQL single-event intake, {tag}, {c} conns",
                     f"{ratio}{single['ok_rps']:,.0f} req/s, p50 {single['p50_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms"
-                    + _beside(ctx, f"intake_{c}", "ok_rps", "req/s"), "—", "info"))
+                    + _cpu(single) + _beside(ctx, f"intake_{c}", "ok_rps", "req/s") + _note(single),
+                    "—", "errors" if _note(single) else "info"))
         batch = res["batch"]
         ctx.add(row(f"PostgreSQL batch intake, 1000/req, {tag}, {ctx.cfg.batch_conns} conns",
-                    f"{batch['events_per_s']:,.0f} events/s (per request p50 {batch['p50_ms']:.1f} ms)"
-                    + _beside(ctx, "batch", "events_per_s", "events/s"), "—", "info"))
+                    f"{batch['events_per_s']:,.0f} events/s (per request p50 {batch['p50_ms']:.1f} ms{_cpu(batch)})"
+                    + _beside(ctx, "batch", "events_per_s", "events/s") + _note(batch),
+                    "—", "errors" if _note(batch) else "info"))
         n = res["read_events"]
         for name, title in (("list", "list page (50, org+action)"), ("search", "search")):
             r = res[name]
@@ -229,8 +245,8 @@ def scenario(ctx: Any, row: Any, new_key: Callable[[], str]) -> None:
                 ctx.add(row(f"PostgreSQL {title}, {tag}", f"not built ({r['not_built']})", "—", "not built"))
                 continue
             ctx.add(row(f"PostgreSQL {title}, {n:,} events, {tag}",
-                        f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms ({r['ok_rps']:,.0f} req/s)"
-                        + _beside(ctx, name, "p50_ms", "ms"), "—", "info"))
+                        f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms ({r['ok_rps']:,.0f} req/s{_cpu(r)})"
+                        + _beside(ctx, name, "p50_ms", "ms") + _note(r), "—", "errors" if _note(r) else "info"))
         audit = res["durability"]
         if not audit["ok"]:
             ctx.add(row(f"PostgreSQL durability, {tag}",
