@@ -208,6 +208,9 @@ def copy_log(source: Any, url: str, *, progress: Progress | None = None) -> dict
         if tree_size < head_seq:
             raise ConfigError(f"the source's Merkle tree covers {tree_size:,} of {head_seq:,} events: start "
                               "`recalled-lite serve` on it once (it builds the tree), stop it, then copy")
+        if tree_size > head_seq:  # the head is never purged (retention), so this is damage
+            raise ConfigError(f"the source's Merkle tree has {tree_size:,} leaves but its head is seq "
+                              f"{head_seq:,}: the file was altered; check it with `recalled-lite verify`")
         counts = {table: source.count(table) for table, _ in plan}
         total = sum(counts.values()) + len(meta)
         done = 0
