@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 TEST_STAMP    := $(VENV)/.test-stamp
 
-.PHONY: install install-test serve test bench bench-quick bench-deps lock clean
+.PHONY: install install-test serve test test-sqlite test-postgres bench bench-quick bench-deps lock clean
 
 install: $(RUNTIME_STAMP)
 install-test: $(TEST_STAMP)
@@ -31,8 +31,27 @@ $(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt clients/python/pyproject.t
 serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/recalled-lite serve $(ARGS)
 
+# The suite runs on SQLite, then again with every server on a fresh PostgreSQL database when
+# RECALLED_TEST_PG_URL names a cluster (.ci/postgres-up sets it; tests/pg_support.py). Both
+# passes run even if the first fails, so one run shows every failure; the exit status is the
+# first failing pass's.
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@status=0; \
+	RECALLED_TEST_BACKEND=sqlite $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
+	if [ -n "$$RECALLED_TEST_PG_URL" ]; then \
+	  echo "== the same suite on PostgreSQL (RECALLED_TEST_BACKEND=postgres)"; \
+	  RECALLED_TEST_BACKEND=postgres $(PY) -m pytest -q $(PYTEST_ARGS) || { [ $$status -ne 0 ] || status=$$?; }; \
+	else \
+	  echo "RECALLED_TEST_PG_URL is not set: the PostgreSQL pass did not run (source .ci/postgres-up)"; \
+	fi; \
+	exit $$status
+
+test-sqlite: $(TEST_STAMP)
+	RECALLED_TEST_BACKEND=sqlite $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Only the PostgreSQL pass; fails at once when RECALLED_TEST_PG_URL is not set.
+test-postgres: $(TEST_STAMP)
+	RECALLED_TEST_BACKEND=postgres $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # wrk is the load generator: C, so it is not the bottleneck.
 # PocketBase is a bench-only peer (bench/pocketbase.py), pinned here and kept out of the

@@ -17,6 +17,13 @@ from msgspec import Meta, Struct
 from .errors import ConfigError
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+def _is_database_url(value: str) -> bool:
+    from .storage.backend import is_database_url
+
+    return is_database_url(value)
+
 Positive = Annotated[int, Meta(ge=1)]
 
 
@@ -25,7 +32,8 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     port: Port = 8080
     # Allows private/loopback webhook destinations and short retry delays.
     dev: bool = False
-    # Where the server secret lives. Empty = "<database path>.secret".
+    # Where the server secret lives. Empty = "<database path>.secret", or "./recalled.secret"
+    # in the working directory with database.url (never in the database).
     secret_file: str = ""
     # Whole request bodies over this are refused with 413 before being read.
     max_request_bytes: Positive = 5 * 1024 * 1024
@@ -77,6 +85,9 @@ class ServerConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
 
 class DatabaseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     path: str = "./recalled.db"
+    # A postgresql:// URL selects PostgreSQL (several instances may share it; docs/scaling.md)
+    # and `path` is then unused. Empty = SQLite at `path`. --db and RECALLED_DB accept either.
+    url: str = ""
     # FULL fsyncs at every commit: an acknowledged event survives power loss.
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     busy_timeout_ms: Annotated[int, Meta(ge=0)] = 5000
@@ -86,6 +97,10 @@ class DatabaseConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
     # 503 UNAVAILABLE as on a full disk. A guard against one file eating the disk; raise it and
     # restart to resume.
     max_page_count: Annotated[int, Meta(ge=0)] = 0
+
+    def __post_init__(self) -> None:
+        if self.url and not _is_database_url(self.url):
+            raise ValueError("url: expected a postgresql:// URL (or empty for SQLite at database.path)")
 
 
 class EventsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -232,7 +247,8 @@ class CheckpointsConfig(Struct, forbid_unknown_fields=True, omit_defaults=False)
     # While events arrive, a new checkpoint is signed at most this often (plus on demand).
     interval_seconds: Annotated[float, Meta(gt=0, le=86400)] = 5.0
     # Where the Ed25519 signing key lives (0600, never in the database; RECALLED_SIGNING_KEY
-    # overrides it). "" = "<database path>.signing-key".
+    # overrides it). "" = "<database path>.signing-key", or "./recalled.signing-key" with
+    # database.url.
     signing_key_file: str = ""
 
 
@@ -290,6 +306,8 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
         for name in SECRET_FIELDS:
             if data.get(name) is not None:
                 data[name] = "[redacted]"
+        if self.database.url:
+            data["database"]["url"] = self.db_description
         return data
 
     @property
@@ -297,15 +315,32 @@ class Config(Struct, forbid_unknown_fields=True, omit_defaults=False):
         return Path(self.database.path)
 
     @property
+    def db_location(self) -> Path | str:
+        """What storage/backend.py opens: the PostgreSQL URL, or the SQLite path."""
+        return self.database.url or self.db_path
+
+    @property
+    def db_description(self) -> str:
+        """The location for logs and messages (a URL's password redacted)."""
+        from .storage.backend import describe_location
+
+        return describe_location(self.db_location)
+
+    @property
     def secret_path(self) -> Path:
         if self.server.secret_file:
             return Path(self.server.secret_file)
+        if self.database.url:
+            # Never in the database: a file beside where the instance runs (or RECALLED_SECRET).
+            return Path("recalled.secret")
         return Path(str(self.db_path) + ".secret")
 
     @property
     def signing_key_path(self) -> Path:
         if self.checkpoints.signing_key_file:
             return Path(self.checkpoints.signing_key_file)
+        if self.database.url:
+            return Path("recalled.signing-key")
         return Path(str(self.db_path) + ".signing-key")
 
 
@@ -378,8 +413,16 @@ def load_config(
     def put(section: str, key: str, value: Any) -> None:
         data.setdefault(section, {})[key] = value
 
+    def put_location(value: str) -> None:
+        # A URL or a path, whichever it is, replaces what the file said about both.
+        if _is_database_url(value):
+            put("database", "url", value)
+        else:
+            put("database", "path", value)
+            put("database", "url", "")
+
     if "RECALLED_DB" in env:
-        put("database", "path", env["RECALLED_DB"])
+        put_location(env["RECALLED_DB"])
     if "RECALLED_HOST" in env:
         put("server", "host", env["RECALLED_HOST"])
     if "RECALLED_PORT" in env:
@@ -401,7 +444,7 @@ def load_config(
     if port is not None:
         put("server", "port", port)
     if db is not None:
-        put("database", "path", db)
+        put_location(db)
     if dev:
         put("server", "dev", True)
     if secret_file is not None:

@@ -1,8 +1,15 @@
-"""Real-server fixtures: `recalled-lite serve` as a subprocess on a free port, real SQLite file.
+"""Real-server fixtures: `recalled-lite serve` as a subprocess on a free port, real database.
 
     server            one server per test module (shared state: use unique orgs/actions)
     make_server(...)  a fresh server with its own database, for tests that need one
     ServerProcess     start / stop (SIGTERM) / kill (SIGKILL) / restart, plus httpx clients
+
+One switch picks the backend for every server: RECALLED_TEST_BACKEND=postgres gives each
+ServerProcess a fresh PostgreSQL database (tests/pg_support.py), passed as `--db <url>` and
+dropped when the fixture that made it is torn down; unset (or sqlite) keeps the SQLite file
+in the server's workdir. `db_location` is what the CLI's --db takes on either backend;
+`db_path` is the SQLite file, for tests that inspect it, which carry
+`@pytest.mark.sqlite_only("why")` and are skipped on the PostgreSQL pass (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
+
+import pg_support
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "rec_live_testadmn_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
@@ -29,12 +39,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Databases made for servers, dropped by the fixture that owns them (make_server), else at the
+# end of the module that made them (after its module fixtures), else at session end.
+_servers: list["ServerProcess"] = []
+_databases: list[str] = []
+# Where a workdir remembers its PostgreSQL database, so that a second ServerProcess on the same
+# workdir (a restart by hand) finds the same log, as it finds recalled.db on SQLite.
+PG_URL_FILE = ".test-database-url"
+
+
 class ServerProcess:
     def __init__(self, workdir: Path, *, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 config_text: str | None = None, bootstrap_key: str | None = ADMIN_KEY) -> None:
+                 config_text: str | None = None, bootstrap_key: str | None = ADMIN_KEY,
+                 backend: str | None = None) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db_path = workdir / "recalled.db"
+        self.backend = backend or pg_support.backend()
+        if self.backend == "postgres":
+            remembered = workdir / PG_URL_FILE
+            if remembered.exists():
+                self.db_location = remembered.read_text().strip()
+            else:
+                self.db_location = pg_support.create_database("srv")
+                _databases.append(self.db_location)
+                remembered.write_text(self.db_location + "\n")
+        else:
+            self.db_location = str(workdir / "recalled.db")
+        _servers.append(self)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = bootstrap_key
@@ -48,10 +79,81 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.restarts = 0
 
+    @property
+    def on_postgres(self) -> bool:
+        return self.backend == "postgres"
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file itself. Only tests marked sqlite_only may look at it."""
+        if self.on_postgres:
+            raise AssertionError("db_path is the SQLite file: this test inspects it, so mark it "
+                                 "@pytest.mark.sqlite_only(reason), or use db_location / the API")
+        return Path(self.db_location)
+
+    @property
+    def secret_path(self) -> Path:
+        """The server secret file `serve` creates: <db>.secret beside an SQLite file, and
+        ./recalled.secret in the working directory for a database URL."""
+        if self.on_postgres:
+            return self.workdir / "recalled.secret"
+        return Path(self.db_location + ".secret")
+
+    @property
+    def signing_key_path(self) -> Path:
+        if self.on_postgres:
+            return self.workdir / "recalled.signing-key"
+        return Path(self.db_location + ".signing-key")
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        """Read the server's database behind its back, on either backend (the tables and
+        columns are named alike): `?` placeholders, rows as tuples. For tests that check what
+        is stored, not how SQLite stores it."""
+        if self.on_postgres:
+            import psycopg
+
+            with psycopg.connect(self.db_location, autocommit=True) as conn:
+                return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params).fetchall()]
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.db_location}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def stored_bytes(self) -> bytes:
+        """Everything the database holds, for "this never reaches the database" checks: the
+        SQLite file and its WAL byte for byte, or every row of every PostgreSQL table as text."""
+        if not self.on_postgres:
+            return b"".join(p.read_bytes() for p in (Path(self.db_location), Path(self.db_location + "-wal"))
+                            if p.exists())
+        import psycopg
+
+        with psycopg.connect(self.db_location, autocommit=True) as conn:
+            tables = [row[0] for row in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()")]
+            return "\n".join(row[0] for table in tables
+                             for row in conn.execute(f"SELECT t::text FROM {table} t")).encode()
+
+    def hold_write_lock(self) -> "WriteLock":
+        """Another process holding what every append needs, until .release(): SQLite's one
+        write lock (BEGIN IMMEDIATE), or PostgreSQL's chain-head row (FOR UPDATE), which every
+        instance's append takes first."""
+        return WriteLock(self.db_location, self.on_postgres)
+
+    def drop_database(self) -> None:
+        """Kill the server and drop its PostgreSQL database (nothing on SQLite: tmp_path
+        holds the file)."""
+        self.kill()
+        if self.on_postgres and self.db_location in _databases:
+            _databases.remove(self.db_location)
+            pg_support.drop_database(self.db_location)
+
     # -- process control -------------------------------------------------------
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "recalled_lite.cli", "serve", "--db", str(self.db_path),
+        cmd = [sys.executable, "-m", "recalled_lite.cli", "serve", "--db", self.db_location,
                "--port", str(self.port)]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
@@ -138,6 +240,28 @@ class ServerProcess:
         return response.json()["data"]["key"]
 
 
+class WriteLock:
+    def __init__(self, location: str, postgres: bool) -> None:
+        self._lock = threading.Lock()
+        if postgres:
+            import psycopg
+
+            self._conn = psycopg.connect(location)
+            self._conn.execute("SELECT seq FROM chain_head WHERE id = 1 FOR UPDATE")
+        else:
+            import sqlite3
+
+            self._conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.rollback()
+                self._conn.close()
+                self._conn = None
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator:
     started: list[ServerProcess] = []
@@ -149,14 +273,65 @@ def make_server(tmp_path: Path) -> Iterator:
 
     yield factory
     for server in started:
-        server.kill()
+        server.drop_database()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
     yield srv
-    srv.kill()
+    srv.drop_database()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_databases() -> Iterator[None]:
+    """Autouse, so set up before and torn down after the module's own module fixtures: the
+    databases of servers a module built by hand go with it."""
+    servers, databases = len(_servers), len(_databases)
+    yield
+    _drop_since(servers, databases)
+
+
+def _drop_since(servers: int, databases: int) -> None:
+    for server in _servers[servers:]:
+        server.kill()
+    del _servers[servers:]
+    for url in _databases[databases:]:
+        pg_support.drop_database(url)
+    del _databases[databases:]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): inspects or alters the SQLite file itself; "
+                            "skipped on the PostgreSQL pass (RECALLED_TEST_BACKEND=postgres) with the reason")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if pg_support.on_postgres():
+        pg_support.admin_url()  # fails the pass at once when PostgreSQL is not configured
+        pg_support.sweep_stale_databases()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _databases or _servers:
+        _drop_since(0, 0)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"recalled-lite test backend: {pg_support.backend()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    postgres = pg_support.on_postgres()
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is None:
+            continue
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.sqlite_only needs a reason")
+        if postgres:
+            item.add_marker(pytest.mark.skip(reason=f"sqlite_only: {reason}"))
 
 
 @pytest.fixture(scope="module")

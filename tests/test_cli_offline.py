@@ -16,6 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import pg_support
 from audit_events import audit_events
 
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
@@ -45,42 +48,46 @@ def tamper(db: Path, sql: str) -> None:
         conn.close()
 
 
-def copy_without_secret(srv, tmp_path: Path) -> Path:
-    """A backup of the live database in a directory of its own, with no secret beside it."""
+def copy_without_secret(srv, tmp_path: Path) -> tuple[str, Path]:
+    """(--db, working directory) of the log with no secret in reach: on SQLite a backup in a
+    directory of its own; on PostgreSQL the database itself seen from an empty directory (its
+    secret file lives in the server's working directory, never in the database)."""
     copy_dir = tmp_path / "copy"
     copy_dir.mkdir()
+    if srv.on_postgres:
+        return srv.db_location, copy_dir
     copy = copy_dir / "recalled.db"
-    done = run(["backup", str(copy), "--db", str(srv.db_path)], srv.workdir)
+    done = run(["backup", str(copy), "--db", srv.db_location], srv.workdir)
     assert done.returncode == 0, done.stderr
-    return copy
+    return str(copy), copy_dir
 
 
 def test_verify_without_the_secret_creates_nothing_and_says_how_to_pass_it(make_server, tmp_path):
     srv = make_server("verify-nosecret")
     with srv.client() as c:
         assert c.post("/v1/events/batch", json={"events": [{"action": f"a.{i}"} for i in range(20)]}).status_code == 200
-    copy = copy_without_secret(srv, tmp_path)
-    before = listing(copy.parent)
-    assert before == ["recalled.db"]
+    copy, where = copy_without_secret(srv, tmp_path)
+    before = listing(where)
+    assert before == ([] if srv.on_postgres else ["recalled.db"])
 
-    result = run(["verify", "--db", str(copy)], copy.parent)
+    result = run(["verify", "--db", copy], where)
     assert result.returncode == 2, result.stderr
     assert "RECALLED_SECRET" in result.stderr and "--secret-file" in result.stderr
-    assert str(copy) + ".secret" in result.stderr  # where it looked
+    assert ("recalled.secret" if srv.on_postgres else copy + ".secret") in result.stderr  # where it looked
     assert "this secret is not the one" not in result.stderr  # no made-up secret was tried
-    assert listing(copy.parent) == before
+    assert listing(where) == before
 
     # The same copy verifies fully when told where the secret is.
-    secret_file = srv.db_path.parent / "recalled.db.secret"
-    good = run(["verify", "--db", str(copy), "--secret-file", str(secret_file)], copy.parent)
+    secret_file = srv.secret_path
+    good = run(["verify", "--db", copy, "--secret-file", str(secret_file)], where)
     assert good.returncode == 0, good.stderr
     assert "hashes and signatures" in good.stderr
     assert json.loads(good.stdout)["signaturesChecked"] is True
-    assert listing(copy.parent) == before
+    assert listing(where) == before
     # ...and a wrong secret is told apart from a missing one.
     wrong = tmp_path / "wrong.secret"
     wrong.write_text("0" * 64 + "\n")
-    refused = run(["verify", "--db", str(copy), "--secret-file", str(wrong)], copy.parent)
+    refused = run(["verify", "--db", copy, "--secret-file", str(wrong)], where)
     assert refused.returncode == 2 and "not the one the database was created with" in refused.stderr
 
 
@@ -90,21 +97,26 @@ def test_verify_no_signatures_checks_hashes_and_catches_tampering(make_server, t
         for i in range(6):
             assert c.post("/v1/events", json={"action": f"h.{i}", "actor": {"id": f"u{i}"}}).status_code == 200
         server_events = len(audit_events(c))  # the bootstrap key's, first in the chain
-    copy = copy_without_secret(srv, tmp_path)
-    before = listing(copy.parent)
+    copy, where = copy_without_secret(srv, tmp_path)
+    before = listing(where)
 
-    ok = run(["verify", "--no-signatures", "--db", str(copy)], copy.parent)
+    ok = run(["verify", "--no-signatures", "--db", copy], where)
     assert ok.returncode == 0, ok.stderr
     assert "hashes only" in ok.stderr and "NOT checked" in ok.stderr
     out = json.loads(ok.stdout)
     assert out["signaturesChecked"] is False and out["data"]["valid"] is True and out["data"]["checked"] == 6 + server_events
 
-    tamper(copy, "DROP TRIGGER events_append_only_update; UPDATE events SET action = 'forged' WHERE seq = 4;")
-    bad = run(["verify", "--no-signatures", "--db", str(copy)], copy.parent)
+    if srv.on_postgres:  # the table owner's login: disable the append-only trigger, edit a row
+        srv.stop()
+        pg_support.execute(copy, "ALTER TABLE events DISABLE TRIGGER events_append_only; "
+                                 "UPDATE events SET action = 'forged' WHERE seq = 4;")
+    else:
+        tamper(Path(copy), "DROP TRIGGER events_append_only_update; UPDATE events SET action = 'forged' WHERE seq = 4;")
+    bad = run(["verify", "--no-signatures", "--db", copy], where)
     assert bad.returncode == 2, bad.stderr
     first = json.loads(bad.stdout)["data"]["firstInvalid"]
     assert first["seq"] == 4 and first["reason"] == "hash mismatch"
-    assert listing(copy.parent) == before
+    assert listing(where) == before
 
 
 def test_offline_commands_on_a_wrong_path_exit_2_and_create_nothing(tmp_path):
@@ -135,10 +147,10 @@ def test_offline_commands_on_a_wrong_path_exit_2_and_create_nothing(tmp_path):
 def test_serve_never_replaces_a_lost_secret(make_server):
     srv = make_server("lost-secret")
     srv.stop()
-    secret = srv.db_path.parent / "recalled.db.secret"
+    secret = srv.secret_path
     secret.unlink()
-    result = subprocess.run(CLI + ["serve", "--db", str(srv.db_path), "--port", "0"], capture_output=True,
-                            text=True, env=clean_env(), timeout=60)
+    result = subprocess.run(CLI + ["serve", "--db", srv.db_location, "--port", "0"], capture_output=True,
+                            text=True, env=clean_env(), cwd=srv.workdir, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "RECALLED_SECRET" in result.stderr and not secret.exists()
 
@@ -156,30 +168,38 @@ def test_backups_and_exports_are_private_and_a_missing_directory_is_refused(make
         os.chmod(out / stale, 0o644)
     old_umask = os.umask(0o022)
     try:
-        backup = run(["backup", str(out / "b.db"), "--db", str(srv.db_path)], srv.workdir)
+        backup = run(["backup", str(out / "b.db"), "--db", srv.db_location], srv.workdir)
         export = run(["export", "--format", "ndjson", "--output", str(out / "e.ndjson"),
-                      "--db", str(srv.db_path)], srv.workdir)
+                      "--db", srv.db_location], srv.workdir)
     finally:
         os.umask(old_umask)
-    assert backup.returncode == 0, backup.stderr
     assert export.returncode == 0, export.stderr
-    assert listing(out) == ["b.db", "e.ndjson"]  # no partial or journal left over
-    for name in ("b.db", "e.ndjson"):
+    if srv.on_postgres:
+        # A file copy of a PostgreSQL database is pg_dump's job: refused, pointing there.
+        assert backup.returncode == 2 and "pg_dump" in backup.stderr, backup.stderr
+        (out / "b.db.partial").unlink()
+        assert listing(out) == ["e.ndjson"]
+    else:
+        assert backup.returncode == 0, backup.stderr
+        assert listing(out) == ["b.db", "e.ndjson"]  # no partial or journal left over
+        conn = sqlite3.connect(out / "b.db")
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 50 + server_events
+        conn.close()
+    for name in listing(out):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
-    conn = sqlite3.connect(out / "b.db")
-    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 50 + server_events
-    conn.close()
     assert (out / "e.ndjson").read_text().count("\n") == 51 + server_events  # the events + the head
 
     nowhere = tmp_path / "no-such-dir"
-    refused = run(["backup", str(nowhere / "b.db"), "--db", str(srv.db_path)], srv.workdir)
-    assert refused.returncode == 2
-    assert f"the directory {nowhere} does not exist" in refused.stderr
-    assert not nowhere.exists()
-    refused = run(["export", "--output", str(nowhere / "e.csv"), "--db", str(srv.db_path)], srv.workdir)
+    if not srv.on_postgres:
+        refused = run(["backup", str(nowhere / "b.db"), "--db", srv.db_location], srv.workdir)
+        assert refused.returncode == 2
+        assert f"the directory {nowhere} does not exist" in refused.stderr
+        assert not nowhere.exists()
+    refused = run(["export", "--output", str(nowhere / "e.csv"), "--db", srv.db_location], srv.workdir)
     assert refused.returncode == 2 and "does not exist" in refused.stderr and not nowhere.exists()
 
 
+@pytest.mark.sqlite_only("unit of storage.sqlite.offline.is_new_database on missing/empty/garbage files")
 def test_only_a_certainly_new_database_may_get_a_new_secret(tmp_path, make_server):
     from recalled_lite.storage.sqlite.offline import is_new_database
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import ROOT, ServerProcess
+from conftest import ServerProcess
 from console_support import ConsoleSession, csrf_in, signed_in
 from webhook_receiver import wait_until
 
@@ -79,10 +78,12 @@ def test_the_browser_gets_a_random_id_and_the_database_keeps_only_its_hash(make_
     value = set_cookies(answer)["recalled_console"].split(";")[0].split("=", 1)[1]
     assert len(value) >= 40 and srv.key not in value
     srv.stop()
-    with sqlite3.connect(srv.db_path) as db:
-        stored = [row[0] for row in db.execute("SELECT token_hash FROM console_sessions")]
+    stored = [row[0] for row in srv.query("SELECT token_hash FROM console_sessions")]
     assert stored == [hashlib.sha256(value.encode()).hexdigest()]
-    raw = b"".join(p.read_bytes() for p in srv.workdir.glob("recalled.db*"))
+    if srv.on_postgres:  # every column of the session row, as text
+        raw = "".join(row[0] for row in srv.query("SELECT s::text FROM console_sessions s")).encode()
+    else:
+        raw = b"".join(p.read_bytes() for p in srv.workdir.glob("recalled.db*"))
     assert value.encode() not in raw, "the cookie value itself must not be stored"
 
 
@@ -132,8 +133,8 @@ def test_revoking_the_key_from_the_cli_ends_its_sessions(make_server):
         made = c.post("/v1/keys", json={"name": "ops", "scopes": ["admin"]}).json()["data"]
     s = signed_in(srv.url, made["key"])
     assert s.get("/console/events").status_code == 200
-    subprocess.run([sys.executable, "-m", "recalled_lite.cli", "keys", "revoke", made["id"], "--db", str(srv.db_path)],
-                   check=True, capture_output=True, cwd=ROOT, timeout=60)
+    subprocess.run([sys.executable, "-m", "recalled_lite.cli", "keys", "revoke", made["id"], "--db", srv.db_location],
+                   check=True, capture_output=True, cwd=srv.workdir, timeout=60)
     # the server's key cache picks up a change made by another process within ~2 s
     wait_until(lambda: s.get("/console/events").status_code == 303, timeout=15, message="session ended")
     assert s.get("/console/").headers["location"].startswith("/console/login")
@@ -231,8 +232,8 @@ def test_static_files_are_cached_by_content(server):
 
 
 def run_console_link(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "recalled_lite.cli", "console-link", "--db", str(srv.db_path),
-                           "--base-url", srv.url, *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run([sys.executable, "-m", "recalled_lite.cli", "console-link", "--db", srv.db_location,
+                           "--base-url", srv.url, *args], capture_output=True, text=True, cwd=srv.workdir, timeout=60)
 
 
 def test_console_link_signs_in_once(server):
@@ -288,8 +289,7 @@ def test_last_use_of_a_key_is_recorded_without_a_write_per_request(make_server):
         assert listed[made["id"]]["last_used_at"] is not None
         seen = listed[made["id"]]["last_used_at"]
     srv.stop()  # a clean stop flushes what was noted
-    with sqlite3.connect(srv.db_path) as db:
-        stored = db.execute("SELECT last_used_at FROM api_keys WHERE id = ?", (made["id"],)).fetchone()[0]
+    stored = srv.query("SELECT last_used_at FROM api_keys WHERE id = ?", made["id"])[0][0]
     assert stored is not None
     srv.start()
     with srv.client() as c:

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from audit_events import audit_events
+
+pytestmark = pytest.mark.sqlite_only("a full disk is simulated with SQLite's max_page_count; PostgreSQL has no "
+                                     "such knob (a full volume would need a tiny filesystem)")
 
 
 def test_disk_full_gives_503_then_resumes(make_server):

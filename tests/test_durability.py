@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -11,6 +10,10 @@ import time
 import uuid
 
 import httpx
+
+
+def marker_of(metadata: str | None) -> str | None:
+    return json.loads(metadata).get("m") if metadata else None
 
 
 def _load(server, acked: dict, stop: threading.Event, worker: int) -> None:
@@ -51,9 +54,8 @@ def test_sigkill_under_load_loses_nothing_acknowledged(make_server):
     srv.stop()
 
     assert len(acked) > 500, "the load did not get going"
-    conn = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
-    rows = conn.execute("SELECT id, json_extract(metadata, '$.m'), seq FROM events").fetchall()
-    conn.close()
+    rows = [(event_id, marker_of(metadata), seq) for event_id, metadata, seq in
+            srv.query("SELECT id, metadata, seq FROM events")]
     by_marker: dict[str, list[str]] = {}
     for event_id, marker, _ in rows:
         by_marker.setdefault(marker, []).append(event_id)
@@ -64,7 +66,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(make_server):
     seqs = sorted(seq for *_, seq in rows)
     assert seqs == list(range(1, len(seqs) + 1)), "seq has gaps"
 
-    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(srv.db_path)],
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", srv.db_location],
                             capture_output=True, text=True, cwd=srv.workdir)
     assert result.returncode == 0, result.stderr
     verdict = json.loads(result.stdout)["data"]
@@ -85,7 +87,5 @@ def test_sigterm_drains_in_flight_requests(make_server):
     for w in workers:
         w.join()
     assert "database closed cleanly" in srv.log_text()
-    conn = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
-    stored = {m for (m,) in conn.execute("SELECT json_extract(metadata, '$.m') FROM events")}
-    conn.close()
+    stored = {marker_of(metadata) for (metadata,) in srv.query("SELECT metadata FROM events")}
     assert set(acked) <= stored

@@ -36,7 +36,7 @@ EVENTS = [
 
 
 def secret_of(srv) -> bytes:
-    return (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    return srv.secret_path.read_text().strip().encode()
 
 
 def fill(srv, extra_batches: int = 2) -> str:
@@ -235,7 +235,7 @@ def test_cli_export_matches_the_api_and_shows_progress(make_server):
     srv = make_server("exp_cli")
     fill(srv, extra_batches=30)
     total = 3004 + own_events(srv)
-    cli = [sys.executable, "-m", "recalled_lite.cli", "export", "--db", str(srv.db_path)]
+    cli = [sys.executable, "-m", "recalled_lite.cli", "export", "--db", srv.db_location]
     with srv.client() as c:
         api = {fmt: c.get("/v1/exports", params={"format": fmt, "organization": "org_x"}).content
                for fmt in ("ndjson", "csv", "json")}

@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from audit_events import audit_events
 
 
@@ -14,8 +16,9 @@ def test_locked_database_answers_503_then_recovers(make_server):
     with srv.client() as c:
         before = c.post("/v1/events", json={"action": "before"})
         assert before.status_code == 200
-        outsider = sqlite3.connect(srv.db_path)
-        outsider.execute("BEGIN IMMEDIATE")  # hold the write lock, as a backup script might
+        # Hold what every append needs, as a backup script or another instance might: SQLite's
+        # write lock, or PostgreSQL's chain-head row (the store waits lock_timeout for it).
+        outsider = srv.hold_write_lock()
         try:
             r = c.post("/v1/events", json={"action": "during"})
             assert r.status_code == 503, r.text
@@ -24,8 +27,7 @@ def test_locked_database_answers_503_then_recovers(make_server):
             ready = c.get("/readyz")
             assert ready.status_code == 503
         finally:
-            outsider.rollback()
-            outsider.close()
+            outsider.release()
         after = c.post("/v1/events", json={"action": "after"})
         assert after.status_code == 200
         seq = before.json()["data"]["seq"] + 1  # nothing of the refused write took a seq
@@ -38,13 +40,15 @@ def test_locked_database_answers_503_then_recovers(make_server):
 def test_wrong_secret_refuses_to_start(make_server, tmp_path):
     srv = make_server("secret")
     srv.stop()
-    (srv.db_path.parent / "recalled.db.secret").write_text("f" * 64 + "\n")
-    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "serve", "--db", str(srv.db_path),
-                             "--port", "0"], capture_output=True, text=True, timeout=30)
+    srv.secret_path.write_text("f" * 64 + "\n")
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "serve", "--db", srv.db_location,
+                             "--port", "0"], capture_output=True, text=True, cwd=srv.workdir, timeout=30)
     assert result.returncode == 2
     assert "secret does not match" in result.stderr
 
 
+@pytest.mark.sqlite_only("backup copies the SQLite file; on PostgreSQL it refuses and points to pg_dump "
+                         "(test_cli_offline checks that)")
 def test_backup_is_a_verifiable_copy(make_server):
     srv = make_server("backup")
     with srv.client() as c:
@@ -60,7 +64,7 @@ def test_backup_is_a_verifiable_copy(make_server):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     # The copy verifies with the original secret.
-    env_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    env_secret = srv.secret_path.read_text().strip()
     check = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(dest)],
                            capture_output=True, text=True, env={"RECALLED_SECRET": env_secret, "PATH": "/usr/bin:/bin"})
     assert check.returncode == 0, check.stderr

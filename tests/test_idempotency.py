@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 
 
 def count_rows(server, key: str) -> int:
-    conn = sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT count(*) FROM events WHERE idempotency_key = ?", (key,)).fetchone()[0]
-    finally:
-        conn.close()
+    return server.query("SELECT count(*) FROM events WHERE idempotency_key = ?", key)[0][0]
 
 
 def test_same_key_same_body_returns_original(server):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 
 import pytest
 
@@ -135,9 +134,7 @@ def test_batch_all_or_nothing(server):
         errors = r.json()["error"]["details"]["errors"]
         assert [(e["index"], e["field"]) for e in errors] == [(1, "action"), (3, "occurred_at")]
         verify = c.get("/v1/events/verify").json()["data"]
-    conn = sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True)
-    stored = conn.execute("SELECT count(*) FROM events WHERE organization = ?", (org,)).fetchone()[0]
-    conn.close()
+    stored = server.query("SELECT count(*) FROM events WHERE organization = ?", org)[0][0]
     assert stored == 0
     assert verify["valid"] is True
 

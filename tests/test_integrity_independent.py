@@ -1,8 +1,10 @@
 """An independent verifier, written from docs/integrity.md alone (no product imports).
 
-It reads the database file with Python's sqlite3 module, maps columns as §5 of
-the doc says, and checks the chain as §1-§4 say. Then the file is altered with
-the sqlite3 command-line tool (triggers dropped first) and must be rejected.
+It reads the database with Python's sqlite3 module (or psycopg, on the PostgreSQL pass: the
+columns are the same), maps columns as §5 of the doc says, and checks the chain as §1-§4 say.
+Then the rows are altered the way an attacker with shell or database access would (the sqlite3
+command-line tool, or a database login; append-only triggers dropped or disabled first) and
+must be rejected.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import pytest
 
+import pg_support
 from audit_events import audit_events
 
 
@@ -29,11 +32,26 @@ def iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
-def load_events(db_path) -> tuple[str, list[dict]]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    project_id = conn.execute("SELECT value FROM meta WHERE key = 'project_id'").fetchone()[0]
+def _rows(location, sql: str) -> list[tuple]:
+    location = str(location)
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as pg:
+            return pg.execute(sql).fetchall()
+    conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def load_events(location) -> tuple[str, list[dict]]:
+    """Every stored event of the database at `location` (an SQLite path or a PostgreSQL URL)."""
+    project_id = _rows(location, "SELECT value FROM meta WHERE key = 'project_id'")[0][0]
     events = []
-    for row in conn.execute(
+    for row in _rows(
+        location,
         "SELECT seq, id, organization, action, actor_type, actor_id, actor_name, actor_email, targets, "
         "metadata, ip_address, user_agent, occurred_at, received_at, idempotency_key, personal_salt, "
         "personal_digest, prev_hash, hash, signature, erased_at FROM events ORDER BY seq"
@@ -50,7 +68,6 @@ def load_events(db_path) -> tuple[str, list[dict]]:
             "personalDigest": digest, "prevHash": prev, "hash": h, "signature": sig,
             "erasedAt": erased,
         })
-    conn.close()
     return project_id, events
 
 
@@ -80,6 +97,18 @@ def independent_verify(events: list[dict], project_id: str, secret: bytes | None
             return False, e["seq"], "signature mismatch"
         prev = e["hash"]
     return True, len(events), None
+
+
+def attack(srv, sqlite_sql: str, pg_sql: str) -> None:
+    """Alter the log behind the server: the sqlite3 CLI on the file, or the table owner's
+    login on PostgreSQL (which may disable the append-only trigger)."""
+    if srv.on_postgres:
+        pg_support.execute(srv.db_location, pg_sql)
+    else:
+        run_sql(srv.db_path, sqlite_sql)
+
+
+PG_OPEN = "ALTER TABLE events DISABLE TRIGGER events_append_only; "
 
 
 def run_sql(db_path, sql: str) -> None:
@@ -114,32 +143,39 @@ def test_independent_verifier_accepts_fresh_and_rejects_altered(make_server):
                             for i in range(50)]}
         assert c.post("/v1/events/batch", json=batch).status_code == 200
         total = 54 + len(audit_events(c))  # and the server's own (the bootstrap key's), first
-    secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    secret = srv.secret_path.read_text().strip().encode()
     srv.stop()
 
-    project_id, events = load_events(srv.db_path)
+    project_id, events = load_events(srv.db_location)
     assert len(events) == total
     assert independent_verify(events, project_id, secret) == (True, total, None)
     # A wrong secret must fail the signature check: the check is real.
     assert independent_verify(events, project_id, b"x" * 64)[2] == "signature mismatch"
 
     # The database itself refuses tampering while the triggers exist.
-    conn = sqlite3.connect(srv.db_path)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("UPDATE events SET action = 'forged' WHERE seq = 3")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        conn.execute("DELETE FROM events WHERE seq = 3")
-    conn.close()
+    if srv.on_postgres:
+        import psycopg
 
-    # An attacker drops the triggers and edits a row with the sqlite3 CLI.
-    run_sql(srv.db_path, "DROP TRIGGER events_append_only_update; "
-                         "UPDATE events SET action = 'invoice.refunded' WHERE seq = 3;")
-    project_id, events = load_events(srv.db_path)
+        for sql in ("UPDATE events SET action = 'forged' WHERE seq = 3", "DELETE FROM events WHERE seq = 3"):
+            with pytest.raises(psycopg.Error, match="append-only"):
+                pg_support.execute(srv.db_location, sql)
+    else:
+        conn = sqlite3.connect(srv.db_path)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE events SET action = 'forged' WHERE seq = 3")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events WHERE seq = 3")
+        conn.close()
+
+    # An attacker drops the triggers and edits a row.
+    attack(srv, "DROP TRIGGER events_append_only_update; UPDATE events SET action = 'invoice.refunded' WHERE seq = 3;",
+           PG_OPEN + "UPDATE events SET action = 'invoice.refunded' WHERE seq = 3;")
+    project_id, events = load_events(srv.db_location)
     ok, seq, reason = independent_verify(events, project_id, secret)
     assert (ok, seq, reason) == (False, 3, "hash mismatch")
 
     # The product's offline verifier agrees and exits non-zero.
-    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", str(srv.db_path)],
+    result = subprocess.run([sys.executable, "-m", "recalled_lite.cli", "verify", "--db", srv.db_location],
                             capture_output=True, text=True, cwd=srv.workdir)
     assert result.returncode == 2, result.stderr
     assert json.loads(result.stdout)["data"]["firstInvalid"]["seq"] == 3
@@ -150,16 +186,18 @@ def test_personal_data_tamper_and_row_deletion_detected(make_server):
     with srv.client() as c:
         seqs = [c.post("/v1/events", json={"action": "a.b", "actor": {"id": f"u{i}", "email": f"{i}@x.io"}})
                 .json()["data"]["seq"] for i in range(5)]
-    secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    secret = srv.secret_path.read_text().strip().encode()
     srv.stop()
-    run_sql(srv.db_path, "DROP TRIGGER events_append_only_update; "
-                         f"UPDATE events SET actor_email = 'someone@else.io' WHERE seq = {seqs[1]};")
-    project_id, events = load_events(srv.db_path)
+    forge = f"UPDATE events SET actor_email = 'someone@else.io' WHERE seq = {seqs[1]};"
+    attack(srv, "DROP TRIGGER events_append_only_update; " + forge, PG_OPEN + forge)
+    project_id, events = load_events(srv.db_location)
     assert independent_verify(events, project_id, secret) == (False, seqs[1], "personal data altered")
 
     # Put the email back (the chain verifies again), then delete a whole row.
-    run_sql(srv.db_path, f"UPDATE events SET actor_email = '1@x.io' WHERE seq = {seqs[1]};")
-    assert independent_verify(*reversed(load_events(srv.db_path)), secret)[0] is True
-    run_sql(srv.db_path, f"DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE seq = {seqs[3]};")
-    project_id, events = load_events(srv.db_path)
+    restore = f"UPDATE events SET actor_email = '1@x.io' WHERE seq = {seqs[1]};"
+    attack(srv, restore, PG_OPEN + restore)
+    assert independent_verify(*reversed(load_events(srv.db_location)), secret)[0] is True
+    delete = f"DELETE FROM events WHERE seq = {seqs[3]};"
+    attack(srv, "DROP TRIGGER events_append_only_delete; " + delete, PG_OPEN + delete)
+    project_id, events = load_events(srv.db_location)
     assert independent_verify(events, project_id, secret) == (False, seqs[4], "chain broken")

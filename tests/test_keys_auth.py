@@ -87,7 +87,7 @@ def test_organization_wall_on_intake_and_read(server):
 
 def test_cli_keys_create_list_revoke_reach_running_server(server):
     run = [sys.executable, "-m", "recalled_lite.cli", "keys"]
-    db = ["--db", str(server.db_path)]
+    db = ["--db", server.db_location]
     created = subprocess.run(run + ["create", "--name", "cli", "--scopes", "events:write", *db],
                              capture_output=True, text=True, cwd=server.workdir)
     assert created.returncode == 0, created.stderr
@@ -111,5 +111,6 @@ def test_cli_keys_create_list_revoke_reach_running_server(server):
                 break
             time.sleep(0.2)
     assert status == (401, "REVOKED_API_KEY")
-    bad = subprocess.run(run + ["create", "--name", "x", "--scopes", "fly", *db], capture_output=True, text=True)
+    bad = subprocess.run(run + ["create", "--name", "x", "--scopes", "fly", *db], capture_output=True, text=True,
+                         cwd=server.workdir)
     assert bad.returncode == 2 and "unknown scope" in bad.stderr

@@ -23,6 +23,9 @@ import pytest
 from audit_events import audit_events
 from conftest import ServerProcess
 
+pytestmark = pytest.mark.sqlite_only("rewrites an SQLite file back to the pre-007 layout and migrates it; "
+                                     "PostgreSQL starts at its own 001")
+
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
 
 OLD_LAYOUT = """

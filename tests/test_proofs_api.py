@@ -121,10 +121,10 @@ def test_a_proof_of_a_new_event_waits_for_the_next_checkpoint(make_server):
 def test_the_signing_key_lifecycle(tmp_path, request):
     server = ServerProcess(tmp_path / "keys", config_text="[checkpoints]\ninterval_seconds = 3600.0\n")
     request.addfinalizer(server.kill)  # a failing step must not leave a server running
-    key_file = server.db_path.with_name("recalled.db.signing-key")
+    key_file = server.signing_key_path
     # No offline command creates a key.
     for args in (["keys", "list"], ["verify"], ["checkpoint", "key"]):
-        subprocess.run(CLI + args + ["--db", str(server.db_path)], capture_output=True, cwd=tmp_path,
+        subprocess.run(CLI + args + ["--db", server.db_location], capture_output=True, cwd=server.workdir,
                        env={k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")})
         assert not key_file.exists(), args
     server.start()
@@ -135,11 +135,11 @@ def test_the_signing_key_lifecycle(tmp_path, request):
         assert posted.status_code == 200
         size = posted.json()["data"]["seq"]  # after the server's own audit event
         keys = c.get("/v1/checkpoint/key").json()["data"]
-    printed = subprocess.run(CLI + ["checkpoint", "key", "--db", str(server.db_path)], capture_output=True, text=True,
-                             cwd=tmp_path)
+    printed = subprocess.run(CLI + ["checkpoint", "key", "--db", server.db_location], capture_output=True, text=True,
+                             cwd=server.workdir)
     assert printed.returncode == 0 and printed.stdout.strip() == keys["current"]
     # the private key never enters the database (the public one is listed there)
-    assert key_file.read_text().split("+")[-1].strip().encode() not in server.db_path.read_bytes()
+    assert key_file.read_text().split("+")[-1].strip().encode() not in server.stored_bytes()
     server.stop()
 
     # Lost key file: the server refuses to start over the old log.
@@ -173,7 +173,7 @@ def test_the_signing_key_lifecycle(tmp_path, request):
     server.start()
     with server.client() as c:
         assert c.get("/v1/checkpoint/key").json()["data"]["current"] != rotated["current"]
-    assert any(p.name.startswith("recalled.db.signing-key.retired-") for p in server.db_path.parent.iterdir())
+    assert any(p.name.startswith(key_file.name + ".retired-") for p in key_file.parent.iterdir())
     server.stop()
     # RECALLED_SIGNING_KEY overrides the file (here: the current key, so it starts).
     current = key_file.read_text().strip()

@@ -74,11 +74,12 @@ def all_records(c) -> list[dict]:
 
 
 def file_bytes(srv) -> bytes:
-    return b"".join(p.read_bytes() for p in (srv.db_path, srv.db_path.with_name("recalled.db-wal")) if p.exists())
+    """SQLite: the file and its WAL; PostgreSQL: every live row as text."""
+    return srv.stored_bytes()
 
 
 def cli_verify(srv) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["verify", "--db", str(srv.db_path)], capture_output=True, text=True,
+    return subprocess.run(CLI + ["verify", "--db", srv.db_location], capture_output=True, text=True,
                           cwd=srv.workdir, env=clean_env(), timeout=120)
 
 
@@ -221,6 +222,7 @@ def test_purge_removes_exactly_the_expired_events_and_everything_still_verifies(
     assert b"purgedsecret" not in data
 
 
+@pytest.mark.sqlite_only("drives SQLite's delete trigger and guard row with the sqlite3 CLI")
 def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_server):
     srv = make_server("tamper", args=["--dev"], config_text=CONFIG.format(batch=100))
     with srv.client() as c:
@@ -361,6 +363,7 @@ def test_bound_keys_stay_in_their_organization_and_the_floor_holds(make_server):
         assert actions == ["recalled.retention.rule_deleted", "recalled.retention.rule_set"]
 
 
+@pytest.mark.sqlite_only("SQLite's auto_vacuum mode of an old file")
 def test_an_old_database_keeps_its_vacuum_mode_until_it_opts_in(tmp_path):
     from recalled_lite.storage.sqlite.connection import open_writer
 
@@ -377,6 +380,8 @@ def test_an_old_database_keeps_its_vacuum_mode_until_it_opts_in(tmp_path):
         conn.close()
 
 
+@pytest.mark.sqlite_only("SQLite page and freelist counts after incremental vacuum; PostgreSQL leaves "
+                         "space to autovacuum")
 def test_a_new_database_gets_its_space_back_after_a_purge(make_server, tmp_path):
     from conftest import ServerProcess
 

@@ -18,6 +18,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ServerProcess
 from test_integrity_independent import canonical, load_events
 from test_proofs_independent import consistent, open_checkpoint, parse_vkey
@@ -59,6 +61,7 @@ def rewrite_from(db_path, secret: bytes, first_seq: int) -> None:
     conn.close()
 
 
+@pytest.mark.sqlite_only("the attacker's copy is the SQLite file set, rewritten with sqlite3")
 def test_a_rewritten_history_is_caught_by_witnesses(tmp_path):
     rx = Receiver()
     original = ServerProcess(tmp_path / "original", args=["--dev"], config_text=CONFIG).start()

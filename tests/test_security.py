@@ -27,7 +27,7 @@ def test_no_secret_ever_reaches_the_log(make_server):
     time.sleep(0.5)
     srv.stop()
     log = srv.log_text()
-    server_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    server_secret = srv.secret_path.read_text().strip()
     assert "request" in log  # the access log is on, so the test looks at real lines
     for secret in (srv.key, created, created.split("_")[3], wrong.split("_")[3], sub["secret"], rotated,
                    token, token.split(".")[1], server_secret):

@@ -106,7 +106,7 @@ def test_subscription_changes_and_erasure_are_audited(srv):
             verified = c.get("/v1/events/verify").json()["data"]
     finally:
         receiver.close()
-    server_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    server_secret = srv.secret_path.read_text().strip()
     reference = erased_reference(server_secret, f"gone_{t}")
     mine = {e["action"]: e for e in events if e["targets"] and e["targets"][0]["id"] in (sub_id, reference)}
     assert set(mine) == {"recalled.subscription.created", "recalled.subscription.updated",
@@ -141,7 +141,7 @@ def test_clients_may_not_write_server_actions(srv):
 
 def run_cli(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECALLED_")}
-    return subprocess.run([sys.executable, "-m", "recalled_lite.cli", *args, "--db", str(srv.db_path)],
+    return subprocess.run([sys.executable, "-m", "recalled_lite.cli", *args, "--db", srv.db_location],
                           capture_output=True, text=True, env=env, timeout=60, cwd=srv.workdir)
 
 
@@ -221,11 +221,14 @@ def test_no_secret_reaches_the_log_the_export_or_the_database_file(srv):
         listed = json.dumps(admin_events(c))
         export = c.get("/v1/exports", params={"format": "ndjson"}).text
         searched = c.get("/v1/events/search", params={"q": "action:recalled.*", "limit": 200}).text
-    server_secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip()
+    server_secret = srv.secret_path.read_text().strip()
     secrets = {"key plaintext": key["key"], "admin key": ADMIN_KEY, "webhook secret": sub["secret"],
                "rotated webhook secret": rotated["secret"], "server secret": server_secret}
-    files = b"".join(p.read_bytes() for p in srv.db_path.parent.glob("recalled.db*")
-                     if not p.name.endswith(".secret"))
+    if srv.on_postgres:
+        files = srv.stored_bytes()
+    else:
+        files = b"".join(p.read_bytes() for p in srv.db_path.parent.glob("recalled.db*")
+                         if not p.name.endswith(".secret"))
     log = srv.log_text()
     assert f"secretive-{t}" in listed and f"secretive-{t}" in export  # the actions are there ...
     for name, secret in secrets.items():  # ... their secrets are not

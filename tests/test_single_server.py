@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ServerProcess, free_port
 
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
@@ -28,6 +30,8 @@ def listening_lines(log: str) -> list[dict]:
     return lines
 
 
+@pytest.mark.sqlite_only("the flock on <db>.lock; on PostgreSQL several instances share one database by "
+                         "design (tests/test_pg_instances.py)")
 def test_second_server_on_the_same_database_refuses_and_the_first_keeps_serving(make_server):
     first = make_server("locked")
     lock_file = first.db_path.parent / "recalled.db.lock"

@@ -24,6 +24,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "recalled_lite"
 SQLITE_BACKEND = "recalled_lite.storage.sqlite"
+POSTGRES_BACKEND = "recalled_lite.storage.postgres"
 # The one module of the storage root that may name a backend: it picks one for a location.
 OPENER = "recalled_lite.storage.backend"
 
@@ -73,15 +74,23 @@ def violations(module: str, names: set[str]) -> list[str]:
     flagged: set[str] = set()
     in_storage = _within(module, "recalled_lite.storage")
     in_sqlite_backend = _within(module, SQLITE_BACKEND)
+    in_postgres_backend = _within(module, POSTGRES_BACKEND)
     for name in sorted(names):
         if name.rpartition(".")[0] in flagged:
             continue  # `from X import y` reports X once, not X.y again
         before = len(found)
         if _within(name, "sqlite3") and not in_sqlite_backend:
             found.append(f"{module} imports {name} (only storage/sqlite/ may use sqlite3)")
+        elif (_within(name, "psycopg") or _within(name, "psycopg_pool")) and not in_postgres_backend:
+            found.append(f"{module} imports {name} (only storage/postgres/ may use psycopg)")
         elif _within(name, SQLITE_BACKEND) and not in_sqlite_backend and module != OPENER:
             where = "the storage root is backend-neutral" if in_storage else "outside storage/"
             found.append(f"{module} imports {name} ({where}: use storage/base.py or a neutral module)")
+        elif _within(name, POSTGRES_BACKEND) and not in_postgres_backend and module != OPENER:
+            where = "the storage root is backend-neutral" if in_storage else "outside storage/"
+            found.append(f"{module} imports {name} ({where}: use storage/base.py or a neutral module)")
+        elif in_postgres_backend and _within(name, SQLITE_BACKEND):
+            found.append(f"{module} imports {name} (one backend never uses the other's modules)")
         elif _within(module, "recalled_lite.delivery") and _within(name, "recalled_lite.api"):
             found.append(f"{module} imports {name} (delivery/ must not depend on the HTTP layer)")
         if len(found) > before:
@@ -177,6 +186,12 @@ def test_the_sql_scan_sees_a_query_in_a_read_callback() -> None:
     ("recalled_lite.storage.backend", "import sqlite3"),
     ("recalled_lite.delivery.service", "from ..api.common import event_to_wire"),
     ("recalled_lite.delivery.service", "from .. import api"),
+    ("recalled_lite.api.events", "import psycopg"),
+    ("recalled_lite.storage.append_plan", "from psycopg import errors"),
+    ("recalled_lite.storage.sqlite.store", "import psycopg"),
+    ("recalled_lite.commands.serve", "from ..storage.postgres.store import PostgresStore"),
+    ("recalled_lite.storage.group_writer", "from .postgres.writer import POSTGRES"),
+    ("recalled_lite.storage.postgres.chain", "from ..sqlite.merkle import read_tile"),
 ])
 def test_the_scan_catches_each_way_of_crossing(module: str, source: str) -> None:
     assert violations(module, imported_names(source, module)), source
@@ -186,6 +201,8 @@ def test_the_scan_catches_each_way_of_crossing(module: str, source: str) -> None
     ("recalled_lite.api.reading", "from ..storage.base import EventRecord\nfrom ..storage.filters import ListFilters"),
     ("recalled_lite.storage.sqlite.store", "import sqlite3\nfrom .filters import ListFilters"),
     ("recalled_lite.storage.backend", "def f():\n    from .sqlite.store import SqliteStore"),
+    ("recalled_lite.storage.backend", "def f():\n    from .postgres.store import PostgresStore"),
+    ("recalled_lite.storage.postgres.store", "import psycopg\nfrom ..group_writer import Writer"),
     ("recalled_lite.delivery.service", "from ..wire import event_to_wire\nfrom ..storage.webhook_base import OpenItem"),
     ("recalled_lite.console.events", "from ..api.reading import list_page"),
 ])

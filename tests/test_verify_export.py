@@ -148,7 +148,7 @@ def test_a_cli_export_verifies_and_shows_progress(world, tmp_path):
     with srv.client() as c:  # after the last checkpoint: covered by the chain only
         assert c.post("/v1/events", json={"action": "vx.after"}).status_code == 200
     out = tmp_path / "cli.ndjson"
-    made = subprocess.run(CLI + ["export", "--db", str(srv.db_path), "-o", str(out)], capture_output=True,
+    made = subprocess.run(CLI + ["export", "--db", srv.db_location, "-o", str(out)], capture_output=True,
                           text=True, env=clean_env(), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     done = verify_cli(out, vkey, tmp_path)

@@ -4,7 +4,6 @@ receiver, repeats carry the same webhook-id, and nothing is left pending."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from webhook_receiver import Receiver, Reply, wait_until
@@ -67,15 +66,11 @@ def test_sigkill_and_sigterm_mid_delivery_lose_nothing(make_server):
         repeats = len(rx.received("/crash")) - len(ids)
         assert repeats <= 20, f"{repeats} repeats: more than the in-flight window at two stops"
 
-        conn = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
-        try:
-            statuses = dict(conn.execute(
-                "SELECT status, count(*) FROM webhook_messages WHERE subscription_id = ? AND event_seq IS NOT NULL "
-                "GROUP BY status", (sub_id,)).fetchall())
-            webhook_ids = {row[0] for row in conn.execute(
-                "SELECT id FROM webhook_messages WHERE subscription_id = ? AND event_seq IS NOT NULL", (sub_id,))}
-        finally:
-            conn.close()
+        statuses = dict(srv.query(
+            "SELECT status, count(*) FROM webhook_messages WHERE subscription_id = ? AND event_seq IS NOT NULL "
+            "GROUP BY status", sub_id))
+        webhook_ids = {row[0] for row in srv.query(
+            "SELECT id FROM webhook_messages WHERE subscription_id = ? AND event_seq IS NOT NULL", sub_id)}
         assert statuses == {"success": 1000}, statuses
         assert webhook_ids == {hook for hooks in by_event.values() for hook in hooks}
     finally:

@@ -4,7 +4,6 @@ jobs that survive a crash (spec §5.3)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -183,8 +182,7 @@ job_max_backlog = 8
             job_id = r.json()["data"]["id"]
             wait_until(lambda: len(counts(rx, "/slowreplay")) >= 40, timeout=20)
         srv.kill()
-        with sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True) as conn:
-            status, scanned = conn.execute("SELECT status, scanned FROM webhook_jobs WHERE id = ?", (job_id,)).fetchone()
+        ((status, scanned),) = srv.query("SELECT status, scanned FROM webhook_jobs WHERE id = ?", job_id)
         assert status == "running" and 0 < scanned < 150, (status, scanned)
         srv.start()
         with srv.client() as c:
@@ -202,9 +200,8 @@ job_max_backlog = 8
             by_event.setdefault(x.json["event"]["id"], set()).add(x.webhook_id)
         assert set(by_event) == missed and all(len(v) == 1 for v in by_event.values())
         srv.stop()
-        with sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True) as conn:
-            rows = conn.execute("SELECT count(*), count(DISTINCT event_seq) FROM webhook_messages "
-                                "WHERE subscription_id = ? AND event_seq IS NOT NULL", (sub["id"],)).fetchone()
+        (rows,) = srv.query("SELECT count(*), count(DISTINCT event_seq) FROM webhook_messages "
+                            "WHERE subscription_id = ? AND event_seq IS NOT NULL", sub["id"])
         assert rows == (150, 150)  # one message per event, whatever the crash
     finally:
         rx.close()

@@ -19,25 +19,31 @@ from webhook_receiver import Receiver, wait_until
 from recalled_lite.delivery.signing import generate_secret
 
 
-def db(srv):
-    return sqlite3.connect(srv.db_path, isolation_level=None)
+def write(srv, sql: str, *params) -> None:
+    """Change a row behind the stopped server, on either backend."""
+    if srv.on_postgres:
+        import psycopg
+
+        with psycopg.connect(srv.db_location, autocommit=True) as conn:
+            conn.execute(sql.replace("?", "%s"), params)
+        return
+    conn = sqlite3.connect(srv.db_path, isolation_level=None)
+    try:
+        conn.execute(sql, params)
+    finally:
+        conn.close()
 
 
 def server_secret(srv) -> bytes:
-    return (srv.db_path.parent / (srv.db_path.name + ".secret")).read_text().strip().encode("ascii")
+    return srv.secret_path.read_text().strip().encode("ascii")
 
 
 def stored_secret(srv, sub_id):
-    with db(srv) as conn:
-        return conn.execute("SELECT secret FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()[0]
+    return srv.query("SELECT secret FROM webhook_subscriptions WHERE id = ?", sub_id)[0][0]
 
 
 def set_secret(srv, sub_id, value):
-    conn = db(srv)
-    try:
-        conn.execute("UPDATE webhook_subscriptions SET secret = ? WHERE id = ?", (value, sub_id))
-    finally:
-        conn.close()
+    write(srv, "UPDATE webhook_subscriptions SET secret = ? WHERE id = ?", value, sub_id)
 
 
 def deliver(c, rx, path, action, n=3):  # noqa: ARG001 - path names the receiver for readers
@@ -73,8 +79,7 @@ def test_old_secrets_upgrade_and_bad_ones_are_refused_without_harm(make_server):
         key = server_secret(srv)
         set_secret(srv, subs["a"], legacy_seal_v1(key, subs["a"], secrets["a"]))
         set_secret(srv, subs["b"], secrets["b"])
-        with db(srv) as conn:
-            conn.execute("DELETE FROM meta WHERE key = 'webhook_secret_seal'")
+        write(srv, "DELETE FROM meta WHERE key = 'webhook_secret_seal'")
         srv.start()
         for name in "ab":
             assert stored_secret(srv, subs[name]).startswith("sealed:v2:")

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import msgspec
+import pytest
 
 from recalled_lite.auth import new_key_record
 from recalled_lite.config import EventsConfig
@@ -34,14 +35,26 @@ def metric(c: httpx.Client, name: str) -> int | None:
 def test_a_constraint_failure_fails_only_its_request_in_a_shared_group(make_server):
     srv = make_server("poison", args=["--dev"], config_text="[database]\nbusy_timeout_ms = 15000\n")
     srv.stop()
-    conn = sqlite3.connect(srv.db_path)
     # The constraint fails inside the webhook intake hook, after the event rows were inserted
     # and after the hook noted the delivery in memory: the whole op must be undone, memory too.
-    conn.execute("CREATE TRIGGER poison BEFORE INSERT ON webhook_messages WHEN "
-                 f"(SELECT action FROM events WHERE seq = NEW.event_seq) = '{POISON}' "
-                 "BEGIN SELECT RAISE(ABORT, 'poisoned event'); END")
-    conn.commit()
-    conn.close()
+    if srv.on_postgres:
+        import pg_support
+
+        pg_support.execute(srv.db_location, f"""
+            CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                IF (SELECT action FROM events WHERE seq = NEW.event_seq) = '{POISON}' THEN
+                    RAISE EXCEPTION 'poisoned event';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER poison BEFORE INSERT ON webhook_messages FOR EACH ROW EXECUTE FUNCTION poison();""")
+    else:
+        conn = sqlite3.connect(srv.db_path)
+        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON webhook_messages WHEN "
+                     f"(SELECT action FROM events WHERE seq = NEW.event_seq) = '{POISON}' "
+                     "BEGIN SELECT RAISE(ABORT, 'poisoned event'); END")
+        conn.commit()
+        conn.close()
     srv.start()
     receiver = Receiver()
     try:
@@ -61,13 +74,11 @@ def test_a_constraint_failure_fails_only_its_request_in_a_shared_group(make_serv
                 return await asyncio.gather(*(c.post("/v1/events", json=b) for b in bodies))
 
         # Hold the write lock while the requests arrive, so they queue and share write groups.
-        outsider = sqlite3.connect(srv.db_path, isolation_level=None, check_same_thread=False)
-        outsider.execute("BEGIN IMMEDIATE")
-        releaser = threading.Timer(1.0, outsider.execute, ("ROLLBACK",))
+        outsider = srv.hold_write_lock()
+        releaser = threading.Timer(1.0, outsider.release)
         releaser.start()
         responses = asyncio.run(fire())
         releaser.join()
-        outsider.close()
 
         for body, r in zip(bodies, responses):
             if body["action"] == POISON:
@@ -101,9 +112,11 @@ def _prepared(action: str):
     return prepare_event(msgspec.convert({"action": action}, EventIn), key, EventsConfig(), int(time.time() * 1000))
 
 
+@pytest.mark.sqlite_only("a second in-process SqliteStore appends to the file; on PostgreSQL another "
+                         "instance appending is tests/test_pg_instances.py")
 def test_another_process_appends_and_a_corrupt_webhook_secret_breaks_the_reload(make_server):
     srv = make_server("foreign", args=["--dev"])
-    secret = (srv.db_path.parent / "recalled.db.secret").read_text().strip().encode()
+    secret = srv.secret_path.read_text().strip().encode()
     receiver = Receiver()
     try:
         with srv.client() as c:
@@ -158,8 +171,7 @@ def test_writes_racing_a_sigterm_are_answered_and_every_2xx_is_stored(make_serve
 
     # 60 writes reach the server and wait behind a held write lock; SIGTERM lands while they
     # wait, and 40 more race it; the lock goes a moment later.
-    outsider = sqlite3.connect(srv.db_path, isolation_level=None)
-    outsider.execute("BEGIN IMMEDIATE")
+    outsider = srv.hold_write_lock()
     in_flight = [threading.Thread(target=write, args=(f"in-{i}",)) for i in range(60)]
     racing = [threading.Thread(target=write, args=(f"race-{i}",)) for i in range(40)]
     for t in in_flight:
@@ -169,8 +181,7 @@ def test_writes_racing_a_sigterm_are_answered_and_every_2xx_is_stored(make_serve
     for t in racing:
         t.start()
     time.sleep(0.3)
-    outsider.execute("ROLLBACK")
-    outsider.close()
+    outsider.release()
     for t in in_flight + racing:
         t.join(60)
     assert not any(t.is_alive() for t in in_flight + racing), "a write never returned"

@@ -18,9 +18,9 @@ def _open_store(config: Config, *, serving: bool = False):
     from ..storage.backend import is_new_database, open_store, require_database
 
     if serving:
-        secret = load_or_create_secret(config) if is_new_database(config.db_path) else load_secret(config)
+        secret = load_or_create_secret(config) if is_new_database(config.db_location) else load_secret(config)
     else:
-        require_database(config.db_path)
+        require_database(config.db_location)
         secret = load_secret(config)
     return open_store(config, secret)
 

@@ -71,7 +71,7 @@ def cmd_console_link(args: argparse.Namespace) -> int:
     from ..console.links import create_sign_in_link
 
     config = _load(args)
-    if not config.db_path.exists():
+    if not config.database.url and not config.db_path.exists():
         raise ConfigError(f"no database at {config.db_path}; pass --db PATH (the server's database)")
     store = _open_store(config)
     try:

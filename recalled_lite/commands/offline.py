@@ -21,11 +21,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..storage.backend import require_database, verify_file
 
     config = _load(args)
-    require_database(config.db_path)
+    require_database(config.db_location)
     secret = None if args.no_signatures else load_secret(
         config, hint="; or check the hashes only with --no-signatures")
     bar = Progress("verifying")
-    result = verify_file(config.db_path, secret, args.from_seq, args.to_seq, progress=bar.update)
+    result = verify_file(config.db_location, secret, args.from_seq, args.to_seq, progress=bar.update)
     bar.finish()
     print(json.dumps({"data": result, "signaturesChecked": secret is not None}, indent=2))
     if result["valid"]:
@@ -58,17 +58,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from ..instance_lock import ServerLock
 
     config = _load(args)
-    require_database(config.db_path)
+    require_database(config.db_location)
     secret = load_secret(config, hint="; migrate verifies the chain afterwards, which needs it")
-    # Never beside a running server: it would serve the old layout's queries on the new one.
-    lock = ServerLock(config.db_path).acquire()
+    # Never beside a running server on SQLite: it would serve the old layout's queries on the
+    # new one. PostgreSQL migrations run under their own advisory lock, beside instances.
+    lock = ServerLock(config.db_path).acquire() if not config.database.url else None
     try:
-        before, after, latest = migrate_file(config.db_path)
+        before, after, latest = migrate_file(config.db_location)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     sys.stderr.write(f"schema {before} -> {after} (latest {latest})\n")
     bar = Progress("verifying")
-    result = verify_file(config.db_path, secret, None, None, progress=bar.update)
+    result = verify_file(config.db_location, secret, None, None, progress=bar.update)
     bar.finish()
     print(json.dumps({"data": {"schemaBefore": before, "schemaAfter": after, "verify": result}}, indent=2))
     if not result["valid"]:
@@ -143,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     bar = Progress("exporting (seq)")
     if args.output in (None, "-"):
         try:
-            count, head_seq, _ = export_file(config.db_path, filters, lambda pid: Renderer(args.format, pid),
+            count, head_seq, _ = export_file(config.db_location, filters, lambda pid: Renderer(args.format, pid),
                                              sys.stdout.buffer.write, progress=bar.update)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # `recalled-lite export | head`: the reader left, stop quietly
@@ -155,7 +157,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         partial = args.output + ".partial"
         try:
             with os.fdopen(create_private_file(Path(partial)), "wb") as out:
-                count, head_seq, _ = export_file(config.db_path, filters, lambda pid: Renderer(args.format, pid),
+                count, head_seq, _ = export_file(config.db_location, filters, lambda pid: Renderer(args.format, pid),
                                                  out.write, progress=bar.update)
             os.replace(partial, args.output)
         except BaseException:
@@ -174,7 +176,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     config = _load(args)
     bar = Progress("backing up (pages)")
-    backup_file(config.db_path, Path(args.dest), progress=bar.update)
+    backup_file(config.db_location, Path(args.dest), progress=bar.update)
     bar.finish()
     sys.stderr.write(
         f"backup written to {args.dest}.\nThe server secret is NOT inside it: keep a copy of "

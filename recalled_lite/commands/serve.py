@@ -44,10 +44,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..instance_lock import ServerLock
 
     config = _load(args, host=args.host, port=args.port, dev=args.dev or None)
-    config.db_path.parent.mkdir(parents=True, exist_ok=True)
-    # Before anything touches the files (and before the slow imports): a second server
-    # must change nothing, and say so at once.
-    lock = ServerLock(config.db_path).acquire()
+    lock = None
+    if not config.database.url:
+        config.db_path.parent.mkdir(parents=True, exist_ok=True)
+        # Before anything touches the files (and before the slow imports): a second server
+        # must change nothing, and say so at once. On PostgreSQL several instances are the
+        # point: the chain-head lock orders their appends (docs/scaling.md).
+        lock = ServerLock(config.db_path).acquire()
 
     import uvicorn
 
@@ -99,8 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def listening(addresses: list[tuple[str, int]]) -> None:
         log.info("recalled-lite listening", extra={"fields": {
             "host": config.server.host, "port": addresses[0][1] if addresses else config.server.port,
-            "db": str(config.db_path), "project_id": store.project_id, "version": __version__,
-            "pid": os.getpid(), "lock": str(lock.path),
+            "db": config.db_description, "project_id": store.project_id, "version": __version__,
+            "pid": os.getpid(), "lock": str(lock.path) if lock is not None else None,
             "scheme": "https" if config.server.tls_cert else "http",
         }})
 
@@ -109,7 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return 0 if server.started else 1
 
 

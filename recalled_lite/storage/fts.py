@@ -9,6 +9,7 @@ index.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import msgspec
@@ -74,3 +75,23 @@ def fts_columns(
         _decode_json(targets_json) if targets_json else None,
         _decode_json(metadata_json) if metadata_json else None,
     )
+
+
+# Characters the FTS5 tokenizer (unicode61, tokenchars '_-@') never keeps in a token. A text
+# term made only of these would be an empty FTS5 phrase, which matches nothing; such terms
+# are ignored instead (they are not indexed). Outside ASCII only categories that unicode61
+# treats as separators throughout are listed: for anything else the index decides (at worst:
+# an empty phrase, no match). Shared by both backends, so a query ignores the same terms.
+_ASCII_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-@")
+_SEPARATOR_CATEGORIES = frozenset({"Cc", "Zs", "Zl", "Zp", "Sm", "Pc", "Pi", "Pf"})
+
+
+def searchable(text: str) -> bool:
+    """False for a search term that is ignored (nothing in it could be a token)."""
+    for ch in text:
+        if ch < "\x80":
+            if ch in _ASCII_TOKEN_CHARS:
+                return True
+        elif unicodedata.category(ch) not in _SEPARATOR_CATEGORIES:
+            return True
+    return False

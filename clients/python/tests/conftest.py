@@ -7,7 +7,15 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .harness import Server
+from .harness import DATABASES, Server, drop_databases
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_databases() -> Iterator[None]:
+    """Autouse, so torn down after the module's own fixtures have killed their servers."""
+    since = len(DATABASES)
+    yield
+    drop_databases(since)
 
 
 @pytest.fixture(scope="module")

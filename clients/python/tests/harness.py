@@ -1,8 +1,9 @@
 """Real-server fixtures for the client's tests, with no import of recalled_lite.
 
 The server is started exactly as a user would: ``python -m recalled_lite.cli serve --db ...
---port <free>`` with RECALLED_BOOTSTRAP_KEY, against a real SQLite file, on loopback. The
-client under test is the installed ``recalled`` package; counts are checked with plain
+--port <free>`` with RECALLED_BOOTSTRAP_KEY, against a real SQLite file, on loopback (or, with
+RECALLED_TEST_BACKEND=postgres, a fresh PostgreSQL database from the repository's
+tests/pg_support.py, as the server suite does). The client under test is the installed ``recalled`` package; counts are checked with plain
 httpx, not with the client, so a client bug cannot hide itself.
 """
 
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import importlib.util
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +27,45 @@ import httpx
 ADMIN_KEY = "rec_live_clienttt_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4"
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child_emitter.py"
+
+
+def _pg_support():
+    """The server suite's tests/pg_support.py (one module, whichever suite imported it first)."""
+    if "pg_support" in sys.modules:
+        return sys.modules["pg_support"]
+    path = HERE.parents[2] / "tests" / "pg_support.py"
+    spec = importlib.util.spec_from_file_location("pg_support", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pg_support"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# PostgreSQL databases the servers below made, dropped by conftest.py when their module ends.
+DATABASES: list[str] = []
+PG_URL_FILE = ".test-database-url"
+
+
+def database_location(workdir: Path) -> str:
+    """--db for a server in `workdir`: its SQLite file, or (on the PostgreSQL pass) the database
+    this workdir was given the first time, so a restart finds the same log."""
+    pg = _pg_support()
+    if not pg.on_postgres():
+        return str(workdir / "recalled.db")
+    remembered = workdir / PG_URL_FILE
+    if remembered.exists():
+        return remembered.read_text().strip()
+    url = pg.create_database("cli")
+    DATABASES.append(url)
+    remembered.write_text(url + "\n")
+    return url
+
+
+def drop_databases(since: int = 0) -> None:
+    pg = _pg_support()
+    for url in DATABASES[since:]:
+        pg.drop_database(url)
+    del DATABASES[since:]
 
 
 def free_port() -> int:
@@ -53,7 +94,7 @@ class Server:
     def __init__(self, workdir: Path, *, config_text: str | None = None, port: int | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.db_path = workdir / "recalled.db"
+        self.db_location = database_location(workdir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = ADMIN_KEY
@@ -65,7 +106,7 @@ class Server:
         self.log_path = workdir / "server.log"
 
     def start(self, timeout: float = 30.0) -> "Server":
-        cmd = [sys.executable, "-m", "recalled_lite.cli", "serve", "--db", str(self.db_path),
+        cmd = [sys.executable, "-m", "recalled_lite.cli", "serve", "--db", self.db_location,
                "--port", str(self.port)]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]

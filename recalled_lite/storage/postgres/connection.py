@@ -37,9 +37,14 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 def open_writer(url: str, *, application_name: str = "recalled-lite writer") -> psycopg.Connection:
-    """The writer's own connection: autocommit off, one transaction per write group."""
+    """The writer's own connection. In autocommit mode on purpose: the writer issues BEGIN,
+    SAVEPOINT and COMMIT itself (storage/postgres/writer.py), one transaction per group, at
+    READ COMMITTED, so a statement run after the chain-head lock is granted sees what the
+    instance that held it committed."""
     conn = psycopg.connect(url, autocommit=False, application_name=application_name)
     _configure(conn)
+    conn.autocommit = True
+    conn.execute("SET default_transaction_isolation = 'read committed'")
     return conn
 
 
@@ -57,6 +62,8 @@ def open_reader_pool(url: str, *, size: int) -> ConnectionPool:
     def configure(conn: psycopg.Connection) -> None:
         conn.autocommit = False
         _configure(conn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
 
     pool = ConnectionPool(url, min_size=1, max_size=max(1, size), open=False,
                           configure=configure, kwargs={"application_name": "recalled-lite reader"})

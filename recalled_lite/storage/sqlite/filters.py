@@ -26,10 +26,10 @@ walked until the page is full.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any, Sequence
 
 from recalled_lite.cursors import Cursor
+from recalled_lite.storage.fts import searchable as _searchable
 from recalled_lite.storage.keys import filter_keys
 from recalled_lite.storage.base import EventRecord
 from recalled_lite.storage.filters import ListFilters
@@ -212,25 +212,6 @@ def build_list_query(f: ListFilters, *, organization_wall: str | None = None) ->
 
 
 # --- search ------------------------------------------------------------------------
-
-# Characters the events_fts tokenizer (unicode61, tokenchars '_-@') never keeps
-# in a token. A text term made only of these would be an empty FTS5 phrase,
-# which matches nothing; such terms are ignored instead (they are not indexed).
-# Outside ASCII only categories that unicode61 treats as separators throughout
-# are listed: for anything else FTS5 decides (at worst: an empty phrase, no match).
-_ASCII_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-@")
-_SEPARATOR_CATEGORIES = frozenset({"Cc", "Zs", "Zl", "Zp", "Sm", "Pc", "Pi", "Pf"})
-
-
-def _searchable(text: str) -> bool:
-    for ch in text:
-        if ch < "\x80":
-            if ch in _ASCII_TOKEN_CHARS:
-                return True
-        elif unicodedata.category(ch) not in _SEPARATOR_CATEGORIES:
-            return True
-    return False
-
 
 def _fts_string(term: TextTerm) -> str:
     quoted = '"' + term.text.replace('"', '""') + '"'

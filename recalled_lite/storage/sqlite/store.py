@@ -18,11 +18,9 @@ from typing import Any, Callable
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
 from ...ids import ulids as shared_ulids
-from ...integrity.chain import core_document, link
-from ...timefmt import format_ms, now_ms
-from ..base import (
-    AppendResult, AuditHook, EventRecord, IdempotencyKeyReused, PreparedEvent, StorageGauges,
-)
+from ...timefmt import now_ms
+from ..append_plan import chain_events, plan_group, settle
+from ..base import AppendResult, AuditHook, EventRecord, PreparedEvent, StorageGauges
 from .connection import open_writer
 from ..keys import BLOCK_SHIFT
 from .migrate import migrate
@@ -92,88 +90,32 @@ class AppendEvents(WriteOp):
     @staticmethod
     def apply_group(conn: sqlite3.Connection, writer: Writer,
                     ops: list["AppendEvents"]) -> list[list[AppendResult] | Exception]:
-        """Apply many requests at once. Business errors (an idempotency conflict)
-        are returned in that request's slot before anything is written, so the
-        other requests are unaffected; a database error propagates and fails the
-        whole write group."""
+        """Apply many requests at once (storage/append_plan.py: idempotency, numbering,
+        chaining). Business errors (an idempotency conflict) are returned in that request's
+        slot before anything is written, so the other requests are unaffected; a database
+        error propagates and fails the whole write group."""
         state = writer.state
-        outcomes: list[Any] = []
-        # Keyed events of earlier requests in this group are not numbered yet:
-        # (organization, key) -> (request digest, their results list, index).
-        pending: dict[tuple[str, str], tuple[bytes | None, list, int]] = {}
-        repeats: list[tuple[list, int, list, int]] = []        # filled after numbering
-        late_conflicts: list[tuple[int, list, int, int]] = []  # (op slot, origin, index)
-        fresh: list[tuple[list, int, PreparedEvent]] = []
-        for op in ops:
-            results: list[AppendResult | None] = [None] * len(op.events)
-            op_fresh: list[tuple[list, int, PreparedEvent]] = []
-            op_repeats: list[tuple[list, int, list, int]] = []
-            added: list[tuple[str, str]] = []
-            failure: Exception | tuple[list, int, int] | None = None
-            for index, event in enumerate(op.events):
-                if event.idempotency_key is None:
-                    op_fresh.append((results, index, event))
-                    continue
-                scope = (event.organization or "", event.idempotency_key)
-                earlier = pending.get(scope)
-                if earlier is not None:
-                    if earlier[0] != event.request_digest:
-                        failure = (earlier[1], earlier[2], index)
-                        break
-                    op_repeats.append((results, index, earlier[1], earlier[2]))
-                    continue
-                row = conn.execute(_FIND_IDEMPOTENT, scope).fetchone()
-                if row is not None:
-                    # A NULL digest: the event was erased, and with it the fingerprint
-                    # that told payloads apart; a repeat is replayed, never stored again.
-                    if row[-1] is not None and row[-1] != event.request_digest:
-                        failure = IdempotencyKeyReused(row[1], index)
-                        break
-                    results[index] = AppendResult(_make_record(row[:-1]), True)
-                    continue
-                # (The same key twice in one request is resolved by the API layer.)
-                pending[scope] = (event.request_digest, results, index)
-                added.append(scope)
-                op_fresh.append((results, index, event))
-            if failure is not None:
-                for scope in added:
-                    del pending[scope]
-                if isinstance(failure, Exception):
-                    outcomes.append(failure)
-                else:
-                    late_conflicts.append((len(outcomes), *failure))
-                    outcomes.append(None)
-                continue
-            fresh.extend(op_fresh)
-            repeats.extend(op_repeats)
-            outcomes.append(results)
-        if not fresh:
-            return outcomes
 
-        project_id: str = state["project_id"]
-        secret: bytes = state["secret"]
-        ulids: UlidGenerator = state["ulids"]
-        seq: int = state["head_seq"]
-        prev_hash: str | None = state["head_hash"]
+        def find_stored(scope: tuple[str, str]) -> tuple[EventRecord, bytes | None] | None:
+            row = conn.execute(_FIND_IDEMPOTENT, scope).fetchone()
+            return (_make_record(row[:-1]), row[-1]) if row is not None else None
+
+        plan = plan_group([op.events for op in ops], find_stored)
+        if not plan.fresh:
+            return plan.outcomes
+
         event_rows, key_rows, fts_rows, records = [], [], [], []
         blocks: dict[int, list[int]] = {}
-        for (results, index, ev), ulid in zip(fresh, ulids.batch(len(fresh))):
-            seq += 1
-            event_id = "evt_" + ulid
-            core = core_document(
-                event_id=event_id, seq=seq, project_id=project_id,
-                organization=ev.organization, action=ev.action, actor_type=ev.actor_type,
-                targets=ev.targets, occurred_at=format_ms(ev.occurred_at),
-                received_at=format_ms(ev.received_at), idempotency_key=ev.idempotency_key,
-                personal_digest=ev.personal_digest,
-            )
-            event_hash, signature = link(prev_hash, core, secret)
+        for ev, record in chain_events(plan, project_id=state["project_id"], secret=state["secret"],
+                                       ulids=state["ulids"], head_seq=state["head_seq"],
+                                       head_hash=state["head_hash"]):
+            seq = record.seq
             event_rows.append((
-                seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
+                seq, record.id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
                 ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
                 ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
                 ev.idempotency_key, ev.request_digest, ev.personal_salt, ev.personal_digest,
-                prev_hash, event_hash, signature,
+                record.prev_hash, record.hash, record.signature,
             ))
             key_rows.append((seq, ev.keys))
             bounds = blocks.get(seq >> BLOCK_SHIFT)
@@ -184,19 +126,9 @@ class AppendEvents(WriteOp):
             elif ev.occurred_at > bounds[1]:
                 bounds[1] = ev.occurred_at
             fts_rows.append((seq, *ev.fts))
-            record = EventRecord(
-                seq, event_id, ev.organization, ev.action, ev.actor_type, ev.actor_id,
-                ev.actor_name, ev.actor_email, ev.targets_json, ev.metadata_json,
-                ev.ip_address, ev.user_agent, ev.occurred_at, ev.received_at,
-                ev.idempotency_key, prev_hash, event_hash, signature,
-            )
             records.append(record)
-            results[index] = AppendResult(record, False)
-            prev_hash = event_hash
-        for results, index, origin, origin_index in repeats:
-            results[index] = AppendResult(origin[origin_index].event, True)
-        for slot, origin, origin_index, index in late_conflicts:
-            outcomes[slot] = IdempotencyKeyReused(origin[origin_index].event.id, index)
+        outcomes = settle(plan)
+        seq, prev_hash = records[-1].seq, records[-1].hash
         conn.executemany(_INSERT_EVENT, event_rows)
         conn.executemany(_INSERT_KEYS, key_rows)
         conn.executemany(_UPSERT_BLOCK, [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())])
@@ -373,6 +305,13 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
+    async def sync_head(self) -> None:
+        """After a CLI command appended beside the server: an empty write group reloads the
+        writer's head and tree (its state_is_stale check), so the next checkpoint covers them."""
+        state = self.writer.state
+        if await self.chain_head() != (state["head_seq"], state["head_hash"]):
+            await self.write(_nothing)
+
     def webhook_storage(self, policy: Any, *, handoff_limit: int) -> Any:
         """The webhook tables (storage/webhook_base.WebhookStore) for the delivery loop."""
         from .webhooks import WebhookStorage
@@ -414,6 +353,10 @@ def _refuse_deferred_constraints(conn: sqlite3.Connection) -> None:
         raise ConfigError(
             f"the schema declares deferred constraints ({', '.join(tables)}); the single writer "
             "checks constraints per op: declare them NOT DEFERRABLE (the default) in a migration")
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
 
 
 def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None) -> EventRecord | None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from ...delivery.replay import first_event_id_bound, job_stop_reason, recover_bounds, replay_candidates
 from ...delivery.subscriptions import SubscriptionInfo, TypeFilter
-from ...ids import ulid_ceiling, ulid_floor, ulids
+from ...ids import ulids
 from ...timefmt import now_ms
 from ..webhook_base import JobRow
 from . import webhook_reads as reads
@@ -22,41 +23,20 @@ from .webhook_reads import OPEN
 if TYPE_CHECKING:
     from .webhooks import WebhookStorage
 
-# Replays find their first event through the ULID of its id (indexed, and monotonic in
-# seq by construction: ids/UlidGenerator never goes back, even when the clock does). An
-# id's time is never before the moment the writer numbered the event, and `receivedAt` is
-# stamped a moment before that; this much slack covers a clock stepped back in between.
-_RECEIVED_SLACK_MS = 10 * 60_000
-
 
 def first_seq_for_replay(conn: sqlite3.Connection, begin: int) -> int | None:
     """The smallest seq that may have ``received_at >= begin``: every later event is
     checked against ``begin`` one by one as the job scans by seq, so nothing is skipped
     even when ``received_at`` went backwards (a clock step). None when there is none."""
     row = conn.execute("SELECT seq FROM events WHERE id >= ? ORDER BY id LIMIT 1",
-                       ("evt_" + ulid_floor(begin - _RECEIVED_SLACK_MS),)).fetchone()
+                       (first_event_id_bound(begin),)).fetchone()
     return row[0] if row is not None else None
-
-
-def recover_bounds(begin: int, end: int | None, now: int) -> tuple[str, str]:
-    """The message-id range a recover job scans: ids are ULIDs, so time bounds are id bounds."""
-    return "whd_" + ulid_floor(begin), "whd_" + ulid_ceiling(min(end, now) if end is not None else now)
 
 
 def count_failed(conn: sqlite3.Connection, sub_id: str, first_id: str, last_id: str) -> int:
     return conn.execute(
         "SELECT count(*) FROM webhook_messages WHERE subscription_id = ? AND status = 'failed' "
         "AND id >= ? AND id <= ?", (sub_id, first_id, last_id)).fetchone()[0]
-
-
-def replay_candidates(rows: list[tuple[int, str | None, str, int]], sub: SubscriptionInfo, begin: int,
-                      end: int | None, types: TypeFilter) -> list[int]:
-    """The seqs of (seq, organization, action, received_at) rows that replay_missing sends to `sub`."""
-    return [
-        seq for seq, org, action, received in rows
-        if received >= begin and (end is None or received <= end)
-        and (sub.organization is None or org == sub.organization) and types.matches(action)
-    ]
 
 
 def never_sent(conn: sqlite3.Connection, sub_id: str, seqs: list[int]) -> list[int]:
@@ -71,7 +51,7 @@ def never_sent(conn: sqlite3.Connection, sub_id: str, seqs: list[int]) -> list[i
 def preview_job_count(conn: sqlite3.Connection, kind: str, sub: SubscriptionInfo, begin: int,
                       end: int | None, now: int, chunk: int = 5000) -> int:
     """How many messages a recover / replay_missing job over [begin, end] would queue if it ran
-    now: the job's own bounds and rules (the functions above), counted instead of queued."""
+    now: the job's own bounds and rules (delivery/replay.py and the functions above), counted instead of queued."""
     if kind == "recover":
         return count_failed(conn, sub.id, *recover_bounds(begin, end, now))
     stop = conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
@@ -139,13 +119,7 @@ class JobOps:
         sid, kind, _, begin, end, cursor_seq, stop_seq, cursor_id, stop_id, created_at = row
         now = now_ms()
         sub = self.subs.get(sid)
-        stop_reason = None
-        if sub is None:
-            stop_reason = "the subscription was deleted"
-        elif sub.state == "deactivated":
-            stop_reason = "the subscription was deactivated"
-        elif sub.state == "invalid" and sub.state_changed_at > created_at:
-            stop_reason = f"the subscription became invalid: {sub.state_reason}"
+        stop_reason = job_stop_reason(sub, created_at)
         if stop_reason is not None:
             conn.execute(
                 "UPDATE webhook_jobs SET status = 'cancelled', error = ?, updated_at = ?, finished_at = ? "

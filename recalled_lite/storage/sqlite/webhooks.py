@@ -16,22 +16,21 @@ loop after every COMMIT (never before, so the loop only acts on durable rows):
 
 It also writes one log line per subscription state change, after the COMMIT.
 The rules (classification, state changes, backoff, re-tests, sealing) are pure code in
-``delivery/`` (``transitions.py`` is the subscription state machine);
-``storage/webhook_base.py`` is the interface a PostgreSQL backend would implement too.
+``delivery/`` (``transitions.py`` is the subscription state machine); the in-memory view
+and its notes are ``storage/webhook_state.WebhookState``, shared with storage/postgres/.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
-from ...delivery.sealing import SealError, Sealer
-from ...delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
+from ...delivery.sealing import SealError
+from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
 from ..base import AuditHook, EventRecord, RecordNotFound
@@ -39,6 +38,8 @@ from ..webhook_base import (  # noqa: F401 - re-exported for callers of the firs
     AttemptOutcome, AttemptRow, InvalidWebhookOperation, JobRow, NewSubscription, OpenItem, RetryPolicy,
     Sink, SubscriptionPatch, attempt_id_for,
 )
+from ..webhook_state import SUB_COLUMNS as _SUB_COLUMNS
+from ..webhook_state import NewMessage, WebhookState
 from . import webhook_reads as reads
 from .webhook_jobs import JobOps
 from .webhook_outbox import OutboxOps
@@ -46,12 +47,6 @@ from .webhook_reads import OPEN
 
 log = logging.getLogger("recalled_lite.webhooks")
 
-_SUB_COLUMNS = (
-    "id, url, description, event_types, organization, disabled, state, state_reason, "
-    "state_changed_at, secret, previous_secret, previous_secret_expires_at, test_message_id, "
-    "first_failure_at, last_success_at, created_at, updated_at, invalid_since, retest_at, retests, "
-    "invalid_cause"
-)
 _INSERT_MESSAGE = (
     "INSERT INTO webhook_messages (id, subscription_id, event_seq, type, example_action, status, "
     "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until, lease_owner) "
@@ -67,30 +62,8 @@ _FAIL_PENDING = (
 _SEAL_MARK = "webhook_secret_seal"
 
 
-class WebhookStorage(OutboxOps, JobOps):
+class WebhookStorage(WebhookState, OutboxOps, JobOps):
     """The webhook tables of one ``SqliteStore``, and the writer-side subscription view."""
-
-    def __init__(self, store: Any, policy: RetryPolicy, *, handoff_limit: int) -> None:
-        self.store = store
-        self.policy = policy
-        self.handoff_limit = handoff_limit
-        self.sealer = Sealer(store.writer.state["secret"])
-        # This process's name on its leases (a second instance on a shared table has its own).
-        self.instance = "ins_" + ulids.new()
-        self._rng = random.Random()
-        # -- writer-thread state ---------------------------------------------------------
-        self.subs: dict[str, SubscriptionInfo] = {}
-        self.index = SubscriptionIndex(())
-        self._handoff: list[OpenItem] = []
-        self._due: dict[str, int] = {}
-        self._new_jobs: list[str] = []
-        self._state_log: list[dict[str, Any]] = []
-        self._dirty = False
-        self.handed = 0  # writer thread only
-        self.secrets_upgraded = 0
-        # -- set by the delivery loop ----------------------------------------------------
-        self.taken: Callable[[], int] = lambda: 0
-        self.sink: Sink = lambda subs, items, due, jobs: None
 
     # ----------------------------------------------------------------------------------------
     # start-up (writer thread)
@@ -155,21 +128,9 @@ class WebhookStorage(OutboxOps, JobOps):
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v2')", (_SEAL_MARK,))
         self.secrets_upgraded = upgraded
 
-    def _savepoint_mark(self) -> tuple[Any, ...]:
-        return (len(self._handoff), self.handed, dict(self._due), self.subs, self.index, self._dirty)
-
-    def _savepoint_rewind(self, mark: tuple[Any, ...]) -> None:
-        # A rolled-back savepoint (one failed op): what it queued or reloaded does not exist.
-        handoff_len, self.handed, self._due, self.subs, self.index, self._dirty = mark
-        del self._handoff[handoff_len:]
-
     def _after_rollback(self, conn: sqlite3.Connection) -> None:
         # A whole group was rolled back: nothing it queued or changed exists.
-        self.handed -= len(self._handoff)
-        self._handoff = []
-        self._due = {}
-        self._new_jobs = []
-        self._state_log = []
+        self._forget_notes()
         try:
             self._reload_all(conn)
         except sqlite3.Error:
@@ -177,135 +138,25 @@ class WebhookStorage(OutboxOps, JobOps):
         except Exception:
             log.exception("reloading the webhook subscriptions failed; keeping the previous view")
 
-    def _undoable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` as a writer op whose in-memory notes are undone with its SAVEPOINT: when it
-        raises, the writer rolls back only its statements, so what it queued for the loop,
-        logged for after the COMMIT or changed in the cache must go too."""
-        def op(conn: sqlite3.Connection, *args: Any) -> Any:
-            marks = (len(self._handoff), len(self._state_log), len(self._new_jobs), dict(self._due),
-                     self.handed, self.subs, self.index, self._dirty)
-            try:
-                return fn(conn, *args)
-            except BaseException:
-                handoff, state_log, new_jobs, self._due, self.handed, self.subs, self.index, self._dirty = marks
-                del self._handoff[handoff:], self._state_log[state_log:], self._new_jobs[new_jobs:]
-                raise
-        return op
-
-    def _on_commit(self) -> None:
-        if self._state_log:
-            entries, self._state_log = self._state_log, []
-            for fields in entries:
-                log.info("subscription state changed", extra={"fields": fields})
-        if not (self._handoff or self._due or self._dirty or self._new_jobs):
-            return
-        subs = self.subs if self._dirty else None
-        items, due, jobs = self._handoff, self._due, self._new_jobs
-        self._handoff, self._due, self._dirty, self._new_jobs = [], {}, False, []
-        self.sink(subs, items, due, jobs)
-
     # ----------------------------------------------------------------------------------------
     # subscription cache (writer thread)
     # ----------------------------------------------------------------------------------------
 
-    def _info(self, row: Sequence[Any]) -> SubscriptionInfo:
-        sid = row[0]
-        problems = []
-        try:
-            secret = self.sealer.unseal(sid, "secret", row[9])
-        except SealError as exc:
-            secret = ""  # signs nothing (service.py refuses to send without a secret)
-            problems.append(str(exc))
-        previous = None
-        if row[10] is not None:
-            try:
-                previous = self.sealer.unseal(sid, "previous_secret", row[10])
-            except SealError as exc:
-                problems.append(str(exc))  # the current secret still signs alone
-        return SubscriptionInfo(
-            id=sid, url=row[1], description=row[2], event_types=tuple(json.loads(row[3])),
-            organization=row[4], disabled=bool(row[5]), state=row[6], state_reason=row[7],
-            state_changed_at=row[8], secret=secret, previous_secret=previous,
-            previous_secret_expires_at=row[11], test_message_id=row[12], first_failure_at=row[13],
-            last_success_at=row[14], created_at=row[15], updated_at=row[16], invalid_since=row[17],
-            retest_at=row[18], retests=row[19] or 0, invalid_cause=row[20],
-            secret_error="; ".join(problems) or None,
-        )
-
-    def _safe_info(self, row: Sequence[Any]) -> SubscriptionInfo:
-        """Never raises: a row that cannot be read becomes a subscription that receives
-        nothing and says why, and the others carry on."""
-        try:
-            return self._info(row)
-        except Exception as exc:
-            log.exception("a webhook subscription row is unreadable", extra={"fields": {"subscription_id": row[0]}})
-            now = now_ms()
-            return SubscriptionInfo(
-                id=str(row[0]), url=str(row[1] or ""), description="", event_types=(), organization=None,
-                disabled=True, state="deactivated", state_reason="the stored subscription is unreadable",
-                state_changed_at=now, secret="", previous_secret=None, previous_secret_expires_at=None,
-                test_message_id=None, first_failure_at=None, last_success_at=None, created_at=now,
-                updated_at=now, secret_error=f"the stored subscription is unreadable ({type(exc).__name__}); "
-                                             "delete and re-create it",
-            )
-
     def _reload_all(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions").fetchall()
-        self.subs = {row[0]: self._safe_info(row) for row in rows}
-        self.index = SubscriptionIndex(self.subs.values())
-        self._dirty = True
+        self._set_all(conn.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions").fetchall())
 
     def _reload(self, conn: sqlite3.Connection, sub_ids: Iterable[str]) -> None:
-        subs = dict(self.subs)
-        for sid in sub_ids:
-            row = conn.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions WHERE id = ?",
-                               (sid,)).fetchone()
-            if row is None:
-                subs.pop(sid, None)
-            else:
-                subs[sid] = self._safe_info(row)
-        self.subs = subs  # a new dict: snapshots already handed out never change
-        self.index = SubscriptionIndex(subs.values())
-        self._dirty = True
-
-    def _visible(self, sub_id: str, organization: str | None) -> SubscriptionInfo:
-        sub = self.subs.get(sub_id)
-        if sub is None or not sub.visible_to(organization):
-            raise RecordNotFound(sub_id)
-        return sub
+        self._set_some({sid: conn.execute(f"SELECT {_SUB_COLUMNS} FROM webhook_subscriptions WHERE id = ?",
+                                          (sid,)).fetchone() for sid in sub_ids})
 
     # ----------------------------------------------------------------------------------------
     # queueing (writer thread)
     # ----------------------------------------------------------------------------------------
 
-    def _budget(self) -> int:
-        return self.handoff_limit - (self.handed - self.taken())
-
-    def _enqueue(self, conn: sqlite3.Connection, rows: list[tuple[str, str, int | None, str, str | None, str]],
-                 now: int) -> list[OpenItem | None]:
-        """Insert new messages ``(id, sub_id, event_seq, type, example_action, trigger)``.
-
-        Up to the hand-off budget they are inserted as ``sending`` (claimed by this very
-        transaction) and handed to the loop at COMMIT; the rest wait as ``pending``.
-        """
-        budget = self._budget()
-        lease = now + self.policy.lease_ms
-        owner = self.instance
-        out: list[OpenItem | None] = []
-        params = []
-        for mid, sid, seq, mtype, example, trigger in rows:
-            if budget > 0:
-                budget -= 1
-                item = OpenItem(mid, sid, seq, mtype, example, trigger, "atm_" + mid[4:], 1, now, now, True)
-                self._handoff.append(item)
-                out.append(item)
-                params.append((mid, sid, seq, mtype, example, "sending", trigger, None, now, now, now, lease, owner))
-            else:
-                out.append(None)
-                params.append((mid, sid, seq, mtype, example, "pending", trigger, None, now, now, now, None, None))
-                if self._due.get(sid, now + 1) > now:
-                    self._due[sid] = now
-        self.handed += sum(1 for o in out if o is not None)
+    def _enqueue(self, conn: sqlite3.Connection, rows: list[NewMessage], now: int) -> list[OpenItem | None]:
+        """Insert new messages ``(id, sub_id, event_seq, type, example_action, trigger)``:
+        handed off up to the budget, the rest ``pending`` (WebhookState._plan_enqueue)."""
+        out, params = self._plan_enqueue(rows, now)
         conn.executemany(_INSERT_MESSAGE, params)
         return out
 
@@ -313,7 +164,6 @@ class WebhookStorage(OutboxOps, JobOps):
         """Queue another attempt of existing finished messages (resend / recover): a fresh
         attempt id, a fresh retry run, the same message id (= webhook-id)."""
         budget = self._budget()
-        lease = now + self.policy.lease_ms
         count = 0
         for mid in message_ids:
             row = conn.execute(
@@ -322,21 +172,12 @@ class WebhookStorage(OutboxOps, JobOps):
             if row is None or row[6] in ("pending", "sending"):
                 continue
             sid, seq, mtype, example, attempts, created_at, _ = row
-            attempt_id = "atm_" + ulids.new()
-            if budget > 0:
-                budget -= 1
-                self.handed += 1
-                self._handoff.append(OpenItem(mid, sid, seq, mtype, example, trigger, attempt_id,
-                                              attempts + 1, created_at, now, True))
-                status, lease_until, owner = "sending", lease, self.instance
-            else:
-                status, lease_until, owner = "pending", None, None
-                if self._due.get(sid, now + 1) > now:
-                    self._due[sid] = now
+            values, budget = self._plan_requeue(mid, sid, seq, mtype, example, attempts, created_at,
+                                                trigger, now, budget)
             conn.execute(
                 "UPDATE webhook_messages SET status = ?, trigger = ?, attempt_id = ?, run_attempts = 0, "
                 "queued_at = ?, next_attempt_at = ?, lease_until = ?, lease_owner = ? WHERE id = ?",
-                (status, trigger, attempt_id, now, now, lease_until, owner, mid))
+                (*values, mid))
             count += 1
         return count
 
@@ -371,12 +212,7 @@ class WebhookStorage(OutboxOps, JobOps):
         if state in transitions.STOPS_PENDING:
             # Deliveries still waiting for a retry stop here; `recover` can send them later.
             conn.execute(_FAIL_PENDING, (sub_id,))
-        if old != state:
-            fields: dict[str, Any] = {"subscription_id": sub_id, "from_state": old, "to_state": state,
-                                      "reason": reason or transitions.default_reason(state)}
-            if state == "invalid":
-                fields["retest_at"] = retest_at
-            self._state_log.append(fields)
+        self._state_note(sub_id, old, state, reason, retest_at)
 
     def _queue_test(self, conn: sqlite3.Connection, sub_id: str, now: int, trigger: str = "test") -> OpenItem | None:
         mid = "whd_" + ulids.new()
@@ -502,9 +338,6 @@ class WebhookStorage(OutboxOps, JobOps):
     # ----------------------------------------------------------------------------------------
     # one-off deliveries (API)
     # ----------------------------------------------------------------------------------------
-
-    def _usable(self, sub_id: str, organization: str | None) -> SubscriptionInfo:
-        return transitions.require_active(self._visible(sub_id, organization))
 
     async def resend(self, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
         return await self.store.write(self._undoable(self._resend), event_id, sub_id, organization)
