@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 import psycopg
@@ -50,10 +51,12 @@ from .webhook_reads import OPEN
 
 log = logging.getLogger("recalled_lite.webhooks")
 
-_INSERT_MESSAGE = (
+# One statement for all the messages of an intake group: one array per column.
+_INSERT_MESSAGES = (
     "INSERT INTO webhook_messages (id, subscription_id, event_seq, type, example_action, status, "
     "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until, lease_owner) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])"
 )
 _FAIL_PENDING = (
     "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
@@ -61,6 +64,7 @@ _FAIL_PENDING = (
     "AND trigger IN ('scheduled', 'replay', 'recover')"
 )
 _SEAL_MARK = "webhook_secret_seal"
+_NAME_WAIT_SECONDS = 3.0
 
 
 def lock_order(conn: psycopg.Connection) -> None:
@@ -113,8 +117,8 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
             self._listener = None
 
     def _attach(self, conn: psycopg.Connection) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
-        lock_order(conn)
         self._claim_name(conn)
+        lock_order(conn)
         now = now_ms()
         self._upgrade_secrets(conn)
         self._reload_all(conn)
@@ -150,10 +154,17 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
         that a second live process given the same name - two servers on one address by
         mistake - cannot take this one's rows for its previous run's: it gets a random one."""
         key = int.from_bytes(hashlib.sha256(self.instance.encode()).digest()[:8], "big", signed=True)
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        # A restart right after a crash may find its previous run's session not gone yet:
+        # the server ends it as soon as it sees the closed socket, so wait a moment.
+        deadline = time.monotonic() + _NAME_WAIT_SECONDS
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
             taken, self.instance = self.instance, "ins_" + ulids.new()
             log.warning("another running server uses this instance name; leasing under a random one",
                         extra={"fields": {"name": taken, "instance": self.instance}})
+            return
 
     async def release(self) -> None:
         """At a graceful stop: what this instance still holds goes back to `pending` (due now)
@@ -345,8 +356,8 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
 
     def _enqueue(self, conn: psycopg.Connection, rows: list[NewMessage], now: int) -> list[OpenItem | None]:
         out, params = self._plan_enqueue(rows, now)
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_MESSAGE, params)
+        if params:
+            conn.execute(_INSERT_MESSAGES, [list(column) for column in zip(*params)])
         return out
 
     def _requeue(self, conn: psycopg.Connection, message_ids: list[str], trigger: str, now: int) -> int:
