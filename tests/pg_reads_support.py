@@ -216,3 +216,56 @@ def drop_pg(url: str) -> None:
             if attempt == 39:
                 raise
             time.sleep(0.25)
+
+
+class ServerPair:
+    """A SQLite server and a PostgreSQL server (`serve --db postgresql://...`), fed the same
+    events in the same requests, so the same seqs name the same events on both."""
+
+    def __init__(self, root: Path, url: str, bodies: list[dict[str, Any]]) -> None:
+        from conftest import ServerProcess
+
+        self.url = url
+        self.lite = ServerProcess(root / "lite").start()
+        try:
+            self.pg = ServerProcess(root / "pg", args=["--db", url]).start()
+        except BaseException:
+            self.lite.kill()
+            raise
+        for srv in (self.lite, self.pg):
+            with srv.client() as c:
+                for i in range(0, len(bodies), 100):
+                    r = c.post("/v1/events/batch", json={"events": bodies[i:i + 100]})
+                    assert r.status_code == 200, r.text
+
+    @property
+    def servers(self) -> tuple[Any, Any]:
+        return self.lite, self.pg
+
+    def get_both(self, path: str, params: dict[str, Any] | None = None, key: str | None = "admin",
+                 keys: tuple[str | None, str | None] | None = None) -> tuple[Any, Any]:
+        out = []
+        for srv, k in zip(self.servers, keys or (key, key)):
+            with srv.client(k) as c:
+                out.append(c.get(path, params=params))
+        return out[0], out[1]
+
+    def walk(self, srv: Any, path: str, params: dict[str, Any], key: str | None = "admin") -> list[int]:
+        """Every page's seqs, following nextCursor."""
+        seqs: list[int] = []
+        params = dict(params)
+        with srv.client(key) as c:
+            while True:
+                r = c.get(path, params=params)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                seqs += [e["seq"] for e in body["data"]]
+                # A tailing page always has a nextCursor (it continues after its last event).
+                if not body.get("nextCursor") or not body["data"]:
+                    return seqs
+                params.pop("after_seq", None)
+                params["cursor"] = body["nextCursor"]
+
+    def close(self) -> None:
+        self.lite.kill()
+        self.pg.kill()

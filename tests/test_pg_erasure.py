@@ -115,3 +115,33 @@ def test_a_legal_hold_refuses_the_erasure(both):
     assert pg_write(url, retention.erase_chunk_unless_held, "user_1", "org_acme", ERASED_AT) > 0
     pg_write(url, retention.release_hold, hold.id, None, 2)
     assert pg_write(url, retention.erase_chunk_unless_held, "user_1", None, ERASED_AT) > 0
+
+
+def test_erasure_through_both_servers(tmp_path):
+    from tests.pg_reads_support import ServerPair
+
+    url = create_database("esrv")
+    pair = ServerPair(tmp_path, url, corpus(200, seed=8))
+    try:
+        counts = []
+        for srv in pair.servers:
+            with srv.client() as c:
+                r = c.delete("/v1/actors/user_2")
+                assert r.status_code == 200, r.text
+                counts.append(r.json()["data"]["anonymized_events"])
+                again = c.delete("/v1/actors/user_2")
+                assert again.json()["data"]["anonymized_events"] == 0
+                verified = c.get("/v1/events/verify").json()["data"]
+                assert verified["valid"] is True, verified
+        assert counts[0] == counts[1] > 0
+        for q in ["user_2", "actor:user_2", "actor:[deleted]", "recalled.actor.erased", "action:recalled.*"]:
+            lite = pair.walk(pair.lite, "/v1/events/search", {"q": q, "limit": 50})
+            pg = pair.walk(pair.pg, "/v1/events/search", {"q": q, "limit": 50})
+            assert pg == lite, q
+        assert pair.walk(pair.pg, "/v1/events/search", {"q": "user_2"}) == []
+        audit_pg = pair.walk(pair.pg, "/v1/events", {"action": "recalled.actor.erased"})
+        assert len(audit_pg) == 2  # each request is audited, the one that erased nothing too
+        assert audit_pg == pair.walk(pair.lite, "/v1/events", {"action": "recalled.actor.erased"})
+    finally:
+        pair.close()
+        drop_pg(url)

@@ -234,3 +234,43 @@ def test_verification_accounts_for_purged_seqs_through_their_checkpoints(both):
         broken = scan_chain(conn, project_id, SECRET, None, None, None)
     assert not broken["valid"]
     assert "not accounted for" in broken["firstInvalid"]["reason"] and broken["firstInvalid"]["seq"] == first_purged
+
+
+def test_retention_through_both_servers(tmp_path):
+    import time
+
+    from tests.pg_reads_support import ServerPair
+
+    url = create_database("tsrv")
+    pair = ServerPair(tmp_path, url, corpus(200, seed=13))
+    try:
+        statuses = []
+        for srv in pair.servers:
+            with srv.client() as c:
+                for rule in [{"organization": "org_acme", "days": 100}, {"action_prefix": "invoice.", "days": 200}]:
+                    r = c.put("/v1/retention/rules", json=rule)
+                    assert r.status_code in (200, 201), r.text
+                hold = c.post("/v1/legal_holds", json={"organization": "org_acme", "actor_id": "user_3",
+                                                       "reason": "case 7"})
+                assert hold.status_code in (200, 201), hold.text
+                job = c.post("/v1/retention/run", json={"reason": "parity"})
+                assert job.status_code == 202, job.text
+                job_id = job.json()["data"]["id"]
+                deadline = time.monotonic() + 60
+                while True:
+                    state = c.get(f"/v1/retention/jobs/{job_id}").json()["data"]
+                    if state["status"] != "running" or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.1)
+                assert state["status"] == "completed", state
+                verified = c.get("/v1/events/verify").json()["data"]
+                assert verified["valid"] is True, verified
+                statuses.append(c.get("/v1/retention/status").json()["data"])
+        lite, pg = statuses
+        assert pg["purged_total"] == lite["purged_total"] > 0
+        assert [p["purged"] for p in pg["purged_by_rule"]] == [p["purged"] for p in lite["purged_by_rule"]]
+        assert (pair.walk(pair.pg, "/v1/events", {"after_seq": 0, "limit": 100})
+                == pair.walk(pair.lite, "/v1/events", {"after_seq": 0, "limit": 100}))
+    finally:
+        pair.close()
+        drop_pg(url)

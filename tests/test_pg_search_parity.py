@@ -134,3 +134,42 @@ def test_pages_walk_the_same_ids(both):
         lite = _walk(lambda c, n: run_sqlite(path, "search_events", query, None, n, c), 37)
         pg = _walk(lambda c, n: pg_read(url, search_page, query, None, n, c), 37)
         assert lite == pg and len(set(pg)) == len(pg), q
+
+
+# --- the same table through two real servers ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    from tests.pg_reads_support import ServerPair
+
+    url = create_database("psrv")
+    pair = ServerPair(tmp_path_factory.mktemp("psrv"), url, corpus(300, seed=21))
+    try:
+        bound = [srv.create_key(["events:read"], organization="org_acme") for srv in pair.servers]
+        yield pair, bound
+    finally:
+        pair.close()
+        drop_pg(url)
+
+
+def test_servers_answer_every_query_alike(servers):
+    pair, bound = servers
+    nonempty = 0
+    for q in QUERIES:
+        lite = pair.walk(pair.lite, "/v1/events/search", {"q": q, "limit": 40})
+        pg = pair.walk(pair.pg, "/v1/events/search", {"q": q, "limit": 40})
+        assert pg == lite, q
+        nonempty += bool(pg)
+        lite_b = pair.walk(pair.lite, "/v1/events/search", {"q": q, "limit": 100}, key=bound[0])
+        pg_b = pair.walk(pair.pg, "/v1/events/search", {"q": q, "limit": 100}, key=bound[1])
+        assert pg_b == lite_b, ("bound", q)
+    assert nonempty > len(QUERIES) // 2
+
+
+def test_servers_refuse_the_same_bad_queries(servers):
+    pair, _ = servers
+    for q in ['"unterminated', "-", "*", 'a"b', "occurred:>=yesterday", "x" * 2000]:
+        lite, pg = pair.get_both("/v1/events/search", {"q": q})
+        assert lite.status_code == pg.status_code == 400, q
+        assert pg.json()["error"] == lite.json()["error"], q

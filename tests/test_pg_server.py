@@ -215,3 +215,33 @@ def test_the_cli_works_on_a_url_and_never_prints_its_password(pg_server):
                  srv.log_text()):
         assert f":{password}@" not in text
     assert "[redacted]" in srv.log_text()
+
+
+def test_serve_makes_a_secret_only_for_a_database_without_a_log(pg_server, tmp_path):
+    first = pg_server("first")
+    with first.client() as c:
+        assert c.post("/v1/events", json={"action": "secret.first"}).status_code == 200
+    # A second instance elsewhere without the secret file: refused, and no secret made up for
+    # a log that has one (it would sign nothing that verifies).
+    second = ServerProcess(tmp_path / "second", args=["--db", pg_server.url])
+    with pytest.raises(RuntimeError, match="no server secret"):
+        second.start()
+    assert not (second.workdir / "recalled.secret").exists()
+    # With the same secret (and signing key) it serves the same log beside the first.
+    for name in ("recalled.secret", "recalled.signing-key"):
+        (second.workdir / name).write_bytes((first.workdir / name).read_bytes())
+    second.start()
+    try:
+        with second.client() as c:
+            assert c.post("/v1/events", json={"action": "secret.second"}).status_code == 200
+            assert [e["action"] for e in c.get("/v1/events", params={"limit": 2}).json()["data"]] == \
+                ["secret.second", "secret.first"]
+            assert c.get("/v1/events/verify").json()["data"]["valid"] is True
+    finally:
+        second.kill()
+    # Another secret on the same log: refused with SQLite's message.
+    third = ServerProcess(tmp_path / "third", args=["--db", pg_server.url])
+    (third.workdir / "recalled.secret").write_text("x" * 64 + "\n")
+    (third.workdir / "recalled.secret").chmod(0o600)
+    with pytest.raises(RuntimeError, match="server.secret does not match"):
+        third.start()
