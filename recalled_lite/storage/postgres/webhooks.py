@@ -67,8 +67,10 @@ _SEAL_MARK = "webhook_secret_seal"
 _NAME_WAIT_SECONDS = 3.0
 
 
-def lock_order(conn: psycopg.Connection) -> None:
+def lock_order(conn: psycopg.Connection, state: dict[str, Any] | None = None) -> None:
     """Every webhook write op takes the chain-head row lock first, as every append does.
+    (PostgresStore's writer already takes it at the start of every group, `chain_locked` in
+    its state; then this costs nothing. It stays so these ops keep the order on their own.)
 
     A write group holds its locks until its COMMIT, and a group mixes ops in any order: one
     instance's group may append (chain head) and then record results (subscription and
@@ -76,7 +78,8 @@ def lock_order(conn: psycopg.Connection) -> None:
     first in every op that locks webhook rows gives all of them one order, so two instances
     never deadlock; the cost is that webhook writes serialize with intake across instances,
     which appends already do among themselves."""
-    conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
+    if state is None or not state.get("chain_locked"):
+        conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
 
 
 class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
@@ -118,7 +121,7 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
 
     def _attach(self, conn: psycopg.Connection) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
         self._claim_name(conn)
-        lock_order(conn)
+        lock_order(conn, self.store.writer.state)
         now = now_ms()
         self._upgrade_secrets(conn)
         self._reload_all(conn)
@@ -224,7 +227,7 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
         def op(conn: psycopg.Connection, *args: Any) -> Any:
             marks = (self._version, self._raw, dict(self._pub_due), self._pub_subs)
             try:
-                lock_order(conn)
+                lock_order(conn, self.store.writer.state)
                 result = undoable(conn, *args)
                 self._publish(conn)
                 return result
