@@ -95,10 +95,14 @@ def check_tree(conn: psycopg.Connection, head_seq: int, tree_size: int) -> None:
 
 
 def leaf_entries(conn: psycopg.Connection, first_seq: int, count: int) -> list[tuple[str, str]]:
-    # Retention tombstones (helper C's 003) join this once they exist, as on SQLite.
-    rows = conn.execute("SELECT hash, signature FROM events WHERE seq >= %s AND seq < %s ORDER BY seq",
-                        (first_seq, first_seq + count)).fetchall()
-    return [(h, s) for h, s in rows]
+    # A purged event's entry is its tombstone's (retention keeps hash and signature), as on
+    # SQLite: the bundles, like the tiles, stay whole.
+    last = first_seq + count
+    rows = conn.execute(
+        "SELECT seq, hash, signature FROM events WHERE seq >= %s AND seq < %s UNION ALL "
+        "SELECT seq, hash, signature FROM retention_tombstones WHERE seq >= %s AND seq < %s ORDER BY seq",
+        (first_seq, last, first_seq, last)).fetchall()
+    return [(h, s) for _, h, s in rows]
 
 
 # -- checkpoints --------------------------------------------------------------------------------
