@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession, ExportRecord
+from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession
 from . import console
 
 
@@ -17,9 +17,6 @@ class ConsoleStore:
     write: Any
     write_sync: Any
     read: Any
-
-    async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None:
-        return await self.read(console.chain_record, event_id, organization)
 
     def key_by_id(self, key_id: str) -> ApiKeyRecord | None:
         # Keys are few (tens): a scan of the cache is cheaper than keeping a second index exact.
