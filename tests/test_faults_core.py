@@ -11,14 +11,14 @@ import pytest
 from audit_events import audit_events
 
 
-@pytest.mark.sqlite_only("another process holds SQLite's one write lock (BEGIN IMMEDIATE) past busy_timeout")
 def test_locked_database_answers_503_then_recovers(make_server):
     srv = make_server("locked", config_text="[database]\nbusy_timeout_ms = 200\n")
     with srv.client() as c:
         before = c.post("/v1/events", json={"action": "before"})
         assert before.status_code == 200
-        outsider = sqlite3.connect(srv.db_path)
-        outsider.execute("BEGIN IMMEDIATE")  # hold the write lock, as a backup script might
+        # Hold what every append needs, as a backup script or another instance might: SQLite's
+        # write lock, or PostgreSQL's chain-head row (the store waits lock_timeout for it).
+        outsider = srv.hold_write_lock()
         try:
             r = c.post("/v1/events", json={"action": "during"})
             assert r.status_code == 503, r.text
@@ -27,8 +27,7 @@ def test_locked_database_answers_503_then_recovers(make_server):
             ready = c.get("/readyz")
             assert ready.status_code == 503
         finally:
-            outsider.rollback()
-            outsider.close()
+            outsider.release()
         after = c.post("/v1/events", json={"action": "after"})
         assert after.status_code == 200
         seq = before.json()["data"]["seq"] + 1  # nothing of the refused write took a seq

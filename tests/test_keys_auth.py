@@ -111,5 +111,6 @@ def test_cli_keys_create_list_revoke_reach_running_server(server):
                 break
             time.sleep(0.2)
     assert status == (401, "REVOKED_API_KEY")
-    bad = subprocess.run(run + ["create", "--name", "x", "--scopes", "fly", *db], capture_output=True, text=True)
+    bad = subprocess.run(run + ["create", "--name", "x", "--scopes", "fly", *db], capture_output=True, text=True,
+                         cwd=server.workdir)
     assert bad.returncode == 2 and "unknown scope" in bad.stderr

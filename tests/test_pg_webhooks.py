@@ -88,6 +88,13 @@ def visible(c, sub_id: str) -> bool:
     return r.status_code == 200 and r.json()["data"]["state"] == "valid"
 
 
+def delivered_total(c) -> int:
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith("recalled_webhook_deliveries_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no recalled_webhook_deliveries_total in /metrics")
+
+
 def attempts_of(c, sub_id: str) -> list[dict]:
     r = c.get(f"/v1/event_subscriptions/{sub_id}/attempts", params={"limit": 200})
     assert r.status_code == 200, r.text
@@ -173,6 +180,9 @@ def test_pg_two_instances_deliver_every_message_once_with_16_writers(pg, rx):
         assert len(got) == len(acknowledged), f"{len(got) - len(acknowledged)} messages delivered twice"
         assert all(len(ids) == 1 for ids in by_event.values())
         assert len({x.webhook_id for x in got}) == len(acknowledged)
+        # Both loops sent: each instance hands its own intake to its own loop.
+        sent = [delivered_total(c) for c in (ca, cb)]
+        assert sum(sent) == len(acknowledged) + 1 and min(sent) > 0, sent  # + the test message
         for c in (ca, cb):
             assert c.get("/v1/events/verify").json()["data"]["valid"] is True
 
