@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
-from pg_support import create_database, drop_database
+from pg_reads_support import drop_pg
+from pg_support import create_database
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def pg_server(tmp_path):
     finally:
         for srv in servers:
             srv.kill()
-        drop_database(url)
+        drop_pg(url)
 
 
 def test_single_and_batch_events_round_trip(pg_server):

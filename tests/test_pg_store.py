@@ -12,7 +12,8 @@ import msgspec
 import psycopg
 import pytest
 
-from pg_support import create_database, drop_database
+from pg_reads_support import drop_pg
+from pg_support import create_database
 from recalled_lite.auth import new_key_record
 from recalled_lite.config import EventsConfig
 from recalled_lite.errors import ConfigError, StorageError, StorageUnavailable
@@ -34,7 +35,7 @@ POISON = "poison.pill"
 def url():
     u = create_database("store")
     yield u
-    drop_database(u)
+    drop_pg(u)
 
 
 @pytest.fixture
