@@ -238,3 +238,25 @@ def test_leaf_entries_take_a_purged_event_from_its_tombstone(store, url):
             conn.execute("DELETE FROM events WHERE seq = 2")
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
         assert leaf_entries(conn, 1, 3) == before
+
+
+def test_a_read_on_a_lost_connection_is_503_and_the_next_read_works(url):
+    import asyncio
+
+    s = PostgresStore(url, secret=SECRET, readers=1)
+
+    async def main():
+        s.start(asyncio.get_running_loop())
+        (appended,) = await s.append_events([prepared("read.me")])
+        # Ends the reader's backend from outside, as a server restart or failover would.
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND application_name = 'recalled-lite reader'")
+        with pytest.raises(StorageUnavailable):
+            await s.get_event(appended.event.id, None)
+        assert (await s.get_event(appended.event.id, None)).id == appended.event.id
+
+    try:
+        asyncio.run(main())
+    finally:
+        s.close()

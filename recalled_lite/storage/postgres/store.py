@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
@@ -36,7 +37,7 @@ from .migrate import migrate
 from .reads_store import ReadStore
 from .retention_store import RetentionStore
 from .webhook_store import WebhookMixin
-from .writer import Writer
+from .writer import Writer, classify_pg_error
 
 log = logging.getLogger("recalled_lite.store")
 T = TypeVar("T")
@@ -54,8 +55,14 @@ class _ReaderPool:
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="recalled-reader")
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self.pool.connection() as conn:
-            return fn(conn, *args)
+        try:
+            with self.pool.connection() as conn:
+                return fn(conn, *args)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # The server went away (restart, failover) or no connection could be had in
+            # time: a retry helps, so 503 with Retry-After, not a 500. The pool drops the
+            # broken connection and opens a fresh one for the next read.
+            raise classify_pg_error(exc) from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -90,7 +97,8 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
             self.latest_checkpoint = latest_checkpoint(self._conn)
             self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
             self.durability = self._durability()
-            self.engine_versions = {"postgresql": postgres_version(self._conn)}
+            # "15.18", not "15.18 (Debian 15.18-0+deb12u1)": the number, as SQLite's "3.40.1".
+            self.engine_versions = {"postgresql": postgres_version(self._conn).split()[0]}
         except BaseException:
             self._conn.close()
             raise
