@@ -394,3 +394,10 @@ def test_the_copy_verification_can_fail(purged_source):
             verify_copy(url, b"x" * 64, expected, root)
     finally:
         drop_database(url)
+
+
+def test_an_unreachable_target_is_refused_without_showing_its_password(source):
+    url = "postgresql://recalled:not-the-password@127.0.0.1:5432/does_not_exist"
+    result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", url)
+    assert result.returncode == 2 and "cannot connect to postgresql://recalled:[redacted]@" in result.stderr
+    assert "not-the-password" not in result.stderr + result.stdout
