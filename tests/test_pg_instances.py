@@ -250,10 +250,6 @@ def test_sigkill_of_one_instance_under_load_loses_nothing_acknowledged(pair):
     assert_log_whole(servers, url)
 
 
-@pytest.mark.xfail(strict=True, reason="checkpointing.make_now compares the latest checkpoint with the "
-                   "instance's own tree view (store.tree_size), which does not move when only the other "
-                   "instance appends: POST /v1/checkpoint answers the older checkpoint, and a proof or export "
-                   "waiting for a covering checkpoint waits until this instance writes")
 def test_a_checkpoint_on_one_instance_covers_what_the_other_wrote(pair):
     servers, url = pair
     with servers[0].client() as c:
@@ -266,9 +262,6 @@ def test_a_checkpoint_on_one_instance_covers_what_the_other_wrote(pair):
     assert made["treeSize"] >= written["seq"]
 
 
-@pytest.mark.xfail(strict=True, reason="the same stale tree view: a proof asked of one instance for an event "
-                   "the other wrote waits for a covering checkpoint that this instance never signs "
-                   "(measured: no answer within 15 s) until it appends something itself")
 def test_a_proof_on_one_instance_for_an_event_the_other_wrote(pair):
     servers, url = pair
     with servers[1].client() as c:

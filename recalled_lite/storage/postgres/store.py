@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
 SECRET_CHECK_MESSAGE = b"recalled-lite secret check"
+# How often a serving instance catches up with the others' appends and checkpoints.
+FOLLOW_SECONDS = 1.0
 
 
 class _ReaderPool:
@@ -148,14 +150,19 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
         self.readers = _ReaderPool(self.url, self._reader_count)
         self.writer.start(loop)
         self.started = True
+        self._loop = loop
+        self._follower = loop.create_task(self._follow(), name="recalled-follow-instances")
 
     def close(self) -> None:
         """Flush the writer, then close every connection. Idempotent."""
         if self.started:
+            self.started = False  # the follower ends at its next wake-up
+            follower = getattr(self, "_follower", None)
+            if follower is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(follower.cancel)
             self.writer.stop()
             if self.readers is not None:
                 self.readers.close()
-            self.started = False
         if not self._closed:
             self._closed = True
             try:
@@ -216,6 +223,29 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
+    async def sync_head(self) -> None:
+        """Catch up with what other instances committed: their appends (an empty write group
+        takes the chain-head lock and reloads head, tree edge and checkpoint) and their
+        checkpoints. Also run every FOLLOW_SECONDS while serving, so /readyz, /metrics,
+        GET /v1/checkpoint and the checkpoint service see the whole log, not only this
+        instance's writes."""
+        state = self.writer.state
+        seq, head_hash, tree_size, newest = await self.read(_head_and_checkpoint)
+        if (seq, head_hash, tree_size) != (state["head_seq"], state["head_hash"], state["tree"].size):
+            await self.write(_nothing)
+        elif newest is not None:
+            self._remember_checkpoint(newest)
+
+    async def _follow(self) -> None:
+        while self.started:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            try:
+                await self.sync_head()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: writes and reads say so themselves
+                log.debug("following the other instances failed: %s", exc)
+
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
         return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
@@ -233,6 +263,15 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
             write_ops=self.writer.ops_committed, deliveries=deliveries,
             subscriptions=subscriptions, files={"database": size, "wal": 0},
         )
+
+
+def _nothing(conn: psycopg.Connection) -> None:
+    return None
+
+
+def _head_and_checkpoint(conn: psycopg.Connection) -> tuple[int, str | None, int, Any]:
+    seq, head_hash, tree_size = read_head(conn, lock=False)
+    return seq, head_hash, tree_size, latest_checkpoint(conn)
 
 
 def _database_size(conn: psycopg.Connection) -> int:
