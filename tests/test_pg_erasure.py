@@ -182,3 +182,48 @@ def test_two_instances_erasing_one_actor_erase_each_event_once():
         assert len(other[0]) == 50
     finally:
         drop_pg(url)
+
+
+def test_the_audit_hook_counts_every_chunk_and_runs_once():
+    """300 events (three chunks): the audit hook prepares once, with the total, in the chunk
+    that finishes the erasure; its event is appended in that chunk's transaction."""
+    import asyncio
+
+    from recalled_lite.storage.postgres.store import PostgresStore
+    from tests.pg_reads_support import SECRET, prepared
+
+    url = create_database("eraudit")
+
+    class Recording:
+        def __init__(self):
+            self.prepared, self.stored = [], []
+
+        def begin(self):
+            pass
+
+        def prepare(self, count):
+            self.prepared.append(count)
+            return [prepared({"action": "recalled.actor.erased", "metadata": {"count": count}}, 1_800_000_000_000)]
+
+        def committed(self, records):
+            self.stored += records
+
+    async def main(hook):
+        store = PostgresStore(url, secret=SECRET)
+        store.start(asyncio.get_running_loop())
+        try:
+            await store.append_events([prepared({"action": "doc.read", "actor": {"id": "reader_1"}},
+                                                1_800_000_000_000) for _ in range(300)])
+            count = await store.erase_actor("reader_1", None, ERASED_AT, audit=hook)
+            return count, await store.list_events(ListFilters(action="recalled.actor.erased"), None)
+        finally:
+            store.close()
+
+    try:
+        hook = Recording()
+        count, (audited, _) = asyncio.run(main(hook))
+        assert count == 300 and hook.prepared == [300]
+        assert len(audited) == 1 and audited[0].metadata == '{"count":300}'
+        assert [r.id for r in hook.stored] == [audited[0].id]
+    finally:
+        drop_pg(url)
