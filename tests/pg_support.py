@@ -106,11 +106,12 @@ def pg_database():
         drop_database(url)
 
 
-def execute(url: str, sql: str) -> list[tuple]:
+def execute(url: str, sql: str, params: tuple | None = None) -> list[tuple]:
     """Run SQL on a test database as its owner, autocommit: what an attacker with a database
-    login can do behind the server's back (the PostgreSQL twin of the sqlite3 CLI)."""
+    login can do behind the server's back (the PostgreSQL twin of the sqlite3 CLI). Several
+    statements are allowed when there are no params."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(sql)
+        cur = conn.execute(sql, params)
         return cur.fetchall() if cur.description else []

@@ -108,7 +108,7 @@ def test_verify_no_signatures_checks_hashes_and_catches_tampering(make_server, t
 
     if srv.on_postgres:  # the table owner's login: disable the append-only trigger, edit a row
         srv.stop()
-        pg_support.execute(copy, "ALTER TABLE events DISABLE TRIGGER events_append_only; "
+        pg_support.execute(copy, "ALTER TABLE events DISABLE TRIGGER USER; "
                                  "UPDATE events SET action = 'forged' WHERE seq = 4;")
     else:
         tamper(Path(copy), "DROP TRIGGER events_append_only_update; UPDATE events SET action = 'forged' WHERE seq = 4;")

@@ -108,7 +108,7 @@ def attack(srv, sqlite_sql: str, pg_sql: str) -> None:
         run_sql(srv.db_path, sqlite_sql)
 
 
-PG_OPEN = "ALTER TABLE events DISABLE TRIGGER events_append_only; "
+PG_OPEN = "ALTER TABLE events DISABLE TRIGGER USER; "  # every append-only trigger
 
 
 def run_sql(db_path, sql: str) -> None:

@@ -222,7 +222,6 @@ def test_purge_removes_exactly_the_expired_events_and_everything_still_verifies(
     assert b"purgedsecret" not in data
 
 
-@pytest.mark.sqlite_only("drives SQLite's delete trigger and guard row with the sqlite3 CLI")
 def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_server):
     srv = make_server("tamper", args=["--dev"], config_text=CONFIG.format(batch=100))
     with srv.client() as c:
@@ -232,6 +231,9 @@ def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_ser
         assert run_job(c)["purged"] == 5
         assert c.get("/v1/events/verify").json()["data"]["valid"]
     victim = stored[7]["seq"]
+    if srv.on_postgres:
+        _tamper_on_postgres(srv, stored, victim)
+        return
     db = sqlite3.connect(srv.db_path)
     try:
         # The trigger refuses a plain DELETE, even of a purged-looking row ...
@@ -257,6 +259,35 @@ def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_ser
     # A deletion with no tombstone at all is a plain gap.
     other = stored[8]["seq"]
     subprocess.run(["sqlite3", str(srv.db_path), f"DELETE FROM events WHERE seq = {other};"], check=True, timeout=30)
+    with srv.client() as c:
+        result = c.get("/v1/events/verify", params={"from_seq": victim + 1}).json()["data"]
+    assert not result["valid"] and result["firstInvalid"]["reason"] == f"seq gap: expected {other}, found {other + 1}"
+    done = cli_verify(srv)
+    assert done.returncode == 2 and f"INVALID at seq {victim}" in done.stderr
+
+
+def _tamper_on_postgres(srv, stored: list[dict], victim: int) -> None:
+    """The same attack with the table owner's login: the triggers refuse a plain DELETE, and a
+    forged tombstone does not open the door without the purge's transaction-local flag; with
+    the triggers disabled the row goes, and verify names it."""
+    import psycopg
+
+    import pg_support
+
+    url = srv.db_location
+    with pytest.raises(psycopg.Error, match="append-only"):
+        pg_support.execute(url, "DELETE FROM events WHERE seq = %s", (victim,))
+    ((hash_, signature),) = srv.query("SELECT hash, signature FROM events WHERE seq = ?", victim)
+    pg_support.execute(url, "INSERT INTO retention_tombstones VALUES (%s, %s, %s, 99)", (victim, hash_, signature))
+    with pytest.raises(psycopg.Error, match="append-only"):
+        pg_support.execute(url, "DELETE FROM events WHERE seq = %s", (victim,))
+    pg_support.execute(url, f"ALTER TABLE events DISABLE TRIGGER USER; DELETE FROM events WHERE seq = {victim};")
+    with srv.client() as c:
+        result = c.get("/v1/events/verify").json()["data"]
+    assert not result["valid"] and result["firstInvalid"]["seq"] == victim, result
+    assert "not accounted for" in result["firstInvalid"]["reason"]
+    other = stored[8]["seq"]
+    pg_support.execute(url, "DELETE FROM events WHERE seq = %s", (other,))
     with srv.client() as c:
         result = c.get("/v1/events/verify", params={"from_seq": victim + 1}).json()["data"]
     assert not result["valid"] and result["firstInvalid"]["reason"] == f"seq gap: expected {other}, found {other + 1}"

@@ -61,7 +61,8 @@ def rewrite_from(db_path, secret: bytes, first_seq: int) -> None:
     conn.close()
 
 
-@pytest.mark.sqlite_only("the attacker's copy is the SQLite file set, rewritten with sqlite3")
+@pytest.mark.sqlite_only("the attacker drops the tree and the server rebuilds it, as for a pre-006 SQLite "
+                         "file; a PostgreSQL store refuses a tree shorter than its log instead")
 def test_a_rewritten_history_is_caught_by_witnesses(tmp_path):
     rx = Receiver()
     original = ServerProcess(tmp_path / "original", args=["--dev"], config_text=CONFIG).start()
