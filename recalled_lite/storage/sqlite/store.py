@@ -29,7 +29,7 @@ from .audited import call_op
 from .console_store import ConsoleStore
 from .erasure_store import ErasureStore
 from .integrity_store import IntegrityStore
-from .keys_store import KeyStore, _select_all_keys
+from .keys_store import KeyStore, select_all_keys
 from .purge import ErasurePurge
 from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
@@ -192,7 +192,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
         self.writer.state["project_id"] = self.project_id
         self._load_chain_head(self._conn)
         self._init_tree()
-        self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
+        self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
         self.purge = ErasurePurge(self.path, self.write)
@@ -292,6 +292,11 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self.readers is not None, "store not started"
         return await self.readers.run(fn, *args)
+
+    async def scan(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Like read, on the connection kept for long scans (exports), as PostgresStore.scan."""
+        assert self.readers is not None, "store not started"
+        return await self.readers.scan(fn, *args)
 
     # -- events -------------------------------------------------------------
 
