@@ -24,9 +24,7 @@ from typing import Any, Iterator
 import psycopg
 
 from ...ids import new_id
-from ...integrity.retention import (
-    RetentionCheckpoint, Tombstone, check_checkpoint,
-)
+from ...integrity.retention import RetentionCheckpoint, Tombstone
 from ...retention import Hold, LegalHoldActive, Policy, Rule, hold_matches
 from ..base import RecordNotFound
 from ..retention_batch import (
@@ -322,27 +320,3 @@ def status(conn: Any, organization: str | None) -> dict[str, Any]:
              if organization is None else None)
     return {"running": running, "last": last, "purged_by_rule": purged,
             "oldest": tuple(oldest) if oldest else None, "tombstones": total}
-
-
-class CheckpointCheck:
-    """Retention checkpoints verified once per chain scan, on first use (integrity_store.py)."""
-
-    def __init__(self, conn: Any, project_id: str, secret: bytes | None) -> None:
-        self.conn, self.project_id, self.secret = conn, project_id, secret
-        self.verdicts: dict[int, str | None] = {}
-
-    def why_not(self, cp_id: int) -> str | None:
-        if cp_id in self.verdicts:
-            return self.verdicts[cp_id]
-        cp = checkpoint(self.conn, cp_id)
-        if cp is None:
-            reason: str | None = f"its retention checkpoint {cp_id} is missing"
-        else:
-            before = checkpoint(self.conn, cp_id - 1) if cp_id > 1 else None
-            if cp_id > 1 and before is None:
-                reason = f"retention checkpoint {cp_id - 1} is missing"
-            else:
-                reason = check_checkpoint(self.project_id, cp, checkpoint_tombstones(self.conn, cp_id),
-                                          self.secret, before.hash if before else None)
-        self.verdicts[cp_id] = reason
-        return reason

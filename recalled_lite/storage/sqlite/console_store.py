@@ -10,7 +10,8 @@ from ...timefmt import now_ms
 from ..base import ExportRecord
 from ..console_store import ConsoleStore as _ConsoleStore
 from . import console, webhook_jobs, webhooks
-from .integrity_store import CHAIN_COLUMNS, _make_export
+from ..chain_scan import CHAIN_COLUMNS
+from .integrity_store import _make_export
 
 
 class ConsoleStore(_ConsoleStore):
