@@ -9,12 +9,12 @@ backends are imported when used, so that ``recalled-lite version`` or ``--help``
 
 from __future__ import annotations
 
-import hmac
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from . import secret_check
 from .base import Store
 
 Location = Path | str
@@ -161,8 +161,7 @@ def copy_to_postgres(source: Path, url: str, secret: bytes,
 
     dump = SqliteDump(source)
     try:
-        check = hmac.new(secret, b"recalled-lite secret check", "sha256").hexdigest()
-        if not hmac.compare_digest(dump.meta().get("secret_check", ""), check):
+        if not secret_check.matches(dump.meta(), secret):
             raise ConfigError("this secret is not the one the database was created with; pass the right one "
                               "with --secret-file PATH or RECALLED_SECRET (the copy is verified with it)")
         copied = copy_log(dump, url, progress=copy_progress)

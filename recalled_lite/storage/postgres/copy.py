@@ -16,8 +16,6 @@ by the functions the intake and erasure use.
 
 from __future__ import annotations
 
-import hmac
-import heapq
 import json
 from typing import Any, Callable, Iterator
 
@@ -29,7 +27,9 @@ from ...integrity.retention import RetentionCheckpoint, Tombstone, check_checkpo
 from ...integrity.tiles import TreeEdge
 from ...integrity.verify import ChainVerifier
 from ..backend import describe_location as _redact
+from .. import secret_check
 from ..base import ExportRecord
+from ..chain_scan import CHAIN_COLUMNS as _CHAIN_COLUMNS, verified_items
 from ..fts import fts_columns
 from ..keys import event_keys
 from .connection import connect_once
@@ -47,7 +47,6 @@ SPECIAL_TABLES = frozenset({"meta", "events", "chain_head", "schema_migrations"}
 # Events are read, keyed and sent per page of this many.
 VERIFY_FETCH = 5000
 
-_CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 _make_export = ExportRecord._make
 
 
@@ -320,9 +319,7 @@ def verify_copy(url: str, secret: bytes, expected: dict[str, Any], source_root: 
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         project_id = meta["project_id"]
-        check = hmac.new(secret, b"recalled-lite secret check", "sha256").hexdigest()
-        if not hmac.compare_digest(meta.get("secret_check", ""), check):
-            raise ConfigError("the copied secret check does not match this secret")
+        secret_check.require_match(meta, secret, "the copied secret check does not match this secret")
         head_seq, head_hash, tree_size = conn.execute(
             "SELECT seq, hash, tree_size FROM chain_head WHERE id = 1").fetchone()
         stones = _tombstones(conn)
@@ -330,17 +327,7 @@ def verify_copy(url: str, secret: bytes, expected: dict[str, Any], source_root: 
         total = expected["tables"]["events"] + len(stones)
         verifier = ChainVerifier(project_id, secret)
         edge, leaves, done = TreeEdge(), [], 0
-        for item in heapq.merge(_events(conn), stones, key=lambda r: r[0]):
-            if isinstance(item, ExportRecord):
-                ok = verifier.feed(item)
-            else:
-                reason = verdicts[item.checkpoint_id]
-                if reason is not None:
-                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
-                    break
-                ok = verifier.feed_tombstone(item.seq, item.hash)
-            if not ok:
-                break
+        for item in verified_items(verifier, _events(conn), stones, verdicts.__getitem__):
             leaves.append(event_leaf_hash(item.hash, item.signature))
             done += 1
             if len(leaves) == VERIFY_FETCH:

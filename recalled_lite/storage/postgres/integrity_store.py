@@ -8,16 +8,15 @@ verifies, exactly as on SQLite. A seq with neither an event nor such a tombstone
 
 from __future__ import annotations
 
-import heapq
 from typing import Any, Callable
 
 import psycopg
 
 from ...integrity.verify import ChainVerifier
 from ..base import ExportRecord
+from ..chain_scan import CHAIN_COLUMNS, CheckpointCheck, scan_result, verified_items
 from . import retention
 
-CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 _FETCH = 5000
 
 
@@ -44,7 +43,7 @@ def scan_chain(conn: psycopg.Connection, project_id: str, secret: bytes | None, 
     end = min(to_seq, last) if to_seq is not None else last
     total = max(end - start + 1, 0)
     verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
-    checkpoints = retention.CheckpointCheck(conn, project_id, secret)
+    checkpoints = CheckpointCheck(retention, conn, project_id, secret)
     # The tombstones are read whole before the events stream: one row per purged event,
     # small beside the events, and the checkpoints they name are then read between fetches.
     stones = list(retention.tombstones_between(conn, start, end))
@@ -54,27 +53,13 @@ def scan_chain(conn: psycopg.Connection, project_id: str, secret: bytes | None, 
         cur.execute(f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= %s AND seq <= %s ORDER BY seq",
                     (start, end))
         rows = (_export_record(row) for row in cur)
-        for item in heapq.merge(rows, stones, key=lambda r: r[0]):
-            if isinstance(item, ExportRecord):
-                ok = verifier.feed(item)
-            else:
-                reason = checkpoints.why_not(item.checkpoint_id)
-                if reason is not None:
-                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
-                    break
-                ok = verifier.feed_tombstone(item.seq, item.hash)
-            if not ok:
-                break
+        for _ in verified_items(verifier, rows, stones, checkpoints.why_not):
             done += 1
             if progress is not None and done % 5000 == 0:
                 progress(done, total)
     if progress is not None:
         progress(done, total)
-    result = verifier.result()
-    if result["valid"] and done < total:
-        result["valid"] = False
-        result["firstInvalid"] = {"seq": start + done, "id": None, "reason": "event missing"}
-    return result
+    return scan_result(verifier, start, done, total)
 
 
 def get_chain_record(conn: psycopg.Connection, event_id: str, organization: str | None) -> ExportRecord | None:

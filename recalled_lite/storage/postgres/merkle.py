@@ -17,16 +17,16 @@ from typing import Any, Callable
 import psycopg
 
 from ...errors import ConfigError, StorageError
-from ...integrity.merkle import HASH_SIZE, ProofError
-from ...integrity.tiles import TILE_WIDTH, TreeEdge
+from ...integrity.merkle import ProofError
+from ...integrity.tiles import TreeEdge
+from .. import merkle_tiles
 from ..base import CheckpointRecord, EventRecord, ReceiptRecord, SigningKeyRecord
+from ..merkle_tiles import stored_tree_size, strip_rows
 from ..group_writer import WriteOp
 from .writer import Writer
 
 log = logging.getLogger("recalled_lite.store")
 
-STRIP_HASHES = 16
-_STRIP_BYTES = STRIP_HASHES * HASH_SIZE
 _CHECKPOINT_COLUMNS = "id, tree_size, root_hash, key_name, created_at, note"
 _RECEIPT_COLUMNS = "id, event_seq, created_at, revoked_at"
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
@@ -47,27 +47,8 @@ def read_tile(conn: psycopg.Connection, level: int, index: int) -> bytes | None:
     return b"".join(bytes(row[0]) for row in strips) if strips else None
 
 
-def _strip_rows(tiles: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int, int, bytes]]:
-    """The strips a TreeEdge.append touched: from the one holding its first new hash on."""
-    rows = []
-    for level, index, had, data in tiles:
-        for strip in range(had // STRIP_HASHES, (len(data) - 1) // _STRIP_BYTES + 1):
-            rows.append((level, index, strip, data[strip * _STRIP_BYTES:(strip + 1) * _STRIP_BYTES]))
-    return rows
-
-
-def stored_tree_size(conn: psycopg.Connection) -> int:
-    """Leaves in the stored tree: where the last level-0 strip ends."""
-    row = conn.execute(
-        "SELECT idx, strip, length(hashes) FROM merkle_tiles WHERE level = 0 ORDER BY idx DESC, strip DESC LIMIT 1"
-    ).fetchone()
-    return row[0] * TILE_WIDTH + row[1] * STRIP_HASHES + row[2] // HASH_SIZE if row else 0
-
-
 def load_tree(conn: psycopg.Connection, size: int | None = None) -> TreeEdge:
-    if size is None:
-        size = stored_tree_size(conn)
-    return TreeEdge.load(size, lambda level, index: read_tile(conn, level, index))
+    return merkle_tiles.load_tree(conn, read_tile, size)
 
 
 def grow_tree(conn: psycopg.Connection, edge: TreeEdge,
@@ -81,7 +62,7 @@ def grow_tree(conn: psycopg.Connection, edge: TreeEdge,
         edge = load_tree(conn, first - 1)
     new_edge, tiles = edge.append([_sha256(b"\x00" + r.hash.encode() + b"\n" + r.signature.encode()).digest()
                                    for r in records])
-    return new_edge, _strip_rows(tiles)
+    return new_edge, strip_rows(tiles)
 
 
 def check_tree(conn: psycopg.Connection, head_seq: int, tree_size: int) -> None:

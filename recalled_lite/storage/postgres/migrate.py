@@ -7,28 +7,17 @@ advisory lock, so exactly one applies each migration and the others then see it 
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-
 import psycopg
 
-_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+from .. import migration_files
+
 # pg_advisory_xact_lock key: "recalled" in ASCII, so it does not collide with an
 # application's own advisory locks by accident.
 MIGRATION_LOCK = 0x7265_6361_6C6C_6564
 
 
 def available() -> list[tuple[int, str, str]]:
-    found = []
-    for entry in resources.files(__package__).joinpath("migrations").iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    for expected, (number, name, _) in enumerate(found, start=1):
-        if number != expected:
-            raise RuntimeError(f"migration numbering has a gap or duplicate at {name}")
-    return found
+    return migration_files.available(__package__)
 
 
 def current_version(conn: psycopg.Connection) -> int:
@@ -47,10 +36,7 @@ def migrate(conn: psycopg.Connection) -> int:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                      "version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)")
         current = current_version(conn)
-        if current > len(migrations):
-            raise RuntimeError(
-                f"database schema version {current} is newer than this recalled-lite "
-                f"({len(migrations)}); upgrade recalled-lite or use a backup")
+        migration_files.refuse_newer(current, len(migrations))
         for number, name, sql in migrations[current:]:
             # One savepoint per file: a failure names the file and leaves nothing half done
             # (the outer transaction then rolls back every file of this run).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import importlib
 from typing import Any, Callable
 
 import psycopg
 
 from ...errors import ConfigError
+from .. import secret_check
 from ..backend import redact_database_url
 from .connection import connect_once
 from .integrity_store import scan_chain
@@ -69,11 +69,7 @@ def verify_url(url: str, secret: bytes | None, from_seq: int | None, to_seq: int
         _snapshot(conn)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if secret is not None:
-            check = hmac.new(secret, b"recalled-lite secret check", "sha256").hexdigest()
-            if not hmac.compare_digest(meta.get("secret_check", ""), check):
-                raise ConfigError("this secret is not the one the database was created with; "
-                                  "pass the right one with --secret-file PATH or RECALLED_SECRET "
-                                  "(or check the hashes only with --no-signatures)")
+            secret_check.require_match(meta, secret, secret_check.OFFLINE_MISMATCH)
         return scan_chain(conn, meta["project_id"], secret, from_seq, to_seq, progress)
     finally:
         conn.close()

@@ -13,7 +13,6 @@ erasure_store, console_store, retention_store, merkle, keys_store, integrity_sto
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -25,6 +24,7 @@ from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
 from ...timefmt import now_ms
 from ..audited import call_op
+from .. import secret_check
 from ..base import AppendResult, AuditHook, EventRecord, PreparedEvent, StorageGauges
 from .chain import AppendEvents, append_in_op, head_moved, load_chain_state, read_head
 from .connection import connect_once, open_reader_pool, open_writer, postgres_version
@@ -43,7 +43,6 @@ log = logging.getLogger("recalled_lite.store")
 T = TypeVar("T")
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
-SECRET_CHECK_MESSAGE = b"recalled-lite secret check"
 # How often a serving instance catches up with the others' appends and checkpoints.
 FOLLOW_SECONDS = 1.0
 
@@ -112,7 +111,7 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
 
     def _init_meta(self) -> str:
         """The project id and the secret check, created by whichever instance starts first."""
-        check = hmac.new(self._secret, SECRET_CHECK_MESSAGE, "sha256").hexdigest()
+        check = secret_check.secret_check(self._secret)
         conn = self._conn
         with conn.transaction():
             # ON CONFLICT DO NOTHING: an instance starting at the same moment waits on the key
@@ -122,11 +121,7 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
                                 [("project_id", new_id("proj")), ("secret_check", check),
                                  ("created_at", str(now_ms()))])
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if not hmac.compare_digest(meta.get("secret_check", ""), check):
-            raise ConfigError(
-                "server.secret does not match the secret this database was created with; "
-                "restore the original secret file (or RECALLED_SECRET) — signatures would not verify"
-            )
+        secret_check.require_match(meta, self._secret, secret_check.SERVER_MISMATCH)
         return meta["project_id"]
 
     def _reload_state(self, conn: psycopg.Connection) -> None:
@@ -248,7 +243,7 @@ class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, Retenti
 
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
-        return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
+        return secret_check.derive_key(self._secret, purpose)
 
     # -- metrics ------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The console part of SqliteStore: key use, sessions, links, verification records (storage/sqlite/console.py)."""
+"""The console part of SqliteStore: the shared delegation (storage/console_store.py) over
+storage/sqlite/console.py, plus the chain record and webhook figures the console shows."""
 
 from __future__ import annotations
 
@@ -6,67 +7,20 @@ import sqlite3
 from typing import Any
 
 from ...timefmt import now_ms
-from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession, ExportRecord
+from ..base import ExportRecord
+from ..console_store import ConsoleStore as _ConsoleStore
 from . import console, webhook_jobs, webhooks
-from .integrity_store import CHAIN_COLUMNS, _make_export
+from ..chain_scan import CHAIN_COLUMNS
+from .integrity_store import _make_export
 
 
-class ConsoleStore:
-    """Mixed into SqliteStore (which provides write, write_sync, read and the key cache)."""
+class ConsoleStore(_ConsoleStore):
+    """Mixed into SqliteStore; the webhook figures the console shows live here on SQLite."""
 
-    _keys: dict[str, ApiKeyRecord]
-    write: Any
-    write_sync: Any
-    read: Any
-
-    # -- console: key use, sessions, links, verification records (storage/sqlite/console.py)
+    console_sql = console
 
     async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None:
         return await self.read(_get_chain_record, event_id, organization)
-
-    def key_by_id(self, key_id: str) -> ApiKeyRecord | None:
-        # Keys are few (tens): a scan of the cache is cheaper than keeping a second index exact.
-        for record in self._keys.values():
-            if record.id == key_id:
-                return record
-        return None
-
-    async def record_key_usage(self, used: dict[str, int]) -> None:
-        def remember(_: Any) -> None:
-            for record in self._keys.values():
-                at = used.get(record.id)
-                if at is not None and (record.last_used_at or 0) < at:
-                    record.last_used_at = at
-        await self.write(console.record_key_usage, used, on_commit=remember)
-
-    async def create_console_session(self, session: ConsoleSession) -> None:
-        await self.write(console.insert_session, session)
-
-    async def load_console_session(self, token_hash: str) -> ConsoleSession | None:
-        return await self.read(console.select_session, token_hash)
-
-    async def touch_console_sessions(self, seen: dict[str, int]) -> None:
-        await self.write(console.touch_sessions, seen)
-
-    async def delete_console_sessions(self, token_hashes: list[str]) -> None:
-        await self.write(console.delete_sessions, token_hashes)
-
-    async def purge_console_sessions(self, idle_before: int, now: int) -> int:
-        return await self.write(console.purge, idle_before, now)
-
-    def create_console_link_sync(self, token_hash: str, key_id: str, created_at: int, expires_at: int) -> None:
-        self.write_sync(console.insert_link, token_hash, key_id, created_at, expires_at)
-
-    async def redeem_console_link(self, token_hash: str, now: int, *, consume: bool) -> str | None:
-        if consume:
-            return await self.write(console.redeem_link, token_hash, now, True)
-        return await self.read(console.redeem_link, token_hash, now, False)
-
-    async def record_chain_verification(self, record: ChainVerificationRecord) -> None:
-        await self.write(console.insert_verification, record)
-
-    async def last_chain_verification(self) -> ChainVerificationRecord | None:
-        return await self.read(console.last_verification)
 
     async def webhook_backlog(self) -> dict[str, int]:
         return await self.read(webhooks.backlog_counts)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 from typing import Any, Callable, Iterator
 
-from ...integrity.retention import check_checkpoint
 from ...integrity.verify import ChainVerifier
 from ..base import ExportRecord
+from ..chain_scan import CHAIN_COLUMNS, CheckpointCheck, scan_result, verified_items
 from . import retention
-
-# An event row plus what verification needs (salt, digest, erasure mark).
-CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 
 _make_export = ExportRecord._make
 
@@ -73,55 +69,16 @@ def scan_chain(conn: sqlite3.Connection, project_id: str, secret: bytes | None, 
         end = min(to_seq, last) if to_seq is not None else last
         total = max(end - start + 1, 0)
         verifier = ChainVerifier(project_id, secret, prev_hash=prev_hash, prev_seq=start - 1)
-        checkpoints = _CheckpointCheck(conn, project_id, secret)
+        checkpoints = CheckpointCheck(retention, conn, project_id, secret)
         rows = iter_chain_rows(conn, start, end)
         stones = retention.tombstones_between(conn, start, end)
         done = 0
-        for item in heapq.merge(rows, stones, key=lambda r: r[0]):
-            if isinstance(item, ExportRecord):
-                ok = verifier.feed(item)
-            else:
-                reason = checkpoints.why_not(item.checkpoint_id)
-                if reason is not None:
-                    verifier.fail(item.seq, None, f"purged seq not accounted for: {reason}")
-                    break
-                ok = verifier.feed_tombstone(item.seq, item.hash)
-            if not ok:
-                break
+        for _ in verified_items(verifier, rows, stones, checkpoints.why_not):
             done += 1
             if progress is not None and done % 5000 == 0:
                 progress(done, total)
         if progress is not None:
             progress(done, total)
-        result = verifier.result()
-        if result["valid"] and done < total:
-            # Rows missing from the end of the range (deleted behind our back).
-            result["valid"] = False
-            result["firstInvalid"] = {"seq": start + done, "id": None, "reason": "event missing"}
-        return result
+        return scan_result(verifier, start, done, total)
     finally:
         conn.execute("COMMIT")
-
-
-class _CheckpointCheck:
-    """Retention checkpoints verified once per scan, on first use."""
-
-    def __init__(self, conn: sqlite3.Connection, project_id: str, secret: bytes | None) -> None:
-        self.conn, self.project_id, self.secret = conn, project_id, secret
-        self.verdicts: dict[int, str | None] = {}
-
-    def why_not(self, cp_id: int) -> str | None:
-        if cp_id in self.verdicts:
-            return self.verdicts[cp_id]
-        cp = retention.checkpoint(self.conn, cp_id)
-        if cp is None:
-            reason: str | None = f"its retention checkpoint {cp_id} is missing"
-        else:
-            before = retention.checkpoint(self.conn, cp_id - 1) if cp_id > 1 else None
-            if cp_id > 1 and before is None:
-                reason = f"retention checkpoint {cp_id - 1} is missing"
-            else:
-                reason = check_checkpoint(self.project_id, cp, retention.checkpoint_tombstones(self.conn, cp_id),
-                                          self.secret, before.hash if before else None)
-        self.verdicts[cp_id] = reason
-        return reason

@@ -21,9 +21,11 @@ from typing import Any, Callable
 
 from ...errors import ConfigError
 from ...integrity.checkpoint import event_leaf_hash
-from ...integrity.merkle import HASH_SIZE, ProofError
-from ...integrity.tiles import TILE_WIDTH, TreeEdge
+from ...integrity.merkle import ProofError
+from ...integrity.tiles import TreeEdge
+from .. import merkle_tiles
 from ..base import CheckpointRecord, EventRecord, ReceiptRecord, SigningKeyRecord
+from ..merkle_tiles import stored_tree_size, strip_rows
 from .receipts import get_receipt, receipt_for_event, revoke_receipts
 from .writer import Writer, WriteOp
 
@@ -33,8 +35,6 @@ _UPSERT_STRIP = (
     "INSERT INTO merkle_tiles (level, idx, strip, hashes) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (level, idx, strip) DO UPDATE SET hashes = excluded.hashes"
 )
-STRIP_HASHES = 16
-_STRIP_BYTES = STRIP_HASHES * HASH_SIZE
 _CHECKPOINT_COLUMNS = "id, tree_size, root_hash, key_name, created_at, note"
 BACKFILL_CHUNK = 20_000
 
@@ -51,27 +51,8 @@ def read_tile(conn: sqlite3.Connection, level: int, index: int) -> bytes | None:
     return b"".join(row[0] for row in strips) if strips else None
 
 
-def _strip_rows(tiles: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int, int, bytes]]:
-    """The strips a TreeEdge.append touched: from the one holding its first new hash on."""
-    rows = []
-    for level, index, had, data in tiles:
-        for strip in range(had // STRIP_HASHES, (len(data) - 1) // _STRIP_BYTES + 1):
-            rows.append((level, index, strip, data[strip * _STRIP_BYTES:(strip + 1) * _STRIP_BYTES]))
-    return rows
-
-
-def stored_tree_size(conn: sqlite3.Connection) -> int:
-    """Leaves in the stored tree: where the last level-0 strip ends."""
-    row = conn.execute(
-        "SELECT idx, strip, length(hashes) FROM merkle_tiles WHERE level = 0 ORDER BY idx DESC, strip DESC LIMIT 1"
-    ).fetchone()
-    return row[0] * TILE_WIDTH + row[1] * STRIP_HASHES + row[2] // HASH_SIZE if row else 0
-
-
 def load_tree(conn: sqlite3.Connection, size: int | None = None) -> TreeEdge:
-    if size is None:
-        size = stored_tree_size(conn)
-    return TreeEdge.load(size, lambda level, index: read_tile(conn, level, index))
+    return merkle_tiles.load_tree(conn, read_tile, size)
 
 
 def append_leaves(conn: sqlite3.Connection, edge: TreeEdge, records: list[EventRecord]) -> TreeEdge:
@@ -87,7 +68,7 @@ def append_leaves(conn: sqlite3.Connection, edge: TreeEdge, records: list[EventR
     # event_leaf_hash inlined: this runs for every event on the writer thread.
     new_edge, tiles = edge.append([_sha256(b"\x00" + r.hash.encode() + b"\n" + r.signature.encode()).digest()
                                    for r in records])
-    conn.executemany(_UPSERT_STRIP, _strip_rows(tiles))
+    conn.executemany(_UPSERT_STRIP, strip_rows(tiles))
     return new_edge
 
 
@@ -124,7 +105,7 @@ def backfill_tree(conn: sqlite3.Connection, chunk: int = BACKFILL_CHUNK) -> Tree
                 raise ConfigError(f"events are missing after seq {edge.size}: the log has a gap; "
                                   "run `recalled-lite verify` and restore a backup")
             edge, tiles = edge.append([event_leaf_hash(h, s) for h, s in rows])
-            conn.executemany(_UPSERT_STRIP, _strip_rows(tiles))
+            conn.executemany(_UPSERT_STRIP, strip_rows(tiles))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

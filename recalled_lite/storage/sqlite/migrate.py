@@ -6,30 +6,19 @@ after the .sql file, in the same transaction, so a crash leaves the old version 
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from importlib import resources
 from typing import Callable
 
 from ...progress import Progress
+from .. import migration_files
 from ..keys import BLOCK_SHIFT, event_keys
 
-_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Events read and keyed per statement while filling events_keys: bounds memory.
 KEYS_CHUNK = 5000
 
 
 def available() -> list[tuple[int, str, str]]:
-    found = []
-    for entry in resources.files(__package__).joinpath("migrations").iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    for expected, (number, name, _) in enumerate(found, start=1):
-        if number != expected:
-            raise RuntimeError(f"migration numbering has a gap or duplicate at {name}")
-    return found
+    return migration_files.available(__package__)
 
 
 def fill_event_keys(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
@@ -77,11 +66,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Apply pending migrations, each in its own transaction. Returns the new version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     migrations = available()
-    if current > len(migrations):
-        raise RuntimeError(
-            f"database schema version {current} is newer than this recalled-lite "
-            f"({len(migrations)}); upgrade recalled-lite or use a backup"
-        )
+    migration_files.refuse_newer(current, len(migrations))
     # A database made while 007 and 008 were placeholders is at version 8 without either:
     # apply them now, in order, before anything newer (keeping the version number).
     for number, _name, sql in migrations[:current]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 import sqlite3
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any, Callable
 
 from ...errors import ConfigError
 from ...private_files import create_private_file
+from .. import secret_check
 from .connection import open_reader
 from .merkle import latest_checkpoint
 from .reads import chain_head, export_chunk
@@ -75,11 +75,7 @@ def verify_file(path: Path, secret: bytes | None, from_seq: int | None, to_seq: 
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if secret is not None:
-            check = hmac.new(secret, b"recalled-lite secret check", "sha256").hexdigest()
-            if not hmac.compare_digest(meta.get("secret_check", ""), check):
-                raise ConfigError("this secret is not the one the database was created with; "
-                                  "pass the right one with --secret-file PATH or RECALLED_SECRET "
-                                  "(or check the hashes only with --no-signatures)")
+            secret_check.require_match(meta, secret, secret_check.OFFLINE_MISMATCH)
         return scan_chain(conn, meta["project_id"], secret, from_seq, to_seq, progress)
     finally:
         conn.close()

@@ -1,37 +1,11 @@
-"""The read side of SqliteStore: list, search, export (storage/sqlite/reads.py)."""
+"""The read side of the sqlite store: the shared delegation (storage/reads_store.py) over
+storage/sqlite/reads.py."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from ..base import EventRecord
+from ..reads_store import ReadStore as _ReadStore
 from . import reads
-from .readers import ReaderPool
 
 
-class ReadStore:
-    """Mixed into SqliteStore (which provides read and the ReaderPool)."""
-
-    readers: ReaderPool | None
-    read: Any
-
-    # -- read side: list, search, export (§4.5-4.7) ----------------------------
-
-    async def list_events(self, filters: Any, organization_wall: str | None) -> tuple[list[EventRecord], bool]:
-        return await self.read(reads.list_page, filters, organization_wall)
-
-    async def search_events(self, query: Any, organization_wall: str | None, limit: int,
-                            cursor: Any) -> tuple[list[EventRecord], bool]:
-        return await self.read(reads.search_page, query, organization_wall, limit, cursor)
-
-    async def chain_head(self) -> tuple[int, str | None]:
-        """The newest event readers can see: (seq, hash), or (0, None)."""
-        return await self.read(reads.chain_head)
-
-    async def events_per_organization(self, since_ms: int, excluded_prefix: str) -> dict[str, int]:
-        return await self.read(reads.events_per_organization, since_ms, excluded_prefix)
-
-    async def export_chunk(self, filters: Any, organization_wall: str | None, after_seq: int, upto_seq: int,
-                           render: Callable[[list[Any]], Any]) -> tuple[Any, int | None]:
-        assert self.readers is not None, "store not started"
-        return await self.readers.scan(reads.export_chunk, filters, organization_wall, after_seq, upto_seq, render)
+class ReadStore(_ReadStore):
+    reads_sql = reads

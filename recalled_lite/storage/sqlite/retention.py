@@ -19,53 +19,26 @@ the writer reloads the head from the last row, which must stay.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ...ids import new_id
 from ...integrity.retention import (
-    RetentionCheckpoint, Tombstone, checkpoint_document, sign_checkpoint, tombstones_digest,
+    RetentionCheckpoint, Tombstone,
 )
-from ...retention import DAY_MS, Hold, LegalHoldActive, Policy, Rule, hold_matches
+from ...retention import Hold, LegalHoldActive, Policy, Rule, hold_matches
 from ..base import RecordNotFound
+from ..retention_batch import (
+    CP_COLUMNS as _CP_COLUMNS, HOLD_COLUMNS as _HOLD_COLUMNS, JOB_COLUMNS as _JOB_COLUMNS,
+    RULE_COLUMNS as _RULE_COLUMNS, RetentionJob, checkpoint_row, choose_batch,
+)
 from .erasure import _BUMP, PURGE_MARKER, erase_chunk, erased_fts_columns
 from ..fts import fts_columns
 from ..keys import key
 
 log = logging.getLogger("recalled_lite.retention")
-
-# Seqs one batch looks at (at most): bounds a batch's time when little or nothing is expired.
-SCAN_WINDOW_FACTOR = 8
-
-_RULE_COLUMNS = "id, organization, action_prefix, days, created_at, updated_at"
-_HOLD_COLUMNS = "id, organization, actor_id, action, reason, created_at, released_at"
-_JOB_COLUMNS = ("id, status, trigger, reason, now_at, cursor_seq, stop_seq, scanned, purged, held, "
-                "batches, error, created_at, updated_at, finished_at")
-_CP_COLUMNS = ("id, job_id, first_seq, last_seq, count, last_hash, tombstones_digest, rules, reason, "
-               "created_at, prev_hash, hash, signature")
-
-
-@dataclass(slots=True)
-class RetentionJob:
-    id: str
-    status: str
-    trigger: str
-    reason: str
-    now_at: int
-    cursor_seq: int
-    stop_seq: int
-    scanned: int
-    purged: int
-    held: int
-    batches: int
-    error: str | None
-    created_at: int
-    updated_at: int
-    finished_at: int | None
 
 
 def _rule(row: tuple) -> Rule:
@@ -252,40 +225,12 @@ def purge_batch(conn: sqlite3.Connection, job_id: str, project_id: str, secret: 
         return job
     policy = Policy(list_rules(conn), default_days)
     holds = active_holds(conn)
-    shortest = policy.shortest_days()
     head = conn.execute("SELECT ifnull(max(seq), 0) FROM events").fetchone()[0]
-    high = min(job.cursor_seq + batch_size * SCAN_WINDOW_FACTOR, job.stop_seq)
-    chosen: list[int] = []
-    per_rule: dict[str, dict[str, Any]] = {}
-    scanned_to = high
-    held = scanned = 0
-    if shortest <= 0:
-        scanned_to = high = job.stop_seq  # no rule lets anything expire: nothing to scan
-    else:
-        rows = conn.execute(
-            "SELECT seq, organization, action, actor_id, occurred_at FROM events "
-            "WHERE seq > ? AND seq <= ? AND occurred_at < ? ORDER BY seq",
-            (job.cursor_seq, high, job.now_at - shortest * DAY_MS))
-        for seq, organization, action, actor_id, occurred_at in rows:
-            scanned += 1
-            if seq >= head:
-                continue  # the chain head stays (module doc)
-            key, days, rule = policy.effective(organization, action)
-            if days <= 0 or occurred_at >= job.now_at - days * DAY_MS:
-                continue
-            if any(hold_matches(h, organization, actor_id, action) for h in holds):
-                held += 1
-                continue
-            chosen.append(seq)
-            entry = per_rule.get(key)
-            if entry is None:
-                entry = per_rule[key] = {
-                    "rule": key, "organization": rule.organization if rule else None,
-                    "actionPrefix": rule.action_prefix if rule else None, "days": days, "count": 0}
-            entry["count"] += 1
-            if len(chosen) >= batch_size:
-                scanned_to = seq  # the rest of the window is the next batch's
-                break
+    choice = choose_batch(job, policy, holds, head, batch_size, lambda after, upto, before: conn.execute(
+        "SELECT seq, organization, action, actor_id, occurred_at FROM events "
+        "WHERE seq > ? AND seq <= ? AND occurred_at < ? ORDER BY seq", (after, upto, before)))
+    chosen, per_rule, scanned, held, scanned_to = (choice.chosen, choice.per_rule, choice.scanned, choice.held,
+                                                   choice.scanned_to)
     if chosen:
         _delete_events(conn, job, project_id, secret, chosen, per_rule, at)
         if pause_seconds > 0:
@@ -306,18 +251,10 @@ def _delete_events(conn: sqlite3.Connection, job: RetentionJob, project_id: str,
     marks = ",".join("?" * len(seqs))
     rows = conn.execute(_FULL_ROW.format(marks) + " ORDER BY seq", seqs).fetchall()
     stones = [(r[0], r[9], r[10]) for r in rows]
-    digest = tombstones_digest((seq, h) for seq, h, _ in stones)
     previous = conn.execute("SELECT id, hash FROM retention_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    cp_id = (previous[0] + 1) if previous else 1
-    prev_hash = previous[1] if previous else None
-    rules = json.dumps(sorted(per_rule.values(), key=lambda e: e["rule"]), sort_keys=True, separators=(",", ":"))
-    first_seq, last_seq, last_hash = stones[0][0], stones[-1][0], stones[-1][1]
-    document = checkpoint_document(project_id, cp_id, job.id, first_seq, last_seq, len(stones), last_hash,
-                                   digest, rules, job.reason, at)
-    cp_hash, signature = sign_checkpoint(prev_hash, document, secret)
-    conn.execute(f"INSERT INTO retention_checkpoints ({_CP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                 (cp_id, job.id, first_seq, last_seq, len(stones), last_hash, digest, rules, job.reason, at,
-                  prev_hash, cp_hash, signature))
+    row = checkpoint_row(job, project_id, secret, stones, previous, per_rule, at)
+    cp_id = row[0]
+    conn.execute(f"INSERT INTO retention_checkpoints ({_CP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
     conn.executemany("INSERT INTO retention_tombstones (seq, hash, signature, checkpoint_id) VALUES (?,?,?,?)",
                      [(seq, h, s, cp_id) for seq, h, s in stones])
     fts = []

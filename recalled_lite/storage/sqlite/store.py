@@ -9,7 +9,6 @@ integrity_store, console_store, merkle, retention_store).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import sqlite3
 from pathlib import Path
@@ -20,6 +19,7 @@ from ...ids import UlidGenerator, new_id
 from ...ids import ulids as shared_ulids
 from ...timefmt import now_ms
 from ..append_plan import chain_events, plan_group, settle
+from .. import secret_check
 from ..base import AppendResult, AuditHook, EventRecord, PreparedEvent, StorageGauges
 from .connection import open_writer
 from ..keys import BLOCK_SHIFT
@@ -29,7 +29,7 @@ from .audited import call_op
 from .console_store import ConsoleStore
 from .erasure_store import ErasureStore
 from .integrity_store import IntegrityStore
-from .keys_store import KeyStore, _select_all_keys
+from .keys_store import KeyStore, select_all_keys
 from .purge import ErasurePurge
 from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
@@ -192,7 +192,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
         self.writer.state["project_id"] = self.project_id
         self._load_chain_head(self._conn)
         self._init_tree()
-        self._keys = {record.prefix: record for record in _select_all_keys(self._conn)}
+        self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
         self.purge = ErasurePurge(self.path, self.write)
@@ -204,7 +204,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
 
     def _init_meta(self) -> str:
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        check = hmac.new(self._secret, b"recalled-lite secret check", "sha256").hexdigest()
+        check = secret_check.secret_check(self._secret)
         if "project_id" not in meta:
             project_id = new_id("proj")
             self._conn.execute("BEGIN IMMEDIATE")
@@ -214,11 +214,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
             )
             self._conn.execute("COMMIT")
             return project_id
-        if not hmac.compare_digest(meta.get("secret_check", ""), check):
-            raise ConfigError(
-                "server.secret does not match the secret this database was created with; "
-                "restore the original secret file (or RECALLED_SECRET) — signatures would not verify"
-            )
+        secret_check.require_match(meta, self._secret, secret_check.SERVER_MISMATCH)
         return meta["project_id"]
 
     def _load_chain_head(self, conn: sqlite3.Connection) -> None:
@@ -293,6 +289,11 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
         assert self.readers is not None, "store not started"
         return await self.readers.run(fn, *args)
 
+    async def scan(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Like read, on the connection kept for long scans (exports), as PostgresStore.scan."""
+        assert self.readers is not None, "store not started"
+        return await self.readers.scan(fn, *args)
+
     # -- events -------------------------------------------------------------
 
     async def append_events(self, events: list[PreparedEvent]) -> list[AppendResult]:
@@ -320,7 +321,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
 
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
-        return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
+        return secret_check.derive_key(self._secret, purpose)
 
     # -- metrics ------------------------------------------------------------
 
