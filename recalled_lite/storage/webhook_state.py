@@ -15,12 +15,13 @@ import random
 from typing import Any, Callable, Iterable, Sequence
 
 from ..delivery import transitions
+from ..delivery.retry import Outcome, classify, retry_delay
 from ..delivery.sealing import SealError, Sealer
 from ..delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
 from ..ids import ulids
 from ..timefmt import now_ms
 from .base import RecordNotFound
-from .webhook_base import OpenItem, RetryPolicy, Sink
+from .webhook_base import AttemptOutcome, OpenItem, RetryPolicy, Sink
 
 log = logging.getLogger("recalled_lite.webhooks")
 
@@ -230,3 +231,43 @@ class WebhookState:
             return ("sending", trigger, attempt_id, now, now, now + self.policy.lease_ms, self.instance), budget - 1
         self._note_due(sid, now)
         return ("pending", trigger, attempt_id, now, now, None, None), budget
+
+    def _plan_result(self, r: AttemptOutcome, attempts: int, run_attempts: int,
+                     track: dict[str, dict[str, Any]], now: int) -> tuple[str, int, int, int | None,
+                                                                          tuple[Any, ...] | None]:
+        """What one result of a message that is still ours does to it: (status, attempts,
+        run_attempts, next_attempt_at, the webhook_attempts row or None). ``pending`` means
+        retry at next_attempt_at under a fresh attempt id. A result that was never sent
+        fails the message without counting an attempt. Feeds the subscription's failure
+        streak in `track` (delivery/transitions.py), which the caller applies per batch."""
+        item = r.item
+        sid = item.subscription_id
+        sub = self.subs.get(sid)
+        t = None
+        if sub is not None:
+            t = track.get(sid)
+            if t is None:
+                t = track[sid] = transitions.new_track(sub)
+        if not r.sent:
+            return "failed", attempts, run_attempts, None, None
+        made, run = attempts + 1, run_attempts + 1
+        outcome = classify(r.status_code, r.error)
+        if t is not None and sub is not None:
+            transitions.track_attempt(t, sub, item, r, outcome, now, self.policy)
+        next_at = None
+        if outcome is Outcome.SUCCESS:
+            status = "success"
+        else:
+            policy = self.policy
+            delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
+                                 policy.jitter, self._rng) if transitions.may_retry(outcome, item, t) else None)
+            if delay is None:
+                status = "failed"
+            else:
+                status = "pending"
+                next_at = now + int(delay * 1000)
+                self._note_due(sid, next_at)
+        attempt = (item.attempt_id, item.message_id, sid, item.event_seq, made,
+                   "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
+                   r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at, r.warning)
+        return status, made, run, next_at, attempt
