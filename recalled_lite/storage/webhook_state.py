@@ -271,3 +271,22 @@ class WebhookState:
                    "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
                    r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at, r.warning)
         return status, made, run, next_at, attempt
+
+    def _plan_secret_upgrades(self, rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str]]:
+        """(column, sealed value, subscription id) for each stored secret of the
+        (id, secret, previous_secret) rows that is not sealed:v2 yet."""
+        out = []
+        for sid, *values in rows:
+            for column, value in zip(("secret", "previous_secret"), values):
+                if value is None:
+                    continue
+                try:
+                    sealed = self.sealer.upgrade(sid, column, value)
+                except SealError as exc:
+                    # Left as it is: the subscription reports it (secret_error) and signs nothing.
+                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
+                        "subscription_id": sid, "column": column, "reason": str(exc)}})
+                    continue
+                if sealed is not None:
+                    out.append((column, sealed, sid))
+        return out

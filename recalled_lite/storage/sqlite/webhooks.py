@@ -29,7 +29,6 @@ from typing import Iterable
 
 from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
-from ...delivery.sealing import SealError
 from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
@@ -109,22 +108,11 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         mark = conn.execute("SELECT value FROM meta WHERE key = ?", (_SEAL_MARK,)).fetchone()
         if mark is not None and mark[0] == "v2":
             return
-        upgraded = 0
         rows = conn.execute("SELECT id, secret, previous_secret FROM webhook_subscriptions").fetchall()
-        for sid, *values in rows:
-            for column, value in zip(("secret", "previous_secret"), values):
-                if value is None:
-                    continue
-                try:
-                    sealed = self.sealer.upgrade(sid, column, value)
-                except SealError as exc:
-                    # Left as it is: the subscription reports it (secret_error) and signs nothing.
-                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
-                        "subscription_id": sid, "column": column, "reason": str(exc)}})
-                    continue
-                if sealed is not None:
-                    conn.execute(f"UPDATE webhook_subscriptions SET {column} = ? WHERE id = ?", (sealed, sid))
-                    upgraded += 1
+        upgrades = self._plan_secret_upgrades(rows)
+        for column, sealed, sid in upgrades:
+            conn.execute(f"UPDATE webhook_subscriptions SET {column} = ? WHERE id = ?", (sealed, sid))
+        upgraded = len(upgrades)
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v2')", (_SEAL_MARK,))
         self.secrets_upgraded = upgraded
 
