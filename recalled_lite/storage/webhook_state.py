@@ -217,6 +217,20 @@ class WebhookState:
         self.handed += sum(1 for o in out if o is not None)
         return out, params
 
+    def _event_messages(self, pairs: list[tuple[str, int]], trigger: str) -> list[NewMessage]:
+        """New ``event.created`` messages for (subscription id, event seq) pairs."""
+        ids = ulids.batch(len(pairs))
+        return [("whd_" + mid, sid, seq, "event.created", None, trigger) for mid, (sid, seq) in zip(ids, pairs)]
+
+    def _intake_messages(self, records: Sequence[Any]) -> list[NewMessage]:
+        """The messages new events (EventRecords) make: one per matching active subscription."""
+        index = self.index
+        if not index.active:
+            return []
+        match = index.match
+        pairs = [(sid, record.seq) for record in records for sid in match(record.organization, record.action)]
+        return self._event_messages(pairs, "scheduled") if pairs else []
+
     def _plan_requeue(self, mid: str, sid: str, seq: int | None, mtype: str, example: str | None,
                       attempts: int, created_at: int, trigger: str, now: int,
                       budget: int) -> tuple[tuple[Any, ...], int]:

@@ -376,19 +376,10 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
         """Inside the event-intake transaction (after the chain-head lock): one message per
         matching subscription, matched against the subscriptions as committed."""
         self._fresh(conn)
-        index = self.index
-        if not index.active:
+        rows = self._intake_messages(records)
+        if not rows:
             return
-        pairs = []
-        match = index.match
-        for record in records:
-            for sid in match(record.organization, record.action):
-                pairs.append((sid, record.seq))
-        if not pairs:
-            return
-        ids = ulids.batch(len(pairs))
-        self._enqueue(conn, [("whd_" + mid, sid, seq, "event.created", None, "scheduled")
-                             for mid, (sid, seq) in zip(ids, pairs)], now_ms())
+        self._enqueue(conn, rows, now_ms())
         self._publish(conn)
 
     def _set_state(self, conn: psycopg.Connection, sub_id: str, state: str, reason: str | None,

@@ -147,9 +147,7 @@ class JobOps:
                       now: int) -> tuple[bool, int, int, int, int]:
         step = jobs.replay_chunk(QUERIES, conn, sub, begin, end, cursor, stop, chunk)
         if step.fresh:
-            ids = ulids.batch(len(step.fresh))
-            self._enqueue(conn, [("whd_" + mid, sub.id, seq, "event.created", None, "replay")
-                                 for mid, seq in zip(ids, step.fresh)], now)
+            self._enqueue(conn, self._event_messages([(sub.id, seq) for seq in step.fresh], "replay"), now)
         return step.done, step.scanned, len(step.fresh), step.skipped, step.cursor
 
     async def fail_job(self: "WebhookStorage", job_id: str, error: str) -> None:

@@ -171,19 +171,9 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
 
     def _intake_hook(self, conn: sqlite3.Connection, records: list[EventRecord]) -> None:
         """Inside the event-intake transaction: one message per matching subscription."""
-        index = self.index
-        if not index.active:
+        rows = self._intake_messages(records)
+        if not rows:
             return
-        pairs = []
-        match = index.match
-        for record in records:
-            for sid in match(record.organization, record.action):
-                pairs.append((sid, record.seq))
-        if not pairs:
-            return
-        ids = ulids.batch(len(pairs))
-        rows = [("whd_" + mid, sid, seq, "event.created", None, "scheduled")
-                for mid, (sid, seq) in zip(ids, pairs)]
         self._enqueue(conn, rows, now_ms())
 
     def _set_state(self, conn: sqlite3.Connection, sub_id: str, state: str, reason: str | None,
