@@ -304,3 +304,11 @@ class WebhookState:
                 if sealed is not None:
                     out.append((column, sealed, sid))
         return out
+
+    @staticmethod
+    def _patched_columns(cur: SubscriptionInfo, patch: Any) -> tuple[str | None, str, str | None]:
+        """(description, event_types as stored JSON, organization) after a SubscriptionPatch:
+        what the patch leaves out keeps its current value."""
+        return (patch.description if patch.description is not None else cur.description,
+                json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
+                patch.organization if patch.set_organization else cur.organization)

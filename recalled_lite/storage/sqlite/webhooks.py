@@ -233,10 +233,7 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         conn.execute(
             "UPDATE webhook_subscriptions SET url = ?, description = ?, event_types = ?, "
             "organization = ?, disabled = ?, updated_at = ? WHERE id = ?",
-            (url, patch.description if patch.description is not None else cur.description,
-             json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
-             patch.organization if patch.set_organization else cur.organization,
-             int(disabled), now, sub_id))
+            (url, *self._patched_columns(cur, patch), int(disabled), now, sub_id))
         if state != cur.state or retest:
             self._set_state(conn, sub_id, state, reason, now)
         if retest:
