@@ -15,12 +15,13 @@ import random
 from typing import Any, Callable, Iterable, Sequence
 
 from ..delivery import transitions
+from ..delivery.retry import Outcome, classify, retry_delay
 from ..delivery.sealing import SealError, Sealer
 from ..delivery.subscriptions import SubscriptionIndex, SubscriptionInfo
 from ..ids import ulids
 from ..timefmt import now_ms
 from .base import RecordNotFound
-from .webhook_base import OpenItem, RetryPolicy, Sink
+from .webhook_base import AttemptOutcome, OpenItem, RetryPolicy, Sink
 
 log = logging.getLogger("recalled_lite.webhooks")
 
@@ -216,6 +217,20 @@ class WebhookState:
         self.handed += sum(1 for o in out if o is not None)
         return out, params
 
+    def _event_messages(self, pairs: list[tuple[str, int]], trigger: str) -> list[NewMessage]:
+        """New ``event.created`` messages for (subscription id, event seq) pairs."""
+        ids = ulids.batch(len(pairs))
+        return [("whd_" + mid, sid, seq, "event.created", None, trigger) for mid, (sid, seq) in zip(ids, pairs)]
+
+    def _intake_messages(self, records: Sequence[Any]) -> list[NewMessage]:
+        """The messages new events (EventRecords) make: one per matching active subscription."""
+        index = self.index
+        if not index.active:
+            return []
+        match = index.match
+        pairs = [(sid, record.seq) for record in records for sid in match(record.organization, record.action)]
+        return self._event_messages(pairs, "scheduled") if pairs else []
+
     def _plan_requeue(self, mid: str, sid: str, seq: int | None, mtype: str, example: str | None,
                       attempts: int, created_at: int, trigger: str, now: int,
                       budget: int) -> tuple[tuple[Any, ...], int]:
@@ -230,3 +245,70 @@ class WebhookState:
             return ("sending", trigger, attempt_id, now, now, now + self.policy.lease_ms, self.instance), budget - 1
         self._note_due(sid, now)
         return ("pending", trigger, attempt_id, now, now, None, None), budget
+
+    def _plan_result(self, r: AttemptOutcome, attempts: int, run_attempts: int,
+                     track: dict[str, dict[str, Any]], now: int) -> tuple[str, int, int, int | None,
+                                                                          tuple[Any, ...] | None]:
+        """What one result of a message that is still ours does to it: (status, attempts,
+        run_attempts, next_attempt_at, the webhook_attempts row or None). ``pending`` means
+        retry at next_attempt_at under a fresh attempt id. A result that was never sent
+        fails the message without counting an attempt. Feeds the subscription's failure
+        streak in `track` (delivery/transitions.py), which the caller applies per batch."""
+        item = r.item
+        sid = item.subscription_id
+        sub = self.subs.get(sid)
+        t = None
+        if sub is not None:
+            t = track.get(sid)
+            if t is None:
+                t = track[sid] = transitions.new_track(sub)
+        if not r.sent:
+            return "failed", attempts, run_attempts, None, None
+        made, run = attempts + 1, run_attempts + 1
+        outcome = classify(r.status_code, r.error)
+        if t is not None and sub is not None:
+            transitions.track_attempt(t, sub, item, r, outcome, now, self.policy)
+        next_at = None
+        if outcome is Outcome.SUCCESS:
+            status = "success"
+        else:
+            policy = self.policy
+            delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
+                                 policy.jitter, self._rng) if transitions.may_retry(outcome, item, t) else None)
+            if delay is None:
+                status = "failed"
+            else:
+                status = "pending"
+                next_at = now + int(delay * 1000)
+                self._note_due(sid, next_at)
+        attempt = (item.attempt_id, item.message_id, sid, item.event_seq, made,
+                   "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
+                   r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at, r.warning)
+        return status, made, run, next_at, attempt
+
+    def _plan_secret_upgrades(self, rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str]]:
+        """(column, sealed value, subscription id) for each stored secret of the
+        (id, secret, previous_secret) rows that is not sealed:v2 yet."""
+        out = []
+        for sid, *values in rows:
+            for column, value in zip(("secret", "previous_secret"), values):
+                if value is None:
+                    continue
+                try:
+                    sealed = self.sealer.upgrade(sid, column, value)
+                except SealError as exc:
+                    # Left as it is: the subscription reports it (secret_error) and signs nothing.
+                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
+                        "subscription_id": sid, "column": column, "reason": str(exc)}})
+                    continue
+                if sealed is not None:
+                    out.append((column, sealed, sid))
+        return out
+
+    @staticmethod
+    def _patched_columns(cur: SubscriptionInfo, patch: Any) -> tuple[str | None, str, str | None]:
+        """(description, event_types as stored JSON, organization) after a SubscriptionPatch:
+        what the patch leaves out keeps its current value."""
+        return (patch.description if patch.description is not None else cur.description,
+                json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
+                patch.organization if patch.set_organization else cur.organization)

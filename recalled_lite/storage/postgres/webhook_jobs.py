@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ...delivery.replay import first_event_id_bound, job_stop_reason, recover_bounds, replay_candidates
-from ...delivery.subscriptions import SubscriptionInfo, TypeFilter
+from ...delivery.replay import first_event_id_bound, job_stop_reason
+from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
+from .. import webhook_jobs as jobs
 from ..webhook_base import JobRow
 from . import webhook_reads as reads
 from .webhook_reads import OPEN
@@ -65,27 +66,13 @@ def _head_seq(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
 
 
+QUERIES = jobs.JobQueries(head_seq=_head_seq, first_seq_for_replay=first_seq_for_replay,
+                          count_failed=count_failed, never_sent=never_sent, event_chunk=_event_chunk)
+
+
 def preview_job_count(conn: psycopg.Connection, kind: str, sub: SubscriptionInfo, begin: int,
                       end: int | None, now: int, chunk: int = 5000) -> int:
-    """How many messages a recover / replay_missing job over [begin, end] would queue if it
-    ran now: the job's own bounds and rules, counted instead of queued."""
-    if kind == "recover":
-        return count_failed(conn, sub.id, *recover_bounds(begin, end, now))
-    stop = _head_seq(conn)
-    first = first_seq_for_replay(conn, begin)
-    if first is None:
-        return 0
-    types = TypeFilter(sub.event_types)
-    cursor, count = first - 1, 0
-    while cursor < stop:
-        rows = _event_chunk(conn, cursor, stop, chunk)
-        if not rows:
-            break
-        wanted = replay_candidates(rows, sub, begin, end, types)
-        if wanted:
-            count += len(never_sent(conn, sub.id, wanted))
-        cursor = rows[-1][0]
-    return count
+    return jobs.preview_job_count(QUERIES, conn, kind, sub, begin, end, now, chunk)
 
 
 class JobOps:
@@ -103,16 +90,8 @@ class JobOps:
     def _insert_job(self: "WebhookStorage", conn: psycopg.Connection, kind: str, sub_id: str,
                     begin: int, end: int | None, now: int) -> str:
         job_id = "job_" + ulids.new()
-        cursor_seq = stop_seq = None
-        cursor_id = stop_id = None
-        if kind == "replay_missing":
-            stop_seq = _head_seq(conn)
-            first = first_seq_for_replay(conn, begin)
-            cursor_seq = (first if first is not None else stop_seq + 1) - 1
-            total = max(stop_seq - cursor_seq, 0)
-        else:
-            cursor_id, stop_id = recover_bounds(begin, end, now)
-            total = count_failed(conn, sub_id, cursor_id, stop_id)
+        cursor_seq, stop_seq, cursor_id, stop_id, total = jobs.job_start(
+            QUERIES, conn, kind, sub_id, begin, end, now)
         # Leased to this instance from the start: it runs the job it created.
         conn.execute(
             "INSERT INTO webhook_jobs (id, subscription_id, kind, status, begin_at, end_at, cursor_seq, "
@@ -195,22 +174,10 @@ class JobOps:
     def _replay_chunk(self: "WebhookStorage", conn: psycopg.Connection, sub: SubscriptionInfo, begin: int,
                       end: int | None, cursor: int, stop: int, chunk: int,
                       now: int) -> tuple[bool, int, int, int, int]:
-        rows = _event_chunk(conn, cursor, stop, chunk)
-        if not rows:
-            return True, 0, 0, 0, cursor
-        wanted = replay_candidates(rows, sub, begin, end, TypeFilter(sub.event_types))
-        skipped = 0
-        queued = 0
-        if wanted:
-            fresh = never_sent(conn, sub.id, wanted)
-            skipped = len(wanted) - len(fresh)
-            if fresh:
-                ids = ulids.batch(len(fresh))
-                self._enqueue(conn, [("whd_" + mid, sub.id, seq, "event.created", None, "replay")
-                                     for mid, seq in zip(ids, fresh)], now)
-            queued = len(fresh)
-        last = rows[-1][0]
-        return last >= stop or len(rows) < chunk, len(rows), queued, skipped, last
+        step = jobs.replay_chunk(QUERIES, conn, sub, begin, end, cursor, stop, chunk)
+        if step.fresh:
+            self._enqueue(conn, self._event_messages([(sub.id, seq) for seq in step.fresh], "replay"), now)
+        return step.done, step.scanned, len(step.fresh), step.skipped, step.cursor
 
     async def fail_job(self: "WebhookStorage", job_id: str, error: str) -> None:
         """Quarantine a job whose steps keep failing: ``failed`` with the error."""

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ...delivery import healing, transitions
+from ...delivery import healing
 from ...delivery.healing import InvalidCause
-from ...delivery.retry import Outcome, classify, retry_delay
 from ...ids import ulids
 from ...timefmt import now_ms
 from ..base import EventRecord
@@ -123,7 +122,6 @@ class OutboxOps:
 
     def _apply_results(self: "WebhookStorage", conn: psycopg.Connection, results: list[AttemptOutcome]) -> None:
         now = now_ms()
-        policy = self.policy
         # Subscriptions first, then messages (the order every op locks them in): the failure
         # streak and the state are read as committed, under the row lock, not from a cache
         # another instance's results may have made stale.
@@ -142,42 +140,17 @@ class OutboxOps:
                     or row[5] != self.instance:
                 continue  # deleted meanwhile, or not ours (any more): its new holder sends it
             row = current[mid] = (mid, "done", None, row[3], row[4], None)  # a result twice counts once
-            sid = item.subscription_id
-            sub = self.subs.get(sid)
-            t = None
-            if sub is not None:
-                t = track.get(sid)
-                if t is None:
-                    t = track[sid] = transitions.new_track(sub)
-            if not r.sent:
-                conn.execute(_MESSAGE_DONE, ("failed", row[3], row[4], mid))
-                continue
-            made, run = row[3] + 1, row[4] + 1
-            outcome = classify(r.status_code, r.error)
-            if t is not None and sub is not None:
-                transitions.track_attempt(t, sub, item, r, outcome, now, policy)
-            next_at = None
-            if outcome is Outcome.SUCCESS:
-                conn.execute(_MESSAGE_DONE, ("success", made, run, mid))
+            status, made, run, next_at, attempt = self._plan_result(r, row[3], row[4], track, now)
+            if status == "pending":
+                conn.execute(
+                    "UPDATE webhook_messages SET status = 'pending', attempts = %s, run_attempts = %s, "
+                    "attempt_id = %s, queued_at = %s, next_attempt_at = %s, lease_until = NULL, "
+                    "lease_owner = NULL WHERE id = %s",
+                    (made, run, "atm_" + ulids.new(), now, next_at, mid))
             else:
-                may_retry = transitions.may_retry(outcome, item, t)
-                delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
-                                     policy.jitter, self._rng) if may_retry else None)
-                if delay is None:
-                    conn.execute(_MESSAGE_DONE, ("failed", made, run, mid))
-                else:
-                    next_at = now + int(delay * 1000)
-                    conn.execute(
-                        "UPDATE webhook_messages SET status = 'pending', attempts = %s, run_attempts = %s, "
-                        "attempt_id = %s, queued_at = %s, next_attempt_at = %s, lease_until = NULL, "
-                        "lease_owner = NULL WHERE id = %s",
-                        (made, run, "atm_" + ulids.new(), now, next_at, mid))
-                    self._note_due(sid, next_at)
-            attempts.append((
-                item.attempt_id, mid, sid, item.event_seq, made,
-                "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
-                r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at, r.warning,
-            ))
+                conn.execute(_MESSAGE_DONE, (status, made, run, mid))
+            if attempt is not None:
+                attempts.append(attempt)
         _insert_attempts(conn, attempts)
         changed = []
         for sid, t in track.items():

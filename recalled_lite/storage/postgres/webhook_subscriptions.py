@@ -63,10 +63,7 @@ class SubscriptionOps:
         conn.execute(
             "UPDATE webhook_subscriptions SET url = %s, description = %s, event_types = %s, "
             "organization = %s, disabled = %s, updated_at = %s WHERE id = %s",
-            (url, patch.description if patch.description is not None else cur.description,
-             json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
-             patch.organization if patch.set_organization else cur.organization,
-             bool(disabled), now, sub_id))
+            (url, *self._patched_columns(cur, patch), bool(disabled), now, sub_id))
         if state != cur.state or retest:
             self._set_state(conn, sub_id, state, reason, now)
         if retest:

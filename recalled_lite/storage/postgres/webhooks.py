@@ -35,7 +35,6 @@ import psycopg
 
 from ...delivery import transitions
 from ...delivery.healing import InvalidCause
-from ...delivery.sealing import SealError
 from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
@@ -189,21 +188,11 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
         mark = conn.execute("SELECT value FROM meta WHERE key = %s", (_SEAL_MARK,)).fetchone()
         if mark is not None and mark[0] == "v2":
             return
-        upgraded = 0
         rows = conn.execute("SELECT id, secret, previous_secret FROM webhook_subscriptions FOR UPDATE").fetchall()
-        for sid, *values in rows:
-            for column, value in zip(("secret", "previous_secret"), values):
-                if value is None:
-                    continue
-                try:
-                    sealed = self.sealer.upgrade(sid, column, value)
-                except SealError as exc:
-                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
-                        "subscription_id": sid, "column": column, "reason": str(exc)}})
-                    continue
-                if sealed is not None:
-                    conn.execute(f"UPDATE webhook_subscriptions SET {column} = %s WHERE id = %s", (sealed, sid))
-                    upgraded += 1
+        upgrades = self._plan_secret_upgrades(rows)
+        for column, sealed, sid in upgrades:
+            conn.execute(f"UPDATE webhook_subscriptions SET {column} = %s WHERE id = %s", (sealed, sid))
+        upgraded = len(upgrades)
         conn.execute("INSERT INTO meta (key, value) VALUES (%s, 'v2') ON CONFLICT (key) DO UPDATE SET value = 'v2'",
                      (_SEAL_MARK,))
         if upgraded:
@@ -387,19 +376,10 @@ class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
         """Inside the event-intake transaction (after the chain-head lock): one message per
         matching subscription, matched against the subscriptions as committed."""
         self._fresh(conn)
-        index = self.index
-        if not index.active:
+        rows = self._intake_messages(records)
+        if not rows:
             return
-        pairs = []
-        match = index.match
-        for record in records:
-            for sid in match(record.organization, record.action):
-                pairs.append((sid, record.seq))
-        if not pairs:
-            return
-        ids = ulids.batch(len(pairs))
-        self._enqueue(conn, [("whd_" + mid, sid, seq, "event.created", None, "scheduled")
-                             for mid, (sid, seq) in zip(ids, pairs)], now_ms())
+        self._enqueue(conn, rows, now_ms())
         self._publish(conn)
 
     def _set_state(self, conn: psycopg.Connection, sub_id: str, state: str, reason: str | None,

@@ -1,6 +1,6 @@
 """The outbox side of webhook storage on SQLite: what the delivery loop asks of it - claim
-due rows, keep leases, record results (and the subscription state they imply, by the pure
-rules of delivery/transitions.py), quarantine results that cannot be recorded, read what to send.
+due rows, keep leases, record results (what each one does is WebhookState._plan_result,
+shared with PostgreSQL), quarantine results that cannot be recorded, read what to send.
 
 ``OutboxOps`` is a part of ``WebhookStorage`` (storage/sqlite/webhooks.py), kept apart for
 size: it uses that class's subscription cache and state changes (``subs``, ``_set_state``,
@@ -12,9 +12,8 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from ...delivery import healing, transitions
+from ...delivery import healing
 from ...delivery.healing import InvalidCause
-from ...delivery.retry import Outcome, classify, retry_delay
 from ...ids import ulids
 from ...timefmt import now_ms
 from ..base import EventRecord
@@ -108,7 +107,6 @@ class OutboxOps:
 
     def _apply_results(self: "WebhookStorage", conn: sqlite3.Connection, results: list[AttemptOutcome]) -> None:
         now = now_ms()
-        policy = self.policy
         # Per-subscription bookkeeping, applied once at the end of the batch.
         track: dict[str, dict[str, Any]] = {}
         attempts = []
@@ -121,43 +119,17 @@ class OutboxOps:
             if row is None or row[0] != "sending" or attempt_id_for(mid, row[1]) != item.attempt_id \
                     or row[4] != self.instance:
                 continue  # deleted meanwhile, or not ours (any more)
-            sid = item.subscription_id
-            sub = self.subs.get(sid)
-            t = None
-            if sub is not None:
-                t = track.get(sid)
-                if t is None:
-                    t = track[sid] = transitions.new_track(sub)
-            if not r.sent:
-                conn.execute(_MESSAGE_DONE, ("failed", row[2], row[3], mid))
-                continue
-            made, run = row[2] + 1, row[3] + 1
-            outcome = classify(r.status_code, r.error)
-            if t is not None and sub is not None:
-                transitions.track_attempt(t, sub, item, r, outcome, now, policy)
-            next_at = None
-            if outcome is Outcome.SUCCESS:
-                conn.execute(_MESSAGE_DONE, ("success", made, run, mid))
+            status, made, run, next_at, attempt = self._plan_result(r, row[2], row[3], track, now)
+            if status == "pending":
+                conn.execute(
+                    "UPDATE webhook_messages SET status = 'pending', attempts = ?, run_attempts = ?, "
+                    "attempt_id = ?, queued_at = ?, next_attempt_at = ?, lease_until = NULL, "
+                    "lease_owner = NULL WHERE id = ?",
+                    (made, run, "atm_" + ulids.new(), now, next_at, mid))
             else:
-                may_retry = transitions.may_retry(outcome, item, t)
-                delay = (retry_delay(run, r.status_code, r.retry_after, now / 1000, policy.schedule,
-                                     policy.jitter, self._rng) if may_retry else None)
-                if delay is None:
-                    conn.execute(_MESSAGE_DONE, ("failed", made, run, mid))
-                else:
-                    next_at = now + int(delay * 1000)
-                    conn.execute(
-                        "UPDATE webhook_messages SET status = 'pending', attempts = ?, run_attempts = ?, "
-                        "attempt_id = ?, queued_at = ?, next_attempt_at = ?, lease_until = NULL, "
-                        "lease_owner = NULL WHERE id = ?",
-                        (made, run, "atm_" + ulids.new(), now, next_at, mid))
-                    if self._due.get(sid, next_at + 1) > next_at:
-                        self._due[sid] = next_at
-            attempts.append((
-                item.attempt_id, mid, sid, item.event_seq, made,
-                "success" if outcome is Outcome.SUCCESS else "failed", item.trigger, r.url,
-                r.status_code, r.response_body, r.error, r.duration_ms, r.started_at, next_at, r.warning,
-            ))
+                conn.execute(_MESSAGE_DONE, (status, made, run, mid))
+            if attempt is not None:
+                attempts.append(attempt)
         if attempts:
             conn.executemany(_INSERT_ATTEMPT, attempts)
         changed = []

@@ -29,7 +29,6 @@ from typing import Iterable
 
 from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
-from ...delivery.sealing import SealError
 from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
@@ -109,22 +108,11 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         mark = conn.execute("SELECT value FROM meta WHERE key = ?", (_SEAL_MARK,)).fetchone()
         if mark is not None and mark[0] == "v2":
             return
-        upgraded = 0
         rows = conn.execute("SELECT id, secret, previous_secret FROM webhook_subscriptions").fetchall()
-        for sid, *values in rows:
-            for column, value in zip(("secret", "previous_secret"), values):
-                if value is None:
-                    continue
-                try:
-                    sealed = self.sealer.upgrade(sid, column, value)
-                except SealError as exc:
-                    # Left as it is: the subscription reports it (secret_error) and signs nothing.
-                    log.error("a stored webhook secret could not be upgraded", extra={"fields": {
-                        "subscription_id": sid, "column": column, "reason": str(exc)}})
-                    continue
-                if sealed is not None:
-                    conn.execute(f"UPDATE webhook_subscriptions SET {column} = ? WHERE id = ?", (sealed, sid))
-                    upgraded += 1
+        upgrades = self._plan_secret_upgrades(rows)
+        for column, sealed, sid in upgrades:
+            conn.execute(f"UPDATE webhook_subscriptions SET {column} = ? WHERE id = ?", (sealed, sid))
+        upgraded = len(upgrades)
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v2')", (_SEAL_MARK,))
         self.secrets_upgraded = upgraded
 
@@ -183,19 +171,9 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
 
     def _intake_hook(self, conn: sqlite3.Connection, records: list[EventRecord]) -> None:
         """Inside the event-intake transaction: one message per matching subscription."""
-        index = self.index
-        if not index.active:
+        rows = self._intake_messages(records)
+        if not rows:
             return
-        pairs = []
-        match = index.match
-        for record in records:
-            for sid in match(record.organization, record.action):
-                pairs.append((sid, record.seq))
-        if not pairs:
-            return
-        ids = ulids.batch(len(pairs))
-        rows = [("whd_" + mid, sid, seq, "event.created", None, "scheduled")
-                for mid, (sid, seq) in zip(ids, pairs)]
         self._enqueue(conn, rows, now_ms())
 
     def _set_state(self, conn: sqlite3.Connection, sub_id: str, state: str, reason: str | None,
@@ -255,10 +233,7 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         conn.execute(
             "UPDATE webhook_subscriptions SET url = ?, description = ?, event_types = ?, "
             "organization = ?, disabled = ?, updated_at = ? WHERE id = ?",
-            (url, patch.description if patch.description is not None else cur.description,
-             json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
-             patch.organization if patch.set_organization else cur.organization,
-             int(disabled), now, sub_id))
+            (url, *self._patched_columns(cur, patch), int(disabled), now, sub_id))
         if state != cur.state or retest:
             self._set_state(conn, sub_id, state, reason, now)
         if retest:
