@@ -39,6 +39,8 @@ from .actions import SERVER_ACTION_PREFIX
 from .errors import PlanLimitReached, RateLimited
 
 POLICY = "key"
+# How stale the monthly counts may get when other instances write the same log.
+SHARED_REFRESH_SECONDS = 2.0
 
 
 class Bucket:
@@ -124,23 +126,44 @@ class Quotas:
         self.default = default
         self.month: tuple[int, int] | None = None
         self.counts: dict[str, int] = {}
+        # Reserved by requests whose write has not settled yet: a reload from the table must
+        # add them back, or a request in flight could be counted by neither.
+        self.in_flight: dict[str, int] = {}
+        self.loaded_at = 0.0  # time.monotonic() of the last load
+        self.refresh_after = SHARED_REFRESH_SECONDS
         self._lock = asyncio.Lock()
 
     def limit_for(self, organization: str) -> int:
         return self.limits.get(organization, self.default)
 
+    def _fresh(self, store: Any, month: tuple[int, int]) -> bool:
+        if month != self.month:
+            return False
+        # Other instances append to a shared log (PostgreSQL): what they stored this month is
+        # read back every SHARED_REFRESH_SECONDS, so together they overshoot a quota by at most
+        # what the others accept in that time (docs/scaling.md).
+        return not getattr(store, "shared_writers", False) or \
+            time.monotonic() - self.loaded_at < self.refresh_after
+
     async def ensure_month(self, store: Any, now_ms: int) -> None:
-        """Load this month's counts from the table (at the first write, and at a month change)."""
+        """Load this month's counts from the table (at the first write, at a month change, and
+        every few seconds when other instances write the same log)."""
         month = month_of(now_ms)
-        if month == self.month:
+        if self._fresh(store, month):
             return
         async with self._lock:
-            if month == self.month:
+            if self._fresh(store, month):
                 return
             # The server's own audit events (recalled.*) are not the organization's events: they
             # never take quota when written, so they are not counted back in either.
+            started = time.monotonic()
             counts = await store.events_per_organization(month_start_ms(*month), SERVER_ACTION_PREFIX)
-            self.counts, self.month = counts, month
+            for org, n in self.in_flight.items():
+                counts[org] = counts.get(org, 0) + n
+            self.counts, self.month, self.loaded_at = counts, month, time.monotonic()
+            # The count scans this month's rows: on a month of many millions it is slow, and
+            # re-reading it is then spaced out so it takes at most ~5 % of the time.
+            self.refresh_after = max(SHARED_REFRESH_SECONDS, 20 * (self.loaded_at - started))
 
     def reserve(self, wanted: dict[str, int], now_ms: int) -> None:
         """Take `wanted[org]` events from each organization's quota, all or none."""
@@ -159,6 +182,16 @@ class Quotas:
                 )
         for org, n in wanted.items():
             self.counts[org] = self.counts.get(org, 0) + n
+            self.in_flight[org] = self.in_flight.get(org, 0) + n
+
+    def settled(self, wanted: dict[str, int]) -> None:
+        """The write of a reservation finished (stored or not): the table now tells."""
+        for org, n in wanted.items():
+            left = self.in_flight.get(org, 0) - n
+            if left > 0:
+                self.in_flight[org] = left
+            else:
+                self.in_flight.pop(org, None)
 
     def release(self, given_back: dict[str, int]) -> None:
         for org, n in given_back.items():
@@ -209,6 +242,7 @@ async def append_within_quota(quotas: Quotas, store: Any, prepared: list[Any], r
 
 
 def _settle_reservation(quotas: Quotas, wanted: dict[str, int], write: "asyncio.Future[Any]") -> None:
+    quotas.settled(wanted)
     if write.cancelled() or write.exception() is not None:
         quotas.release(wanted)  # nothing was stored
         return

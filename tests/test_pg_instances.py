@@ -37,8 +37,7 @@ class PgServer(ServerProcess):
                 "--port", str(self.port), "--config", str(self.shared_config)]
 
 
-@pytest.fixture
-def pair(tmp_path):
+def start_pair(tmp_path: Path, extra_config: str = ""):
     url = create_database("instances")
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -47,7 +46,7 @@ def pair(tmp_path):
     os.chmod(secret, 0o600)
     config = shared / "config.toml"
     config.write_text(f'[server]\nsecret_file = "{secret}"\n\n'
-                      f'[checkpoints]\nsigning_key_file = "{shared / "signing-key"}"\n')
+                      f'[checkpoints]\nsigning_key_file = "{shared / "signing-key"}"\n' + extra_config)
     servers = [PgServer(tmp_path / name, url, config) for name in ("one", "two")]
     try:
         for server in servers:  # one after the other: the first creates the signing key file
@@ -57,6 +56,11 @@ def pair(tmp_path):
         for server in servers:
             server.kill()
         drop_database(url)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    yield from start_pair(tmp_path)
 
 
 def pg(url: str, sql: str, params=()):
@@ -266,3 +270,31 @@ def test_a_proof_on_one_instance_for_an_event_the_other_wrote(pair):
     with servers[0].client(timeout=10) as c:
         proof = c.get(f"/v1/events/{written['id']}/proof")
     assert proof.status_code == 200, proof.text
+
+
+def test_a_monthly_quota_counts_what_the_other_instance_stored(tmp_path):
+    """Quota counts live in each instance's memory; with a shared log each re-reads the table
+    every limits.SHARED_REFRESH_SECONDS, so the two together stop at the quota."""
+    from recalled_lite.limits import SHARED_REFRESH_SECONDS
+
+    pairs = start_pair(tmp_path, "\n[limits]\n[limits.monthly_events]\norg_quota = 10\n")
+    (one, two), _url = next(pairs)
+    try:
+        event = {"action": "quota.used", "organization": "org_quota"}
+        with one.client() as c:
+            assert [c.post("/v1/events", json=event).status_code for _ in range(6)] == [200] * 6
+        with two.client() as c:
+            # The second instance has loaded its counts already (an event of another org).
+            assert c.post("/v1/events", json={"action": "quota.other", "organization": "org_free"}).status_code == 200
+            time.sleep(SHARED_REFRESH_SECONDS + 0.5)
+            statuses = [c.post("/v1/events", json=event).status_code for _ in range(6)]
+            assert statuses == [200] * 4 + [429] * 2, statuses
+            refused = c.post("/v1/events", json=event).json()["error"]
+            assert refused["code"] == "PLAN_LIMIT_REACHED" and refused["details"]["used"] == 10
+        with one.client() as c:
+            time.sleep(SHARED_REFRESH_SECONDS + 0.5)
+            assert c.post("/v1/events", json=event).status_code == 429
+            listed = c.get("/v1/events", params={"organization": "org_quota", "limit": 100}).json()["data"]
+            assert len(listed) == 10
+    finally:
+        pairs.close()

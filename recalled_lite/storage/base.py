@@ -215,6 +215,9 @@ class Store(Protocol):
     def start(self, loop: Any) -> None: ...
     def close(self) -> None: ...
     head_seq: int  # the writer's chain head (may include a group being committed)
+    # True when other processes append to this log while it serves (PostgreSQL instances):
+    # what a process keeps in memory about the log (monthly quota counts) is then re-read.
+    shared_writers: bool
     # Bring head_seq, tree_size and latest_checkpoint up to what other writers committed
     # (another instance on PostgreSQL, a CLI command beside the server on SQLite).
     async def sync_head(self) -> None: ...

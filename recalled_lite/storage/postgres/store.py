@@ -76,6 +76,8 @@ class _ReaderPool:
 
 class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, RetentionStore, MerkleStore, KeyStore,
                     IntegrityStore):
+    shared_writers = True  # several instances may append to one database
+
     def __init__(self, url: str, *, secret: bytes, readers: int = 4) -> None:
         self.url = url
         self._secret = secret
