@@ -68,7 +68,9 @@ def test_metrics_count_writes_and_webhook_deliveries(make_server):
 
             def scrape() -> dict[str, float]:
                 text = c.get("/metrics").text
-                return {line.split(" ")[0]: float(line.split(" ")[1])
+                # The value is the last field: a label value may hold spaces (PostgreSQL's
+                # server_version does, in recalled_build_info).
+                return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                         for line in text.splitlines() if line and not line.startswith("#")}
 
             values = wait_until(lambda: (v := scrape())["recalled_webhook_deliveries_total"] >= 3 and v,
