@@ -95,7 +95,10 @@ def test_metrics_parse_and_carry_every_histogram_after_traffic(make_server):
     assert found["recalled_writer_groups"].type == "counter"
     assert found["recalled_writer_ops"].samples[0].value >= 5
     info = found["recalled_storage_info"].samples[0]
-    assert info.labels == {"fts": "on", "journal_mode": "wal", "secure_delete": "on", "synchronous": "FULL"}
+    if srv.on_postgres:  # what the write connection runs with, read back from PostgreSQL
+        assert info.labels == {"fsync": "on", "fts": "on", "synchronous_commit": "on"}
+    else:
+        assert info.labels == {"fts": "on", "journal_mode": "wal", "secure_delete": "on", "synchronous": "FULL"}
     statuses = {s.labels["status"]: s.value for s in found["recalled_http_requests"].samples}
     assert statuses["404"] == 30 and statuses["200"] >= 8
     assert samples(found["recalled_webhook_deliveries"], "_total")[0].value >= 4
