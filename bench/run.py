@@ -27,14 +27,14 @@ from pathlib import Path
 
 import msgspec
 
-from . import (console, dataset, durability, erasure, exports, pocketbase, prefill, retention, sql_floor,
-               trickle, webhooks, wrkrun)
+from . import (console, dataset, durability, erasure, exports, pocketbase, postgres, prefill, retention,
+               sql_floor, trickle, webhooks, wrkrun)
 from .procs import Server, ServerFailed, free_port, json_or_none, progress, request, short
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 SCENARIOS = ["baseline", "pocketbase", "intake", "batch", "floor", "prefilled", "list", "search", "erasure",
-             "retention", "webhooks", "exports", "console", "trickle"]
+             "retention", "webhooks", "exports", "console", "trickle", "postgres"]
 MAX_ERROR_RATE = 0.01   # more non-2xx/socket errors than this and a figure is not trusted
 
 # The targets of issue #14, each a ratio or figure measured in the same run.
@@ -946,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.append(("console", [("console pages", f"p50 <= {console.BAR_MS:g} ms")], scen_console))
     plan.append(("trickle", [(f"intake with {cfg.tricklers} trickling bodies", "p50, p99 within 2x")],
                  scen_trickle))
+    # Last: its rows print the SQLite figures of the same run beside its own.
+    plan.append(("postgres", [("PostgreSQL backend", "—")], lambda c: postgres.scenario(c, Row, new_key)))
     try:
         for name, titles, fn in plan:
             if name in only or name == "+".join(read_which):

@@ -66,6 +66,7 @@ class CheckpointService:
         """(a checkpoint of the current tree, whether it is new). Signs only if the tree grew
         (or the key changed) since the latest one."""
         async with self._lock:
+            await self.store.sync_head()  # another instance may have appended or signed
             current = self._current()
             if current is not None:
                 return current, False

@@ -14,6 +14,7 @@ from . import __version__
 from .commands.checkpoints import cmd_checkpoint_key, cmd_witness
 from .commands.keys import cmd_console_link, cmd_keys_create, cmd_keys_list, cmd_keys_revoke
 from .commands.offline import cmd_backup, cmd_export, cmd_migrate, cmd_verify
+from .commands.postgres import add_parser as add_migrate_to_postgres
 from .commands.serve import cmd_serve
 from .errors import ConfigError
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd = sub.add_parser("migrate", help="migrate a database in place (as serve would), then verify it")
     _common(migrate_cmd, secret=True)
     migrate_cmd.set_defaults(func=cmd_migrate)
+    add_migrate_to_postgres(sub)
 
     checkpoint = sub.add_parser("checkpoint", help="signed checkpoints")
     checkpoint_sub = checkpoint.add_subparsers(dest="checkpoint_command", required=True)

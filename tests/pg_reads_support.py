@@ -219,16 +219,16 @@ def drop_pg(url: str) -> None:
 
 
 class ServerPair:
-    """A SQLite server and a PostgreSQL server (`serve --db postgresql://...`), fed the same
-    events in the same requests, so the same seqs name the same events on both."""
+    """A SQLite server and a PostgreSQL server (`serve --db postgresql://...` on a fresh
+    database, whatever RECALLED_TEST_BACKEND says), fed the same events in the same requests,
+    so the same seqs name the same events on both."""
 
-    def __init__(self, root: Path, url: str, bodies: list[dict[str, Any]]) -> None:
+    def __init__(self, root: Path, bodies: list[dict[str, Any]]) -> None:
         from conftest import ServerProcess
 
-        self.url = url
-        self.lite = ServerProcess(root / "lite").start()
+        self.lite = ServerProcess(root / "lite", backend="sqlite").start()
         try:
-            self.pg = ServerProcess(root / "pg", args=["--db", url]).start()
+            self.pg = ServerProcess(root / "pg", backend="postgres").start()
         except BaseException:
             self.lite.kill()
             raise
@@ -267,5 +267,5 @@ class ServerPair:
                 params["cursor"] = body["nextCursor"]
 
     def close(self) -> None:
-        self.lite.kill()
-        self.pg.kill()
+        self.lite.drop_database()
+        self.pg.drop_database()

@@ -90,8 +90,10 @@ def test_pip_install_from_a_fresh_clone_gives_a_working_server(tmp_path):
         [str(python), "-c", "import recalled_lite, os; print(os.path.dirname(recalled_lite.__file__))"],
         capture_output=True, text=True, cwd=outside, check=True, timeout=60).stdout.strip())
     assert not package.is_relative_to(clone), "imported from the clone, not from the installed wheel"
-    assert sorted(p.name for p in (package / "storage/sqlite/migrations").glob("*.sql")) == \
-        sorted(p.name for p in (clone / "recalled_lite/storage/sqlite/migrations").glob("*.sql"))
+    for backend in ("sqlite", "postgres"):
+        shipped = sorted(p.name for p in (package / f"storage/{backend}/migrations").glob("*.sql"))
+        assert shipped and shipped == \
+            sorted(p.name for p in (clone / f"recalled_lite/storage/{backend}/migrations").glob("*.sql"))
     assert (package / "docs.html").is_file()
     assert (package / "console/templates/_packaging_probe.html").is_file()
     assert (package / "console/static/css/_packaging_probe.css").is_file()

@@ -120,8 +120,7 @@ def test_a_legal_hold_refuses_the_erasure(both):
 def test_erasure_through_both_servers(tmp_path):
     from tests.pg_reads_support import ServerPair
 
-    url = create_database("esrv")
-    pair = ServerPair(tmp_path, url, corpus(200, seed=8))
+    pair = ServerPair(tmp_path, corpus(200, seed=8))
     try:
         counts = []
         for srv in pair.servers:
@@ -144,4 +143,3 @@ def test_erasure_through_both_servers(tmp_path):
         assert audit_pg == pair.walk(pair.lite, "/v1/events", {"action": "recalled.actor.erased"})
     finally:
         pair.close()
-        drop_pg(url)

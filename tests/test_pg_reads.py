@@ -166,13 +166,11 @@ def test_no_skip_no_repeat_when_events_are_back_dated_between_pages(tmp_path):
 def servers(tmp_path_factory):
     from tests.pg_reads_support import ServerPair
 
-    url = create_database("rsrv")
-    pair = ServerPair(tmp_path_factory.mktemp("rsrv"), url, corpus(250, seed=4))
+    pair = ServerPair(tmp_path_factory.mktemp("rsrv"), corpus(250, seed=4))
     try:
         yield pair
     finally:
         pair.close()
-        drop_pg(url)
 
 
 LIST_PARAMS = [

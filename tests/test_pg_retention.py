@@ -241,8 +241,7 @@ def test_retention_through_both_servers(tmp_path):
 
     from tests.pg_reads_support import ServerPair
 
-    url = create_database("tsrv")
-    pair = ServerPair(tmp_path, url, corpus(200, seed=13))
+    pair = ServerPair(tmp_path, corpus(200, seed=13))
     try:
         statuses = []
         for srv in pair.servers:
@@ -273,4 +272,3 @@ def test_retention_through_both_servers(tmp_path):
                 == pair.walk(pair.lite, "/v1/events", {"after_seq": 0, "limit": 100}))
     finally:
         pair.close()
-        drop_pg(url)

@@ -143,14 +143,12 @@ def test_pages_walk_the_same_ids(both):
 def servers(tmp_path_factory):
     from tests.pg_reads_support import ServerPair
 
-    url = create_database("psrv")
-    pair = ServerPair(tmp_path_factory.mktemp("psrv"), url, corpus(300, seed=21))
+    pair = ServerPair(tmp_path_factory.mktemp("psrv"), corpus(300, seed=21))
     try:
         bound = [srv.create_key(["events:read"], organization="org_acme") for srv in pair.servers]
         yield pair, bound
     finally:
         pair.close()
-        drop_pg(url)
 
 
 def test_servers_answer_every_query_alike(servers):

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from conftest import ServerProcess
-from pg_support import create_database, drop_database
+from pg_reads_support import drop_pg
+from pg_support import create_database
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def pg_server(tmp_path):
     finally:
         for srv in servers:
             srv.kill()
-        drop_database(url)
+        drop_pg(url)
 
 
 def test_single_and_batch_events_round_trip(pg_server):
@@ -215,3 +216,56 @@ def test_the_cli_works_on_a_url_and_never_prints_its_password(pg_server):
                  srv.log_text()):
         assert f":{password}@" not in text
     assert "[redacted]" in srv.log_text()
+
+
+def test_serve_makes_a_secret_only_for_a_database_without_a_log(pg_server, tmp_path):
+    first = pg_server("first")
+    with first.client() as c:
+        assert c.post("/v1/events", json={"action": "secret.first"}).status_code == 200
+    # A second instance elsewhere without the secret file: refused, and no secret made up for
+    # a log that has one (it would sign nothing that verifies).
+    second = ServerProcess(tmp_path / "second", args=["--db", pg_server.url])
+    with pytest.raises(RuntimeError, match="no server secret"):
+        second.start()
+    assert not (second.workdir / "recalled.secret").exists()
+    # With the same secret (and signing key) it serves the same log beside the first.
+    for name in ("recalled.secret", "recalled.signing-key"):
+        (second.workdir / name).write_bytes((first.workdir / name).read_bytes())
+    second.start()
+    try:
+        with second.client() as c:
+            assert c.post("/v1/events", json={"action": "secret.second"}).status_code == 200
+            assert [e["action"] for e in c.get("/v1/events", params={"limit": 2}).json()["data"]] == \
+                ["secret.second", "secret.first"]
+            assert c.get("/v1/events/verify").json()["data"]["valid"] is True
+    finally:
+        second.kill()
+    # Another secret on the same log: refused with SQLite's message.
+    third = ServerProcess(tmp_path / "third", args=["--db", pg_server.url])
+    (third.workdir / "recalled.secret").write_text("x" * 64 + "\n")
+    (third.workdir / "recalled.secret").chmod(0o600)
+    with pytest.raises(RuntimeError, match="server.secret does not match"):
+        third.start()
+
+
+def test_the_server_recovers_when_postgresql_drops_its_connections(pg_server):
+    import psycopg
+
+    srv = pg_server()
+    with srv.client() as c:
+        assert c.post("/v1/events", json={"action": "before.drop"}).status_code == 200
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                  "datname = current_database() AND application_name LIKE 'recalled-lite%' "
+                                  "AND pid <> pg_backend_pid()").fetchone()[0]
+        assert ended >= 2  # the writer and at least one reader
+        # At most one answer per connection may be a 503 (a retry helps); then all is well.
+        statuses = [c.post("/v1/events", json={"action": f"after.drop.{i}"}).status_code for i in range(4)]
+        assert set(statuses) <= {200, 503} and statuses[-1] == 200, statuses
+        for _ in range(3):
+            listed = c.get("/v1/events", params={"limit": 1})
+            if listed.status_code == 200:
+                break
+        assert listed.status_code == 200 and listed.json()["data"][0]["action"] == "after.drop.3"
+        assert c.get("/v1/events/verify").json()["data"]["valid"] is True
+        assert c.get("/readyz").status_code == 200

@@ -12,7 +12,8 @@ import msgspec
 import psycopg
 import pytest
 
-from pg_support import create_database, drop_database
+from pg_reads_support import drop_pg
+from pg_support import create_database
 from recalled_lite.auth import new_key_record
 from recalled_lite.config import EventsConfig
 from recalled_lite.errors import ConfigError, StorageError, StorageUnavailable
@@ -34,7 +35,7 @@ POISON = "poison.pill"
 def url():
     u = create_database("store")
     yield u
-    drop_database(u)
+    drop_pg(u)
 
 
 @pytest.fixture
@@ -124,15 +125,24 @@ def test_an_idempotency_conflict_is_a_business_error(store):
     assert outcomes[1][0][0].deduplicated is True
 
 
-def test_an_append_outside_a_chain_op_is_refused(store, url):
-    # write(fn) without chain=True: its group does not hold the chain-head lock, so an
-    # append from it would risk forking the chain beside another instance.
-    (_, error), = run_group(store, [CallOp(lambda conn: append_in_op(conn, store.writer, [prepared("sneaky")]))])
-    assert isinstance(error, StorageError) and "chain-head lock" in str(error)
-    (_, error), = run_group(store, [CallOp(lambda conn: append_in_op(conn, store.writer, [prepared("declared")]),
-                                           locks_chain=True)])
-    assert error is None
-    assert [a for _, a in stored(url)] == ["declared"]
+def test_every_group_holds_the_chain_head_lock(store, url):
+    # Also a group without an append: the chain head is the first lock of every write
+    # transaction, so two instances' groups (mixing appends, webhook rows, key rows in any
+    # order) cannot deadlock.
+    (result, error), = run_group(store, [CallOp(lambda conn: store.writer.state["chain_locked"])])
+    assert error is None and result is True
+    with psycopg.connect(url) as other:
+        other.execute("SET lock_timeout = '200ms'")
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
+        # While another transaction holds the chain head, a write group waits (then fails
+        # with 503 after lock_timeout) instead of writing beside it.
+        store.writer.conn.execute("SET lock_timeout = '300ms'")
+        (_, error), = run_group(store, [CallOp(lambda conn: conn.execute("SELECT 1"))])
+        assert isinstance(error, StorageUnavailable) and "busy" in str(error)
+        other.execute("ROLLBACK")
+    (result, error), = run_group(store, [CallOp(lambda conn: append_in_op(conn, store.writer, [prepared("inside")]))])
+    assert error is None and [a for _, a in stored(url)] == ["inside"]
 
 
 def test_an_audited_key_creation_appends_its_event_in_the_same_transaction(store, url):
@@ -213,3 +223,41 @@ def test_the_filter_keys_and_the_search_document_are_stored_with_the_event(store
     assert keys == event.keys.split() and keys
     assert same_search is True
     assert request_digest is None  # no idempotency key, no fingerprint
+
+
+def test_leaf_entries_take_a_purged_event_from_its_tombstone(store, url):
+    from recalled_lite.storage.postgres.merkle import leaf_entries
+
+    outcomes = run_group(store, [op("leaf.one"), op("leaf.two"), op("leaf.three")])
+    assert all(error is None for _, error in outcomes)
+    with psycopg.connect(url) as conn:
+        before = leaf_entries(conn, 1, 3)
+        with conn.transaction():
+            conn.execute("SET LOCAL recalled.retention_purge = 'on'")
+            conn.execute("INSERT INTO retention_tombstones (seq, hash, signature, checkpoint_id) "
+                         "SELECT seq, hash, signature, 1 FROM events WHERE seq = 2")
+            conn.execute("DELETE FROM events WHERE seq = 2")
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert leaf_entries(conn, 1, 3) == before
+
+
+def test_a_read_on_a_lost_connection_is_503_and_the_next_read_works(url):
+    import asyncio
+
+    s = PostgresStore(url, secret=SECRET, readers=1)
+
+    async def main():
+        s.start(asyncio.get_running_loop())
+        (appended,) = await s.append_events([prepared("read.me")])
+        # Ends the reader's backend from outside, as a server restart or failover would.
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND application_name = 'recalled-lite reader'")
+        with pytest.raises(StorageUnavailable):
+            await s.get_event(appended.event.id, None)
+        assert (await s.get_event(appended.event.id, None)).id == appended.event.id
+
+    try:
+        asyncio.run(main())
+    finally:
+        s.close()

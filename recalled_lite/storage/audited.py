@@ -32,7 +32,7 @@ class AuditedCall(CallOp):
 
     def __init__(self, fn: Callable[..., Any], *args: Any, audit: AuditHook, append: Append,
                  on_commit: Callable[[Any], None] | None = None):
-        super().__init__(fn, *args, on_commit=on_commit, locks_chain=True)
+        super().__init__(fn, *args, on_commit=on_commit)
         self.audit = audit
         self.append = append
         self.records: list[EventRecord] = []
@@ -96,7 +96,7 @@ class AuditIf:
 
 
 def call_op(fn: Callable[..., Any], args: tuple, on_commit: Callable[[Any], None] | None,
-            audit: AuditHook | None, append: Append, locks_chain: bool = False) -> CallOp:
+            audit: AuditHook | None, append: Append) -> CallOp:
     if audit is None:
-        return CallOp(fn, *args, on_commit=on_commit, locks_chain=locks_chain)
+        return CallOp(fn, *args, on_commit=on_commit)
     return AuditedCall(fn, *args, audit=audit, append=append, on_commit=on_commit)

@@ -9,6 +9,7 @@ backends are imported when used, so that ``recalled-lite version`` or ``--help``
 
 from __future__ import annotations
 
+import hmac
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -146,3 +147,26 @@ def engine_description() -> str:
     except Exception:  # the driver is not installed: SQLite only
         psycopg = ""
     return f"SQLite {sqlite_version()}{psycopg}"
+
+
+def copy_to_postgres(source: Path, url: str, secret: bytes,
+                     copy_progress: Callable[[int, int], None] | None = None,
+                     verify_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """`migrate-to-postgres`: copy the SQLite log at `source` (read-only, one snapshot) into
+    the empty PostgreSQL database at `url`, then verify the copy there with `secret`.
+    Returns {"copied": ..., "verify": ...}; raises ConfigError before writing anything when
+    the target is not empty or cannot hold the source."""
+    from .postgres.copy import copy_log, verify_copy
+    from .sqlite.dump import SqliteDump
+
+    dump = SqliteDump(source)
+    try:
+        check = hmac.new(secret, b"recalled-lite secret check", "sha256").hexdigest()
+        if not hmac.compare_digest(dump.meta().get("secret_check", ""), check):
+            raise ConfigError("this secret is not the one the database was created with; pass the right one "
+                              "with --secret-file PATH or RECALLED_SECRET (the copy is verified with it)")
+        copied = copy_log(dump, url, progress=copy_progress)
+        source_root = dump.tree_root(copied["treeSize"])
+    finally:
+        dump.close()
+    return {"copied": copied, "verify": verify_copy(url, secret, copied, source_root, progress=verify_progress)}

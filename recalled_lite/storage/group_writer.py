@@ -98,9 +98,6 @@ class WriteOp:
     """One unit of work run on the writer thread, inside the group transaction."""
 
     __slots__ = ()
-    # True for an op that may append to the chain (or sign the tree): on PostgreSQL its
-    # group takes the chain-head row lock before any op runs (storage/postgres/writer.py).
-    locks_chain = False
 
     def apply(self, conn: Any, writer: "Writer") -> Any:
         raise NotImplementedError
@@ -112,14 +109,12 @@ class WriteOp:
 class CallOp(WriteOp):
     """Wraps a plain function `fn(conn, *args)` for the less frequent writes."""
 
-    __slots__ = ("fn", "args", "on_commit", "locks_chain")
+    __slots__ = ("fn", "args", "on_commit")
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
-                 locks_chain: bool = False):
+    def __init__(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None):
         self.fn = fn
         self.args = args
         self.on_commit = on_commit
-        self.locks_chain = locks_chain
 
     def apply(self, conn: Any, writer: "Writer") -> Any:
         return self.fn(conn, *self.args)

@@ -73,7 +73,6 @@ class AppendEvents(WriteOp):
     Consecutive AppendEvents ops of a group run together (`apply_group`), as on SQLite."""
 
     __slots__ = ("events",)
-    locks_chain = True
 
     def __init__(self, events: list[PreparedEvent]) -> None:
         self.events = events
@@ -89,8 +88,8 @@ class AppendEvents(WriteOp):
                     ops: list["AppendEvents"]) -> list[list[AppendResult] | Exception]:
         state = writer.state
         if not state.get("chain_locked"):
-            # An op that appends without declaring locks_chain: numbering now could fork the
-            # chain with another instance, so refuse (a bug, never a client's fault).
+            # Every group takes the lock first (writer.py); without it, numbering could fork
+            # the chain with another instance, so refuse (a bug, never a client's fault).
             raise StorageError("internal error: a chain append without the chain-head lock")
         requests = [op.events for op in ops]
         scopes = keyed_scopes(requests)
@@ -135,8 +134,7 @@ class AppendEvents(WriteOp):
 
 
 def append_in_op(conn: psycopg.Connection, writer: Writer, events: list[PreparedEvent]) -> list[EventRecord]:
-    """Append events from inside another op (audited.AuditedCall, or an op that declares
-    locks_chain): the same chain append."""
+    """Append events from inside another op (audited.AuditedCall): the same chain append."""
     (outcome,) = AppendEvents.apply_group(conn, writer, [AppendEvents(events)])
     if isinstance(outcome, Exception):
         raise outcome
@@ -166,10 +164,8 @@ def load_chain_state(conn: psycopg.Connection, state: dict[str, Any]) -> None:
 
 
 def head_moved(conn: psycopg.Connection, state: dict[str, Any]) -> bool:
-    """Runs first in every group (storage/group_writer.py); a group that may append takes the
-    chain-head lock here, outside any savepoint, and holds it to COMMIT."""
-    if not state["chain_wanted"]:
-        return False
+    """Runs first in every group (storage/group_writer.py): takes the chain-head lock, outside
+    any savepoint, held to COMMIT (writer.py says why every group takes it)."""
     seq, head_hash, tree_size = read_head(conn, lock=True)
     state["chain_locked"] = True
     return (seq, head_hash, tree_size) != (state["head_seq"], state["head_hash"], state["tree"].size)

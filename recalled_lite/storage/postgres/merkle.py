@@ -95,10 +95,14 @@ def check_tree(conn: psycopg.Connection, head_seq: int, tree_size: int) -> None:
 
 
 def leaf_entries(conn: psycopg.Connection, first_seq: int, count: int) -> list[tuple[str, str]]:
-    # Retention tombstones (helper C's 003) join this once they exist, as on SQLite.
-    rows = conn.execute("SELECT hash, signature FROM events WHERE seq >= %s AND seq < %s ORDER BY seq",
-                        (first_seq, first_seq + count)).fetchall()
-    return [(h, s) for h, s in rows]
+    # A purged event's entry is its tombstone's (retention keeps hash and signature): the
+    # bundles, like the tiles, stay whole.
+    end = first_seq + count
+    rows = conn.execute(
+        "SELECT seq, hash, signature FROM events WHERE seq >= %s AND seq < %s UNION ALL "
+        "SELECT seq, hash, signature FROM retention_tombstones WHERE seq >= %s AND seq < %s ORDER BY seq",
+        (first_seq, end, first_seq, end)).fetchall()
+    return [(h, s) for _, h, s in rows]
 
 
 # -- checkpoints --------------------------------------------------------------------------------
@@ -125,11 +129,10 @@ def checkpoints_page(conn: psycopg.Connection, after_size: int, after_id: int,
 
 
 class AppendCheckpoint(WriteOp):
-    """Sign the tree head and store it. Under the chain-head lock (locks_chain), so the head
-    it signs is the committed head of every instance, and ids follow signing order."""
+    """Sign the tree head and store it. Under the chain-head lock (as every write group), so
+    the head it signs is the committed head of every instance, and ids follow signing order."""
 
     __slots__ = ("build_note", "created_at", "on_commit")
-    locks_chain = True
 
     def __init__(self, build_note: Callable[[int, bytes], tuple[str, str]], created_at: int,
                  on_commit: Callable[[CheckpointRecord], None]) -> None:

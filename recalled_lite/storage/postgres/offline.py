@@ -33,13 +33,11 @@ def _project_id(conn: psycopg.Connection) -> str | None:
 
 
 def is_new_database(url: str) -> bool:
-    """True only when the database certainly holds no log yet (no meta.project_id). A
-    database that cannot be reached counts as existing: no secret is ever made up for a log
-    that might have one (the open then fails with the reason)."""
-    try:
-        conn = connect_once(url)
-    except psycopg.Error:
-        return False
+    """True only when the database certainly holds no log yet (no meta.project_id): the one
+    case where `serve` may create a secret. A database that cannot be reached is neither new
+    nor old: refused with the reason (exit 2), so no secret is ever made up for a log that
+    might have one, and the operator reads the connection error, not "no server secret"."""
+    conn = _connect(url)
     try:
         return _project_id(conn) is None
     except psycopg.Error:

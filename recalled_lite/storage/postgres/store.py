@@ -6,21 +6,20 @@ The audit and intake hooks of the contract run synchronously inside the write tr
 which is why the driver is psycopg 3's sync API on threads (storage/postgres/connection.py).
 
 This module keeps construction, start/close, the write/read primitives and the chain append
-entry points; each other job is a mixin in its own module. The mixins of the webhook, read
-and retention helpers are picked up from their modules when present (`_optional`), so the
-server starts before every one of them exists.
+entry points; each other job is a mixin in its own module (webhook_store, reads_store,
+erasure_store, console_store, retention_store, merkle, keys_store, integrity_store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from ...errors import ConfigError
 from ...ids import UlidGenerator, new_id
@@ -29,40 +28,24 @@ from ..audited import call_op
 from ..base import AppendResult, AuditHook, EventRecord, PreparedEvent, StorageGauges
 from .chain import AppendEvents, append_in_op, head_moved, load_chain_state, read_head
 from .connection import connect_once, open_reader_pool, open_writer, postgres_version
+from .console_store import ConsoleStore
+from .erasure_store import ErasureStore
 from .integrity_store import IntegrityStore
-from .interim import InterimReads, InterimWebhooks
 from .keys_store import KeyStore, select_all_keys
 from .merkle import MerkleStore, check_tree, latest_checkpoint
 from .migrate import migrate
-from .writer import Writer
+from .reads_store import ReadStore
+from .retention_store import RetentionStore
+from .webhook_store import WebhookMixin
+from .writer import Writer, classify_pg_error
 
 log = logging.getLogger("recalled_lite.store")
 T = TypeVar("T")
 
 EVENT_COLUMNS = ", ".join(EventRecord._fields)
 SECRET_CHECK_MESSAGE = b"recalled-lite secret check"
-
-
-def _optional(module: str, name: str) -> type | None:
-    """A mixin from a module another part of the backend adds (webhooks, reads, retention);
-    None while that module does not exist. Any other import error is a bug and is raised."""
-    qualified = f"{__package__}.{module}"
-    try:
-        return getattr(importlib.import_module(qualified), name)
-    except ModuleNotFoundError as exc:
-        if exc.name == qualified:
-            return None
-        raise
-
-
-# Most specific first: a helper's real implementation shadows the interim one.
-_MIXINS = [m for m in (
-    _optional("webhook_store", "WebhookMixin"),
-    _optional("reads_store", "ReadStore"),
-    _optional("erasure_store", "ErasureStore"),
-    _optional("console_store", "ConsoleStore"),
-    _optional("retention_store", "RetentionStore"),
-) if m is not None]
+# How often a serving instance catches up with the others' appends and checkpoints.
+FOLLOW_SECONDS = 1.0
 
 
 class _ReaderPool:
@@ -74,8 +57,14 @@ class _ReaderPool:
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="recalled-reader")
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self.pool.connection() as conn:
-            return fn(conn, *args)
+        try:
+            with self.pool.connection() as conn:
+                return fn(conn, *args)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # The server went away (restart, failover) or no connection could be had in
+            # time: a retry helps, so 503 with Retry-After, not a 500. The pool drops the
+            # broken connection and opens a fresh one for the next read.
+            raise classify_pg_error(exc) from exc
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -86,7 +75,8 @@ class _ReaderPool:
         self.pool.close()
 
 
-class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimReads, InterimWebhooks):  # type: ignore[misc]
+class PostgresStore(WebhookMixin, ReadStore, ErasureStore, ConsoleStore, RetentionStore, MerkleStore, KeyStore,
+                    IntegrityStore):
     def __init__(self, url: str, *, secret: bytes, readers: int = 4) -> None:
         self.url = url
         self._secret = secret
@@ -109,7 +99,8 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
             self.latest_checkpoint = latest_checkpoint(self._conn)
             self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
             self.durability = self._durability()
-            self.engine_versions = {"postgresql": postgres_version(self._conn)}
+            # "15.18", not "15.18 (Debian 15.18-0+deb12u1)": the number, as SQLite's "3.40.1".
+            self.engine_versions = {"postgresql": postgres_version(self._conn).split()[0]}
         except BaseException:
             self._conn.close()
             raise
@@ -140,6 +131,10 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
 
     def _reload_state(self, conn: psycopg.Connection) -> None:
         load_chain_state(conn, self.writer.state)
+        # Another instance may have signed since: proofs and deliveries name the newest.
+        newest = latest_checkpoint(conn)
+        if newest is not None:
+            self._remember_checkpoint(newest)
 
     def _durability(self) -> dict[str, str]:
         """What the write connection really runs with, read back from the server, for /metrics
@@ -155,14 +150,19 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
         self.readers = _ReaderPool(self.url, self._reader_count)
         self.writer.start(loop)
         self.started = True
+        self._loop = loop
+        self._follower = loop.create_task(self._follow(), name="recalled-follow-instances")
 
     def close(self) -> None:
         """Flush the writer, then close every connection. Idempotent."""
         if self.started:
+            self.started = False  # the follower ends at its next wake-up
+            follower = getattr(self, "_follower", None)
+            if follower is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(follower.cancel)
             self.writer.stop()
             if self.readers is not None:
                 self.readers.close()
-            self.started = False
         if not self._closed:
             self._closed = True
             try:
@@ -179,16 +179,16 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
     # -- the primitives every mixin uses -------------------------------------
 
     async def write(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
-                    audit: AuditHook | None = None, chain: bool = False) -> Any:
-        """Run `fn(conn, *args)` inside a group transaction; resolves after COMMIT. With
-        `audit`, its events are appended in the same op. `chain=True` for an fn that calls
-        append_in_op itself (its group then takes the chain-head lock)."""
-        return await self.writer.submit(call_op(fn, args, on_commit, audit, append_in_op, chain))
+                    audit: AuditHook | None = None) -> Any:
+        """Run `fn(conn, *args)` inside a group transaction, which holds the chain-head lock
+        (writer.py); resolves after COMMIT. With `audit`, its events are appended in the same
+        op; `fn` may also call chain.append_in_op itself."""
+        return await self.writer.submit(call_op(fn, args, on_commit, audit, append_in_op))
 
     def write_sync(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
-                   audit: AuditHook | None = None, chain: bool = False) -> Any:
+                   audit: AuditHook | None = None) -> Any:
         """The same, for CLI commands and start-up steps that run without the event loop."""
-        return self.writer.run_sync(call_op(fn, args, on_commit, audit, append_in_op, chain))
+        return self.writer.run_sync(call_op(fn, args, on_commit, audit, append_in_op))
 
     async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self.readers is not None, "store not started"
@@ -223,6 +223,29 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
+    async def sync_head(self) -> None:
+        """Catch up with what other instances committed: their appends (an empty write group
+        takes the chain-head lock and reloads head, tree edge and checkpoint) and their
+        checkpoints. Also run every FOLLOW_SECONDS while serving, so /readyz, /metrics,
+        GET /v1/checkpoint and the checkpoint service see the whole log, not only this
+        instance's writes."""
+        state = self.writer.state
+        seq, head_hash, tree_size, newest = await self.read(_head_and_checkpoint)
+        if (seq, head_hash, tree_size) != (state["head_seq"], state["head_hash"], state["tree"].size):
+            await self.write(_nothing)
+        elif newest is not None:
+            self._remember_checkpoint(newest)
+
+    async def _follow(self) -> None:
+        while self.started:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            try:
+                await self.sync_head()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: writes and reads say so themselves
+                log.debug("following the other instances failed: %s", exc)
+
     def derive_key(self, purpose: str) -> bytes:
         """A key for `purpose` (e.g. embed tokens), derived from the server secret."""
         return hmac.new(self._secret, b"recalled-lite key derivation\n" + purpose.encode(), "sha256").digest()
@@ -240,6 +263,15 @@ class PostgresStore(*_MIXINS, MerkleStore, KeyStore, IntegrityStore, InterimRead
             write_ops=self.writer.ops_committed, deliveries=deliveries,
             subscriptions=subscriptions, files={"database": size, "wal": 0},
         )
+
+
+def _nothing(conn: psycopg.Connection) -> None:
+    return None
+
+
+def _head_and_checkpoint(conn: psycopg.Connection) -> tuple[int, str | None, int, Any]:
+    seq, head_hash, tree_size = read_head(conn, lock=False)
+    return seq, head_hash, tree_size, latest_checkpoint(conn)
 
 
 def _database_size(conn: psycopg.Connection) -> int:

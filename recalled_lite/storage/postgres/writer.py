@@ -2,12 +2,17 @@
 with PostgreSQL's transaction statements, its SQLSTATE classes, the chain-head lock and a
 reconnect after a lost connection.
 
-Every group that may append to the chain (an op with `locks_chain`) first runs
-`SELECT ... FROM chain_head WHERE id = 1 FOR UPDATE` (the store's `state_is_stale`), outside
-any savepoint: a row lock taken inside a savepoint is released when the savepoint rolls
-back, which would let another instance append while this group still numbers events after
-the head it read. Holding it to COMMIT serializes the appends of every instance, so seq order
-is commit order, and an idempotency check-then-insert cannot race another instance.
+Every write group first runs `SELECT ... FROM chain_head WHERE id = 1 FOR UPDATE` (the
+store's `state_is_stale`), outside any savepoint: a row lock taken inside a savepoint is
+released when the savepoint rolls back, which would let another instance append while this
+group still numbers events after the head it read. Held to COMMIT, it serializes the appends
+of every instance, so seq order is commit order, and an idempotency check-then-insert cannot
+race another instance. Every group, not only those that append: a group mixes ops in any
+order (an append, a webhook result, a key revocation), and if some groups took the chain
+head after other row locks, two instances could each hold what the other waits for. With the
+chain head always the first lock of every write transaction, no such cycle can form; the
+writes that do not append (key use, sessions, receipts) are few, so serializing them with
+intake costs little.
 
 A constraint failure inside an op is recoverable (ROLLBACK TO SAVEPOINT restores the
 transaction); the connection or the server failing, a lock or deadlock timeout, a read-only
@@ -93,13 +98,12 @@ POSTGRES = PostgresEngine()
 
 
 class Writer(GroupWriter):
-    """The group writer with the chain lock per group and a reconnect between groups."""
+    """The group writer with the chain-head lock per group and a reconnect between groups."""
 
     def __init__(self, conn: psycopg.Connection, reconnect: Callable[[], psycopg.Connection], *,
                  max_group_ops: int = 512) -> None:
         super().__init__(conn, POSTGRES, max_group_ops=max_group_ops)
         self.reconnect = reconnect
-        self.state["chain_wanted"] = False
         self.state["chain_locked"] = False
 
     def _run_group(self, group: list[tuple[Any, Any]]) -> list[tuple[Any, Any, BaseException | None]]:
@@ -109,7 +113,6 @@ class Writer(GroupWriter):
             except psycopg.Error as exc:
                 error = StorageUnavailable(f"the database server is unreachable ({exc}); retry", retry_after=2)
                 return [(future, None, error) for _, future in group]
-        self.state["chain_wanted"] = any(op.locks_chain for op, _ in group)
         self.state["chain_locked"] = False
         try:
             return super()._run_group(group)

@@ -305,6 +305,13 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
     def head_seq(self) -> int:
         return self.writer.state["head_seq"]
 
+    async def sync_head(self) -> None:
+        """After a CLI command appended beside the server: an empty write group reloads the
+        writer's head and tree (its state_is_stale check), so the next checkpoint covers them."""
+        state = self.writer.state
+        if await self.chain_head() != (state["head_seq"], state["head_hash"]):
+            await self.write(_nothing)
+
     def webhook_storage(self, policy: Any, *, handoff_limit: int) -> Any:
         """The webhook tables (storage/webhook_base.WebhookStore) for the delivery loop."""
         from .webhooks import WebhookStorage
@@ -346,6 +353,10 @@ def _refuse_deferred_constraints(conn: sqlite3.Connection) -> None:
         raise ConfigError(
             f"the schema declares deferred constraints ({', '.join(tables)}); the single writer "
             "checks constraints per op: declare them NOT DEFERRABLE (the default) in a migration")
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
 
 
 def _get_event(conn: sqlite3.Connection, event_id: str, organization: str | None) -> EventRecord | None:
