@@ -342,3 +342,53 @@ def test_notice_payloads_round_trip_and_stay_under_the_limit():
     (big,) = payloads("ins_a", {f"sub_{i:026d}": i for i in range(500)}, None)
     assert len(big) < 8000 and parse("ins_b", big) == ({}, False, True)
     assert parse("ins_b", "not json") is None
+
+
+def test_a_restarted_instance_takes_back_its_previous_runs_rows_at_once_a_namesake_does_not(pair, db):
+    first = Instance(db, lease_ms=60_000)
+    first.wh.instance = "ins_host/127.0.0.1:8080"  # what delivery/leases.instance_name gives a server
+    run(first.wh.attach())
+    sub = subscribe(first)
+    enable(first, sub.id)
+    append(first, ["order.1", "order.2"])
+    held = {i.message_id for i in first.items() if i.type == "event.created"}
+    # A second live process under the same name (a mistake) must not take them: it leases
+    # under a random name instead.
+    clash = Instance(db)
+    clash.wh.instance = first.wh.instance
+    run(clash.wh.attach())
+    assert clash.wh.instance != first.wh.instance
+    assert {r[0] for r in rows(db, "SELECT status FROM webhook_messages WHERE id = ANY(%s)", list(held))} == {"sending"}
+    clash.close()
+    # The first run dies (its connections close, its name is free); the restart takes its
+    # rows back at once, not after the 60 s lease.
+    first.wh.close()
+    first.store.close()
+    restart = Instance(db)
+    restart.wh.instance = "ins_host/127.0.0.1:8080"
+    _, due, _ = run(restart.wh.attach())
+    try:
+        assert restart.wh.instance == "ins_host/127.0.0.1:8080"
+        assert due.get(sub.id) is not None
+        items, _ = run(restart.wh.claim([(sub.id, 10)]))
+        assert {i.message_id for i in items} == held
+    finally:
+        restart.close()
+
+
+def test_a_graceful_stop_releases_what_it_holds_to_the_others(pair, db):
+    a = pair()
+    b = pair()
+    sub = subscribe(a)
+    enable(a, sub.id)
+    append(a, ["order.1"])
+    job = run(a.wh.create_job("replay_missing", sub.id, None, 0, None))
+    run(a.wh.release())
+    assert rows(db, "SELECT status, lease_owner FROM webhook_messages WHERE type = 'event.created'") == [
+        ("pending", None)]
+    assert rows(db, "SELECT lease_owner FROM webhook_jobs WHERE id = %s", job[0]) == [(None,)]
+    wait_until(lambda: sub.id in b.due(), timeout=5, message="b told at once")
+    items, _ = run(b.wh.claim([(sub.id, 10)]))
+    assert len(items) == 1
+    run(b.wh.reclaim_expired(frozenset()))
+    assert job[0] in b.jobs()

@@ -7,7 +7,9 @@ database, real receivers (tests/webhook_receiver.py).
 * SIGKILL of an instance while its deliveries hang at the receiver: the other sends them
   after their lease ends, with the same webhook-id;
 * a retry left pending by an instance that then dies is claimed by the other as soon as it
-  is due, because NOTIFY told it (the loop's own resync runs only every 30 s).
+  is due, because NOTIFY told it (the loop's own resync runs only every 30 s);
+* a replay job of an instance that dies is adopted by the other after its lease and
+  finished once.
 
 Skipped without RECALLED_TEST_PG_URL (tests/pg_support.py).
 """
@@ -21,7 +23,7 @@ import time
 import pytest
 import standardwebhooks
 
-from conftest import ServerProcess
+from conftest import PG_URL_FILE, ServerProcess
 from pg_support import create_database, drop_database
 from webhook_receiver import Receiver, Reply, tag, wait_until
 
@@ -50,7 +52,10 @@ def pg(tmp_path):
 
     def start(name: str = "a", **kwargs) -> ServerProcess:
         env = {"RECALLED_SECRET": SECRET, **kwargs.pop("env", {})}
-        srv = ServerProcess(tmp_path / name, args=["--db", url], env=env, **kwargs)
+        workdir = tmp_path / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / PG_URL_FILE).write_text(url + "\n")  # every instance on this one database
+        srv = ServerProcess(workdir, env=env, backend="postgres", **kwargs)
         if servers:  # the checkpoint signing key is a file too: the same for every instance
             key = servers[0].workdir / "recalled.signing-key"
             copy = srv.workdir / key.name
@@ -262,3 +267,43 @@ def test_pg_notify_makes_the_other_instance_claim_a_pending_retry_when_due(pg, r
                               and attempts_of(cb, sub["id"])[-1]["status"] == "success" and attempts_of(cb, sub["id"]),
                               timeout=10)
         assert [(x["attempt"], x["status"]) for x in attempts] == [(1, "failed"), (2, "success")]
+
+
+def test_pg_a_killed_instances_job_is_finished_by_the_other_once(pg, rx):
+    # replay_missing runs on the instance that created it, leased; a slow receiver and a small
+    # backlog keep it running when that instance dies. The other adopts it once the job's
+    # lease ends and finishes it from the last committed chunk: every missed event once.
+    lease = 3.0
+    cfg = config(lease=lease) + "job_chunk_size = 4\njob_max_backlog = 8\n"
+    t = tag()
+    path = f"/job-{t}"
+    url = rx.on(path, lambda r, n: Reply(200, delay=0.03))
+    a = pg("a", config_text=cfg)
+    b = pg("b", config_text=cfg)
+    with a.client() as ca, b.client() as cb:
+        begin = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 1))
+        sub = ca.post("/v1/event_subscriptions", json={"url": url, "disabled": True}).json()["data"]
+        r = ca.post("/v1/events/batch", json={"events": [{"action": f"{t}.missed"} for _ in range(120)]})
+        missed = {e["id"] for e in r.json()["data"]}
+        ca.patch(f"/v1/event_subscriptions/{sub['id']}", json={"state": "new"})
+        wait_until(lambda: visible(ca, sub["id"]), message="valid again")
+        r = ca.post(f"/v1/event_subscriptions/{sub['id']}/replay_missing", json={"begin": begin})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["data"]["id"]
+        wait_until(lambda: len(rx.received(path)) >= 30, timeout=20, message="the job under way at a")
+        a.kill()
+        ((status, scanned, owner),) = b.query("SELECT status, scanned, lease_owner FROM webhook_jobs WHERE id = ?",
+                                              job_id)
+        assert status == "running" and 0 < scanned < 120 and owner is not None, (status, scanned)
+        job = wait_until(lambda: (j := cb.get(f"/v1/event_subscriptions/{sub['id']}/jobs/{job_id}").json()["data"])
+                         ["status"] == "completed" and j, timeout=40, message="b finishes the job")
+        assert job["progress"]["queued"] == 120
+        wait_until(lambda: {x.json["event"]["id"] for x in rx.received(path)} >= missed, timeout=30,
+                   message="every missed event delivered")
+        by_event: dict[str, set[str]] = {}
+        for x in rx.received(path):
+            by_event.setdefault(x.json["event"]["id"], set()).add(x.webhook_id)
+        assert set(by_event) == missed and all(len(ids) == 1 for ids in by_event.values())
+        (rows,) = b.query("SELECT count(*), count(DISTINCT event_seq) FROM webhook_messages "
+                          "WHERE subscription_id = ? AND event_seq IS NOT NULL", sub["id"])
+        assert rows == (120, 120)

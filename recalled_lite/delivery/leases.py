@@ -7,17 +7,29 @@ others whose lease ran out: a delivery lost in memory is made due again and sent
 same webhook-id, without a restart. A second instance sharing the table would take back a
 dead instance's rows the same way, once their lease ran out, and never a live instance's:
 a live one renews its leases well before they end (every third of ``lease_seconds``).
+A graceful stop releases what is left (``WebhookStore.release``), so the other instances
+take it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, Callable
 
 from .quarantine import describe
 
 log = logging.getLogger("recalled_lite.webhooks")
+
+
+def instance_name(host: str, port: int) -> str:
+    """This server's name on its leases: the same for a restart of the same server (host
+    name, listen address and port), so a restarted instance takes back at once what its
+    previous run held instead of waiting for those leases to end; different for every
+    server that runs beside it (they cannot share an address and port). A backend that
+    finds the name in use by a live process picks a random one (storage/postgres)."""
+    return f"ins_{socket.gethostname()}/{host}:{port}"
 
 
 class LeaseKeeper:

@@ -46,7 +46,7 @@ from ..timefmt import format_ms, now_ms
 from ..wire import event_to_wire
 from .faults import Faults
 from .jobs import JobRunner
-from .leases import LeaseKeeper
+from .leases import LeaseKeeper, instance_name
 from .quarantine import FailurePolicy
 from .results import ResultRecorder
 from .retests import Retester
@@ -111,6 +111,7 @@ class DeliveryService:
         )
         self.faults = Faults.from_env()
         self._faulty = bool(self.faults)  # checked per delivery: one attribute, not a call
+        self.instance = instance_name(config.server.host, config.server.port)
         self.max_in_flight = w.max_in_flight
         self.per_sub = w.max_in_flight_per_subscription
         self.storage: WebhookStore | None = None
@@ -163,6 +164,7 @@ class DeliveryService:
         self.project_id = store.project_id
         self._store = store
         storage = self.storage = store.webhook_storage(self.policy, handoff_limit=self.config.handoff_limit)
+        storage.instance = self.instance
         storage.taken = lambda: self._taken
         storage.sink = self._sink
         self.subs, due, jobs = await storage.attach()
@@ -210,8 +212,8 @@ class DeliveryService:
 
     async def stop(self) -> None:
         """Stop claiming; give in-flight attempts ``shutdown_grace_seconds`` to finish and
-        record them; anything still unfinished stays ``sending`` in the table and is sent
-        again (same webhook-id) at the next start."""
+        record them; anything still unfinished is released (storage.release) and sent again
+        (same webhook-id) by another instance or at the next start."""
         self._stopping = True
         self._wake.set()
         if not self._tasks:
@@ -233,6 +235,11 @@ class DeliveryService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.results is not None:
             await self.results.drain()
+        if self.storage is not None:
+            try:
+                await self.storage.release()
+            except Exception:  # the leases then end on their own
+                log.warning("releasing webhook leases at shutdown failed", exc_info=True)
         await self.sender.aclose()
 
     def held_ids(self) -> set[str]:

@@ -26,33 +26,37 @@ with several instances:
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
+import time
 from typing import Any, Callable, Iterable
 
 import psycopg
 
-from ...delivery import healing, transitions
+from ...delivery import transitions
 from ...delivery.healing import InvalidCause
 from ...delivery.sealing import SealError
 from ...delivery.subscriptions import SubscriptionInfo
 from ...ids import ulids
 from ...timefmt import now_ms
-from ..base import AuditHook, EventRecord, RecordNotFound
-from ..webhook_base import AttemptRow, NewSubscription, OpenItem, RetryPolicy, SubscriptionPatch
+from ..base import EventRecord
+from ..webhook_base import AttemptRow, OpenItem, RetryPolicy
 from ..webhook_state import SUB_COLUMNS, NewMessage, WebhookState
 from . import webhook_reads as reads
 from .webhook_jobs import JobOps
+from .webhook_subscriptions import SubscriptionOps
 from .webhook_notify import CHANNEL, Listener, payloads
 from .webhook_outbox import OutboxOps
 from .webhook_reads import OPEN
 
 log = logging.getLogger("recalled_lite.webhooks")
 
-_INSERT_MESSAGE = (
+# One statement for all the messages of an intake group: one array per column.
+_INSERT_MESSAGES = (
     "INSERT INTO webhook_messages (id, subscription_id, event_seq, type, example_action, status, "
     "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until, lease_owner) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
+    "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])"
 )
 _FAIL_PENDING = (
     "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
@@ -60,10 +64,13 @@ _FAIL_PENDING = (
     "AND trigger IN ('scheduled', 'replay', 'recover')"
 )
 _SEAL_MARK = "webhook_secret_seal"
+_NAME_WAIT_SECONDS = 3.0
 
 
-def lock_order(conn: psycopg.Connection) -> None:
+def lock_order(conn: psycopg.Connection, state: dict[str, Any] | None = None) -> None:
     """Every webhook write op takes the chain-head row lock first, as every append does.
+    (PostgresStore's writer already takes it at the start of every group, `chain_locked` in
+    its state; then this costs nothing. It stays so these ops keep the order on their own.)
 
     A write group holds its locks until its COMMIT, and a group mixes ops in any order: one
     instance's group may append (chain head) and then record results (subscription and
@@ -71,10 +78,11 @@ def lock_order(conn: psycopg.Connection) -> None:
     first in every op that locks webhook rows gives all of them one order, so two instances
     never deadlock; the cost is that webhook writes serialize with intake across instances,
     which appends already do among themselves."""
-    conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
+    if state is None or not state.get("chain_locked"):
+        conn.execute("SELECT 1 FROM chain_head WHERE id = 1 FOR UPDATE")
 
 
-class WebhookStorage(WebhookState, OutboxOps, JobOps):
+class WebhookStorage(WebhookState, SubscriptionOps, OutboxOps, JobOps):
     """The webhook tables of one ``PostgresStore``, and this instance's view of them."""
 
     def __init__(self, store: Any, policy: RetryPolicy, *, handoff_limit: int) -> None:
@@ -112,19 +120,21 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
             self._listener = None
 
     def _attach(self, conn: psycopg.Connection) -> tuple[dict[str, SubscriptionInfo], dict[str, int], list[str]]:
-        lock_order(conn)
+        self._claim_name(conn)
+        lock_order(conn, self.store.writer.state)
         now = now_ms()
         self._upgrade_secrets(conn)
         self._reload_all(conn)
-        # Other instances may be running: only rows whose lease ended are orphans (a row
-        # leased to a live instance is renewed by it long before its lease ends).
+        # Other instances may be running: the orphans are the rows whose lease ended, and the
+        # rows of this instance's own previous run (same name, and it holds the name now).
         conn.execute(
             "UPDATE webhook_messages SET status = 'pending', next_attempt_at = %s, lease_until = NULL, "
-            f"lease_owner = NULL WHERE status = 'sending' AND {OPEN} AND coalesce(lease_until, 0) < %s",
-            (now, now))
+            f"lease_owner = NULL WHERE status = 'sending' AND {OPEN} "
+            "AND (coalesce(lease_until, 0) < %s OR lease_owner = %s)", (now, now, self.instance))
         due = reads.due_snapshot(conn)
         jobs = [row[0] for row in conn.execute(
-            "SELECT id FROM webhook_jobs WHERE status = 'running' AND coalesce(lease_until, 0) < %s", (now,))]
+            "SELECT id FROM webhook_jobs WHERE status = 'running' "
+            "AND (coalesce(lease_until, 0) < %s OR lease_owner = %s) ORDER BY id", (now, self.instance))]
         self.store.add_intake_hook(self._intake_hook)
         self.store.add_commit_listener(self._on_commit)
         writer = self.store.writer
@@ -141,6 +151,38 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         self._state_log = []
         self._pub_due, self._pub_subs = {}, False
         return self.subs, due, jobs
+
+    def _claim_name(self, conn: psycopg.Connection) -> None:
+        """Hold this instance's name (a session advisory lock on the writer's connection) so
+        that a second live process given the same name - two servers on one address by
+        mistake - cannot take this one's rows for its previous run's: it gets a random one."""
+        key = int.from_bytes(hashlib.sha256(self.instance.encode()).digest()[:8], "big", signed=True)
+        # A restart right after a crash may find its previous run's session not gone yet:
+        # the server ends it as soon as it sees the closed socket, so wait a moment.
+        deadline = time.monotonic() + _NAME_WAIT_SECONDS
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            taken, self.instance = self.instance, "ins_" + ulids.new()
+            log.warning("another running server uses this instance name; leasing under a random one",
+                        extra={"fields": {"name": taken, "instance": self.instance}})
+            return
+
+    async def release(self) -> None:
+        """At a graceful stop: what this instance still holds goes back to `pending` (due now)
+        and its jobs lose their lease, so the other instances take them at once."""
+        await self.store.write(self._op(self._release))
+
+    def _release(self, conn: psycopg.Connection) -> None:
+        now = now_ms()
+        for (sid,) in conn.execute(
+                "UPDATE webhook_messages SET status = 'pending', next_attempt_at = %s, lease_until = NULL, "
+                f"lease_owner = NULL WHERE status = 'sending' AND {OPEN} AND lease_owner = %s "
+                "RETURNING subscription_id", (now, self.instance)).fetchall():
+            self._note_due(sid, now)
+        conn.execute("UPDATE webhook_jobs SET lease_owner = NULL, lease_until = NULL "
+                     "WHERE status = 'running' AND lease_owner = %s", (self.instance,))
 
     def _upgrade_secrets(self, conn: psycopg.Connection) -> None:
         """sealed:v1 and cleartext secrets (a log copied from SQLite) -> sealed:v2, once."""
@@ -185,7 +227,7 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         def op(conn: psycopg.Connection, *args: Any) -> Any:
             marks = (self._version, self._raw, dict(self._pub_due), self._pub_subs)
             try:
-                lock_order(conn)
+                lock_order(conn, self.store.writer.state)
                 result = undoable(conn, *args)
                 self._publish(conn)
                 return result
@@ -317,8 +359,8 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
 
     def _enqueue(self, conn: psycopg.Connection, rows: list[NewMessage], now: int) -> list[OpenItem | None]:
         out, params = self._plan_enqueue(rows, now)
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_MESSAGE, params)
+        if params:
+            conn.execute(_INSERT_MESSAGES, [list(column) for column in zip(*params)])
         return out
 
     def _requeue(self, conn: psycopg.Connection, message_ids: list[str], trigger: str, now: int) -> int:
@@ -378,170 +420,6 @@ class WebhookStorage(WebhookState, OutboxOps, JobOps):
         conn.execute("UPDATE webhook_subscriptions SET test_message_id = %s WHERE id = %s", (mid, sub_id))
         (item,) = self._enqueue(conn, [(mid, sub_id, None, "webhook.test", None, trigger)], now)
         return item
-
-    # ----------------------------------------------------------------------------------------
-    # subscription operations (API)
-    # ----------------------------------------------------------------------------------------
-
-    async def create_subscription(self, spec: NewSubscription, audit: AuditHook | None = None) -> SubscriptionInfo:
-        return await self.store.write(self._op(self._create_subscription), spec, audit=audit)
-
-    def _create_subscription(self, conn: psycopg.Connection, spec: NewSubscription) -> SubscriptionInfo:
-        self._fresh(conn)
-        now = now_ms()
-        sid = "sub_" + ulids.new()
-        state, reason = transitions.initial_state(spec.disabled)
-        conn.execute(
-            f"INSERT INTO webhook_subscriptions ({SUB_COLUMNS}) VALUES "
-            "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (sid, spec.url, spec.description, json.dumps(spec.event_types), spec.organization,
-             bool(spec.disabled), state, reason, now, self.sealer.seal(sid, "secret", spec.secret),
-             None, None, None, None, None, now, now, None, None, 0, None))
-        if state == "new":
-            self._queue_test(conn, sid, now)
-        self._state_log.append({"subscription_id": sid, "from_state": None, "to_state": state,
-                                "reason": reason or "created"})
-        self._reload(conn, [sid])
-        return self.subs[sid]
-
-    async def update_subscription(self, sub_id: str, organization: str | None,
-                                  patch: SubscriptionPatch, audit: AuditHook | None = None) -> SubscriptionInfo:
-        return await self.store.write(self._op(self._update_subscription), sub_id, organization, patch, audit=audit)
-
-    def _update_subscription(self, conn: psycopg.Connection, sub_id: str, organization: str | None,
-                             patch: SubscriptionPatch) -> SubscriptionInfo:
-        self._read_rows(conn, [sub_id], lock=True)
-        self._fresh(conn)
-        cur = self._visible(sub_id, organization)
-        now = now_ms()
-        url, disabled, state, reason, retest = transitions.patched_state(cur, patch)
-        conn.execute(
-            "UPDATE webhook_subscriptions SET url = %s, description = %s, event_types = %s, "
-            "organization = %s, disabled = %s, updated_at = %s WHERE id = %s",
-            (url, patch.description if patch.description is not None else cur.description,
-             json.dumps(patch.event_types if patch.event_types is not None else list(cur.event_types)),
-             patch.organization if patch.set_organization else cur.organization,
-             bool(disabled), now, sub_id))
-        if state != cur.state or retest:
-            self._set_state(conn, sub_id, state, reason, now)
-        if retest:
-            self._queue_test(conn, sub_id, now)
-        self._reload(conn, [sub_id])
-        return self.subs[sub_id]
-
-    async def delete_subscription(self, sub_id: str, organization: str | None,
-                                  audit: AuditHook | None = None) -> SubscriptionInfo:
-        return await self.store.write(self._op(self._delete_subscription), sub_id, organization, audit=audit)
-
-    def _delete_subscription(self, conn: psycopg.Connection, sub_id: str,
-                             organization: str | None) -> SubscriptionInfo:
-        self._read_rows(conn, [sub_id], lock=True)
-        self._fresh(conn)
-        cur = self._visible(sub_id, organization)
-        for table in ("webhook_attempts", "webhook_messages", "webhook_jobs"):
-            conn.execute(f"DELETE FROM {table} WHERE subscription_id = %s", (sub_id,))
-        conn.execute("DELETE FROM webhook_subscriptions WHERE id = %s", (sub_id,))
-        self._reload(conn, [sub_id])
-        return cur
-
-    async def test_subscription(self, sub_id: str, organization: str | None) -> tuple[SubscriptionInfo, str]:
-        return await self.store.write(self._op(self._test_subscription), sub_id, organization)
-
-    def _test_subscription(self, conn: psycopg.Connection, sub_id: str,
-                           organization: str | None) -> tuple[SubscriptionInfo, str]:
-        self._read_rows(conn, [sub_id], lock=True)
-        self._fresh(conn)
-        transitions.require_active(self._visible(sub_id, organization))
-        now = now_ms()
-        self._set_state(conn, sub_id, "new", None, now)
-        self._queue_test(conn, sub_id, now)
-        self._reload(conn, [sub_id])
-        sub = self.subs[sub_id]
-        assert sub.test_message_id is not None
-        return sub, sub.test_message_id
-
-    async def retest(self, sub_id: str) -> bool:
-        """The automatic re-test of an `invalid` subscription, when due (trigger ``retest``).
-        With several instances, the subscription row's lock makes one of them send it."""
-        return await self.store.write(self._op(self._retest), sub_id)
-
-    def _retest(self, conn: psycopg.Connection, sub_id: str) -> bool:
-        self._read_rows(conn, [sub_id], lock=True)
-        self._fresh(conn)
-        sub = self.subs.get(sub_id)
-        now = now_ms()
-        if not transitions.retest_due(sub, now, self.policy):
-            return False
-        retests = sub.retests + 1
-        next_at = healing.next_retest_at(retests, now, initial_ms=self.policy.retest_initial_ms,
-                                         max_ms=self.policy.retest_max_ms)
-        conn.execute("UPDATE webhook_subscriptions SET retest_at = %s, retests = %s WHERE id = %s",
-                     (next_at, retests, sub_id))
-        open_test = sub.test_message_id is not None and conn.execute(
-            f"SELECT 1 FROM webhook_messages WHERE id = %s AND {OPEN}", (sub.test_message_id,)).fetchone()
-        if not open_test:
-            self._queue_test(conn, sub_id, now, trigger="retest")
-        self._reload(conn, [sub_id])
-        return True
-
-    async def rotate_secret(self, sub_id: str, organization: str | None, new_secret: str,
-                            overlap_ms: int, audit: AuditHook | None = None) -> SubscriptionInfo:
-        return await self.store.write(self._op(self._rotate_secret), sub_id, organization, new_secret,
-                                      overlap_ms, audit=audit)
-
-    def _rotate_secret(self, conn: psycopg.Connection, sub_id: str, organization: str | None,
-                       new_secret: str, overlap_ms: int) -> SubscriptionInfo:
-        self._read_rows(conn, [sub_id], lock=True)
-        self._fresh(conn)
-        cur = self._visible(sub_id, organization)
-        now = now_ms()
-        previous = (self.sealer.seal(sub_id, "previous_secret", cur.secret)
-                    if overlap_ms > 0 and cur.secret else None)
-        conn.execute(
-            "UPDATE webhook_subscriptions SET secret = %s, previous_secret = %s, "
-            "previous_secret_expires_at = %s, updated_at = %s WHERE id = %s",
-            (self.sealer.seal(sub_id, "secret", new_secret), previous,
-             now + overlap_ms if previous else None, now, sub_id))
-        self._reload(conn, [sub_id])
-        return self.subs[sub_id]
-
-    # ----------------------------------------------------------------------------------------
-    # one-off deliveries (API)
-    # ----------------------------------------------------------------------------------------
-
-    async def resend(self, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
-        return await self.store.write(self._op(self._resend), event_id, sub_id, organization)
-
-    def _resend(self, conn: psycopg.Connection, event_id: str, sub_id: str, organization: str | None) -> AttemptRow:
-        self._fresh(conn)
-        sub = self._usable(sub_id, organization)
-        row = conn.execute("SELECT seq, organization FROM events WHERE id = %s", (event_id,)).fetchone()
-        if row is None or (organization is not None and row[1] != organization):
-            raise RecordNotFound(event_id)
-        seq, event_org = row
-        transitions.require_same_organization(sub, event_org)
-        now = now_ms()
-        existing = conn.execute(
-            "SELECT id FROM webhook_messages WHERE subscription_id = %s AND event_seq = %s",
-            (sub_id, seq)).fetchone()
-        if existing is None:
-            mid = "whd_" + ulids.new()
-            self._enqueue(conn, [(mid, sub_id, seq, "event.created", None, "manual")], now)
-        else:
-            mid = existing[0]
-            self._requeue(conn, [mid], "manual", now)
-        return reads.open_attempt(conn, mid)
-
-    async def send_example(self, sub_id: str, organization: str | None, action: str) -> AttemptRow:
-        return await self.store.write(self._op(self._send_example), sub_id, organization, action)
-
-    def _send_example(self, conn: psycopg.Connection, sub_id: str, organization: str | None,
-                      action: str) -> AttemptRow:
-        self._fresh(conn)
-        self._usable(sub_id, organization)
-        mid = "whd_" + ulids.new()
-        self._enqueue(conn, [(mid, sub_id, None, "event.example", action, "example")], now_ms())
-        return reads.open_attempt(conn, mid)
 
     # ----------------------------------------------------------------------------------------
     # attempts (API reads)

@@ -99,6 +99,10 @@ class OutboxOps:
                 self._due[sid] = now
         return count
 
+    async def release(self: "WebhookStorage") -> None:
+        """Nothing to hand over: one server runs on a file, and its next start takes every
+        `sending` row back (webhooks._attach)."""
+
     async def apply_results(self: "WebhookStorage", results: list[AttemptOutcome]) -> None:
         await self.store.write(self._undoable(self._apply_results), results)
 

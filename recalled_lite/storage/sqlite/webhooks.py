@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from typing import Any, Iterable
+from typing import Iterable
 
 from ...delivery import healing, transitions
 from ...delivery.healing import InvalidCause
