@@ -217,6 +217,9 @@ def scenario(ctx: Any, row: Any, new_key: Callable[[], str]) -> None:
         ctx.add(row("PostgreSQL backend", f"skipped ({exc})", "—", "skipped"))
         return
     ctx.raw["postgres_version"] = server_version(admin)
+    host = admin.split("@")[-1].rsplit("/", 1)[0]
+    ctx.add(row("PostgreSQL server", f"PostgreSQL {ctx.raw['postgres_version']} at {host}, a fresh database per "
+                "measurement; server CPU below is recalled-lite's only, not PostgreSQL's", "—", "info"))
     body = ctx.tmp / "batch-1000.json"
     if not body.exists():
         body.write_bytes(dataset.batch_body(424242, 1000))

@@ -143,3 +143,87 @@ def test_erasure_through_both_servers(tmp_path):
         assert audit_pg == pair.walk(pair.lite, "/v1/events", {"action": "recalled.actor.erased"})
     finally:
         pair.close()
+
+
+def test_two_instances_erasing_one_actor_erase_each_event_once():
+    """Two PostgresStores on one database erase the same actor at once, chunk by chunk: the
+    counts add up to the actor's events, every one is erased, none is counted twice."""
+    import asyncio
+
+    from recalled_lite.storage.postgres.store import PostgresStore
+    from tests.pg_reads_support import SECRET, prepared
+
+    url = create_database("erase2")
+    bodies = [{"action": "doc.viewed", "organization": f"org_{i % 3}",
+               "actor": {"id": "busy_actor", "name": "Busy Actor", "email": "busy@example.com"},
+               "metadata": {"note": f"secret note {i}"}} for i in range(700)]
+    bodies += [{"action": "doc.viewed", "actor": {"id": "someone_else"}} for _ in range(50)]
+
+    async def main():
+        stores = [PostgresStore(url, secret=SECRET) for _ in range(2)]
+        for s in stores:
+            s.start(asyncio.get_running_loop())
+        try:
+            for i in range(0, len(bodies), 100):
+                await stores[i % 2].append_events([prepared(b, 1_800_000_000_000) for b in bodies[i:i + 100]])
+            counts = await asyncio.gather(*[s.erase_actor("busy_actor", None, ERASED_AT) for s in stores])
+            left = await stores[0].list_events(ListFilters(actor_id="busy_actor"), None)
+            erased = await stores[1].list_events(ListFilters(actor_id="[deleted]", limit=1000), None)
+            other = await stores[1].list_events(ListFilters(actor_id="someone_else", limit=1000), None)
+            return counts, left, erased, other
+        finally:
+            for s in stores:
+                s.close()
+
+    try:
+        counts, left, erased, other = asyncio.run(main())
+        assert sum(counts) == 700 and left == ([], False)
+        assert len(erased[0]) == 700 and all(e.metadata is None for e in erased[0])
+        assert len(other[0]) == 50
+    finally:
+        drop_pg(url)
+
+
+def test_the_audit_hook_counts_every_chunk_and_runs_once():
+    """300 events (three chunks): the audit hook prepares once, with the total, in the chunk
+    that finishes the erasure; its event is appended in that chunk's transaction."""
+    import asyncio
+
+    from recalled_lite.storage.postgres.store import PostgresStore
+    from tests.pg_reads_support import SECRET, prepared
+
+    url = create_database("eraudit")
+
+    class Recording:
+        def __init__(self):
+            self.prepared, self.stored = [], []
+
+        def begin(self):
+            pass
+
+        def prepare(self, count):
+            self.prepared.append(count)
+            return [prepared({"action": "recalled.actor.erased", "metadata": {"count": count}}, 1_800_000_000_000)]
+
+        def committed(self, records):
+            self.stored += records
+
+    async def main(hook):
+        store = PostgresStore(url, secret=SECRET)
+        store.start(asyncio.get_running_loop())
+        try:
+            await store.append_events([prepared({"action": "doc.read", "actor": {"id": "reader_1"}},
+                                                1_800_000_000_000) for _ in range(300)])
+            count = await store.erase_actor("reader_1", None, ERASED_AT, audit=hook)
+            return count, await store.list_events(ListFilters(action="recalled.actor.erased"), None)
+        finally:
+            store.close()
+
+    try:
+        hook = Recording()
+        count, (audited, _) = asyncio.run(main(hook))
+        assert count == 300 and hook.prepared == [300]
+        assert len(audited) == 1 and audited[0].metadata == '{"count":300}'
+        assert [r.id for r in hook.stored] == [audited[0].id]
+    finally:
+        drop_pg(url)

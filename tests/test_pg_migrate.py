@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ServerProcess
 from pg_support import create_database, drop_database
+from test_proofs_independent import b64d, consistent, open_checkpoint, parse_vkey
+from test_verify_export import verify_cli
 
 EVENTS = 100_000
 BATCH = 1000
@@ -248,6 +250,20 @@ def test_a_postgresql_server_with_the_same_secret_serves_the_copy(source, migrat
             assert c.get("/v1/events/verify").json()["data"]["valid"] is True
             made = c.post("/v1/checkpoint").json()["data"]
             assert made["treeSize"] == new["seq"]
+            # The tree signed before the move is a prefix of the one signed after it, under the
+            # same key (checked here with the independent verifier of test_proofs_independent).
+            vkey_text = source["verifier"]["data"]["current"]
+            vkey = parse_vkey(vkey_text)
+            _, m, root_m = open_checkpoint(source["checkpoint"], vkey)
+            _, n, root_n = open_checkpoint(c.get("/v1/checkpoint").text, vkey)
+            assert n == new["seq"] > m
+            proof = c.get("/v1/checkpoint/consistency", params={"from": m, "to": n}).json()["data"]["proof"]
+            assert consistent(m, n, root_m, root_n, b64d(proof))
+            # An export from the PostgreSQL server verifies offline with that key.
+            export = tmp_path / "after.ndjson"
+            export.write_bytes(c.get("/v1/exports", params={"format": "ndjson"}).content)
+            checked = verify_cli(export, vkey_text, tmp_path)
+            assert checked.returncode == 0, checked.stderr
     finally:
         srv.kill()
 
@@ -378,3 +394,10 @@ def test_the_copy_verification_can_fail(purged_source):
             verify_copy(url, b"x" * 64, expected, root)
     finally:
         drop_database(url)
+
+
+def test_an_unreachable_target_is_refused_without_showing_its_password(source):
+    url = "postgresql://recalled:not-the-password@127.0.0.1:5432/does_not_exist"
+    result = run_cli("migrate-to-postgres", "--from", str(source["server"].db_path), "--to", url)
+    assert result.returncode == 2 and "cannot connect to postgresql://recalled:[redacted]@" in result.stderr
+    assert "not-the-password" not in result.stderr + result.stdout

@@ -272,3 +272,54 @@ def test_retention_through_both_servers(tmp_path):
                 == pair.walk(pair.lite, "/v1/events", {"after_seq": 0, "limit": 100}))
     finally:
         pair.close()
+
+
+def test_two_instances_share_one_job_and_purge_each_event_once():
+    """Two PostgresStores: asking both for a job at once gives one job; both running its
+    batches at once (as two instances' services would, were both to try) purge each expired
+    event once, with one unbroken chain of retention checkpoints, and the chain verifies."""
+    import asyncio
+
+    from recalled_lite.storage.postgres.store import PostgresStore
+    from tests.pg_reads_support import prepared
+
+    url = create_database("ret2")
+    old = "2020-01-01T00:00:00Z"
+    bodies = [{"action": f"a.{i % 4}", "organization": "org_x", "occurred_at": old} for i in range(600)]
+
+    async def main():
+        stores = [PostgresStore(url, secret=SECRET) for _ in range(2)]
+        for s in stores:
+            s.start(asyncio.get_running_loop())
+        try:
+            for i in range(0, len(bodies), 100):
+                await stores[i % 2].append_events([prepared(b, 1_800_000_000_000) for b in bodies[i:i + 100]])
+            await stores[0].put_retention_rule("org_x", None, 30)
+            made = await asyncio.gather(*[s.create_retention_job("manual", f"from {n}")
+                                          for n, s in enumerate(stores)])
+            assert made[0][0].id == made[1][0].id and sorted(c for _, c in made) == [False, True]
+            job_id = made[0][0].id
+
+            async def drive(store):
+                while (await store.retention_batch(job_id, 0, 37)).status == "running":
+                    pass
+
+            await asyncio.gather(*[drive(s) for s in stores])
+            job = await stores[1].get_retention_job(job_id)
+            verified = await stores[0].verify_chain()
+            status = await stores[1].retention_status(None)
+            return job, verified, status
+        finally:
+            for s in stores:
+                s.close()
+
+    try:
+        job, verified, status = asyncio.run(main())
+        assert job.status == "completed" and job.purged == 599  # the chain head stays
+        assert status["tombstones"] == 599 and verified["valid"] is True, verified
+        with psycopg.connect(url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM retention_checkpoints ORDER BY id")]
+            covered = conn.execute("SELECT sum(count) FROM retention_checkpoints").fetchone()[0]
+        assert ids == list(range(1, len(ids) + 1)) and covered == 599
+    finally:
+        drop_pg(url)

@@ -17,7 +17,7 @@ from recalled_lite.search_query import parse_search_query
 from recalled_lite.storage.postgres import search_doc
 from recalled_lite.storage.postgres.reads import search_page
 from tests.pg_reads_support import WORDS, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, run_sqlite
-from tests.pg_support import create_database
+from tests.pg_support import create_database, pg_database  # noqa: F401 (a fixture)
 
 _TOKENIZE = "unicode61 remove_diacritics 2 tokenchars '_-@'"
 
@@ -171,3 +171,29 @@ def test_servers_refuse_the_same_bad_queries(servers):
         lite, pg = pair.get_both("/v1/events/search", {"q": q})
         assert lite.status_code == pg.status_code == 400, q
         assert pg.json()["error"] == lite.json()["error"], q
+
+
+def test_documents_past_postgresql_limits_still_load_and_match(pg_database):
+    """A token longer than a lexeme may be, a word repeated past 256 positions, and more than
+    16,383 tokens: the document still casts to a tsvector, and whole words still match."""
+    import psycopg
+
+    from recalled_lite.search_query import TextTerm
+    from recalled_lite.storage.postgres.search_sql import text_predicate
+
+    long_word = "z" * 3000
+    metadata = " ".join(["filler"] * 17_000 + ["needle", "tail", long_word, "Ünïcödé"])
+    doc = search_doc.search_document(("a.b", "actor", "org", "", metadata))
+
+    def matches(*terms):
+        clause, params = text_predicate(list(terms))
+        with psycopg.connect(pg_database) as conn:
+            return conn.execute(f"SELECT {clause.replace('events.search', '%s::tsvector')}",
+                                [doc, *params]).fetchone()[0]
+
+    assert matches(TextTerm("needle"))
+    assert matches(TextTerm(long_word.upper()))  # hashed on both sides
+    assert matches(TextTerm("unicode"))
+    assert matches(TextTerm("a.b", phrase=True))  # within the first positions: exact
+    assert not matches(TextTerm("missing"))
+    assert not matches(TextTerm("actor org", phrase=True))  # never across columns

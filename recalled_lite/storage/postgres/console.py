@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..base import ChainVerificationRecord, ConsoleSession, ExportRecord
+from ..base import ChainVerificationRecord, ConsoleSession
 
 _SESSION_COLUMNS = "token_hash, key_id, created_at, last_seen_at"
 _VERIFICATION_COLUMNS = (
     "id, started_at, finished_at, valid, checked, head_seq, head_hash, first_invalid, key_id"
 )
-CHAIN_COLUMNS = ", ".join(ExportRecord._fields)
 
 
 def _many(conn: Any, sql: str, rows: list[tuple]) -> None:
@@ -94,10 +93,3 @@ def last_verification(conn: Any) -> ChainVerificationRecord | None:
         id=row[0], started_at=row[1], finished_at=row[2], valid=bool(row[3]), checked=row[4],
         head_seq=row[5], head_hash=row[6], first_invalid=json.loads(row[7]) if row[7] else None,
         key_id=row[8])
-
-
-def chain_record(conn: Any, event_id: str, organization: str | None) -> ExportRecord | None:
-    row = conn.execute(f"SELECT {CHAIN_COLUMNS} FROM events WHERE id = %s", (event_id,)).fetchone()
-    if row is None or (organization is not None and row[2] != organization):
-        return None  # the tenant wall, as get_event
-    return ExportRecord._make(row)

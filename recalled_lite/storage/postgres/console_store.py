@@ -1,13 +1,13 @@
 """The console part of PostgresStore: key use, sessions, links, verification records
-(storage/postgres/console.py), and the webhook figures the console shows."""
+(storage/postgres/console.py). The webhook figures the console shows (webhook_backlog,
+preview_webhook_job) come with the webhook storage (webhook_store.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...timefmt import now_ms
-from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession, ExportRecord
-from . import console, webhook_jobs, webhook_reads
+from ..base import ApiKeyRecord, ChainVerificationRecord, ConsoleSession
+from . import console
 
 
 class ConsoleStore:
@@ -17,9 +17,6 @@ class ConsoleStore:
     write: Any
     write_sync: Any
     read: Any
-
-    async def get_event_chain_record(self, event_id: str, organization: str | None) -> ExportRecord | None:
-        return await self.read(console.chain_record, event_id, organization)
 
     def key_by_id(self, key_id: str) -> ApiKeyRecord | None:
         # Keys are few (tens): a scan of the cache is cheaper than keeping a second index exact.
@@ -64,9 +61,3 @@ class ConsoleStore:
 
     async def last_chain_verification(self) -> ChainVerificationRecord | None:
         return await self.read(console.last_verification)
-
-    async def webhook_backlog(self) -> dict[str, int]:
-        return await self.read(webhook_reads.backlog_counts)
-
-    async def preview_webhook_job(self, kind: str, subscription: Any, begin: int, end: int | None) -> int:
-        return await self.read(webhook_jobs.preview_job_count, kind, subscription, begin, end, now_ms())

@@ -242,6 +242,10 @@ def copy_log(source: Any, url: str, *, progress: Progress | None = None) -> dict
                      (head_seq, head_hash, tree_size))
         _advance_sequences(conn)
         conn.commit()
+        # Planner statistics now, not whenever autovacuum gets to it: a server started on the
+        # copy would otherwise plan its first lists and searches on a table it thinks empty.
+        conn.autocommit = True
+        conn.execute("ANALYZE")
         return {"projectId": meta.get("project_id"), "tables": copied,
                 "head": {"seq": head_seq, "hash": head_hash}, "treeSize": tree_size}
     except BaseException:

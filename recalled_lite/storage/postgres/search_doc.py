@@ -26,6 +26,7 @@ work; a prefix search cannot reach into such a token.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from .fts5_chars import FOLDS, SEPARATORS
 
@@ -48,13 +49,20 @@ def _translation() -> dict[int, str]:
 _TABLE = _translation()
 
 
+# ASCII text (most of it) takes a regular expression: there unicode61 keeps letters, digits and
+# the tokenchars '_-@', and folds only the case.
+_ASCII_TOKENS = re.compile(r"[a-z0-9_@-]+")
+
+
 def tokens(text: str) -> list[str]:
     """The tokens FTS5's unicode61 (remove_diacritics 2, tokenchars '_-@') makes of `text`."""
-    out = []
-    for token in text.translate(_TABLE).split(" "):
-        if token:
-            out.append(_lexeme(token))
-    return out
+    if text.isascii():
+        found = _ASCII_TOKENS.findall(text.lower())
+    else:
+        found = [t for t in text.translate(_TABLE).split(" ") if t]
+    if len(text) * 4 > _MAX_LEXEME_BYTES:
+        return [_lexeme(t) for t in found]
+    return found
 
 
 def _lexeme(token: str) -> str:
@@ -70,7 +78,7 @@ def quote(lexeme: str) -> str:
 
 def search_document(fts: tuple[str, str, str, str, str]) -> str:
     """The `events.search` value of (action, actor, organization, targets, metadata), as a
-    tsvector literal for `%s::tsvector`."""
+    tsvector literal for `%s::tsvector`. On the writer's path for every event: kept lean."""
     positions: dict[str, list[int]] = {}
     position = 0
     for column in fts:
@@ -78,9 +86,13 @@ def search_document(fts: tuple[str, str, str, str, str]) -> str:
             position += 1
             at = positions.get(lexeme)
             if at is None:
-                positions[lexeme] = [min(position, MAX_POSITION)]
+                positions[lexeme] = [position]
             elif len(at) < 256:
-                at.append(min(position, MAX_POSITION))
+                at.append(position)
         position += 1  # the gap: no phrase spans two columns
-    return " ".join(quote(lexeme) + ":" + ",".join(map(str, dict.fromkeys(at)))
-                    for lexeme, at in positions.items())
+    if position > MAX_POSITION:  # PostgreSQL clamps; equal positions are written once
+        for lexeme, at in positions.items():
+            positions[lexeme] = list(dict.fromkeys(min(p, MAX_POSITION) for p in at))
+    # No token holds ' or \\ (both separate tokens), so lexemes need no escaping here.
+    return " ".join([f"'{lexeme}':{at[0]}" if len(at) == 1 else f"'{lexeme}':{','.join(map(str, at))}"
+                     for lexeme, at in positions.items()])

@@ -13,6 +13,11 @@ CREATE INDEX events_keys_gin ON events USING gin (keys);
 -- Full-text search (storage/postgres/search_doc.py).
 CREATE INDEX events_search_gin ON events USING gin (search);
 
+-- A purge batch deletes the webhook messages of the events it purges by event_seq; 002's
+-- webhook_messages_once leads with subscription_id, so without this each batch would read
+-- every message.
+CREATE INDEX webhook_messages_by_event ON webhook_messages (event_seq) WHERE event_seq IS NOT NULL;
+
 -- Retention (docs/retention.md): the same tables and meaning as SQLite's 008.
 CREATE TABLE retention_rules (
     id            text    PRIMARY KEY,
