@@ -207,7 +207,7 @@ def drop_pg(url: str) -> None:
 
     import psycopg
 
-    from tests.pg_support import drop_database
+    from pg_support import drop_database
 
     for attempt in range(40):
         try:

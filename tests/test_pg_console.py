@@ -12,8 +12,8 @@ import pytest
 from recalled_lite.auth import new_key_record
 from recalled_lite.storage.base import ChainVerificationRecord, ConsoleSession
 from recalled_lite.storage.postgres.store import PostgresStore
-from tests.pg_reads_support import SECRET, corpus, drop_pg, prepared
-from tests.pg_support import create_database
+from pg_reads_support import SECRET, corpus, drop_pg, prepared
+from pg_support import create_database
 
 
 @pytest.fixture

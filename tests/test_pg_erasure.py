@@ -14,10 +14,10 @@ from recalled_lite.retention import Hold, LegalHoldActive
 from recalled_lite.search_query import parse_search_query
 from recalled_lite.storage.filters import ListFilters
 from recalled_lite.storage.postgres import erasure, reads, retention
-from tests.pg_reads_support import (
+from pg_reads_support import (
     build_sqlite, copy_to_pg, drop_pg, corpus, export_rows, pg_read, pg_write, run_sqlite, with_sqlite,
 )
-from tests.pg_support import create_database
+from pg_support import create_database
 
 ERASED_AT = 1_790_000_000_000
 
@@ -118,7 +118,7 @@ def test_a_legal_hold_refuses_the_erasure(both):
 
 
 def test_erasure_through_both_servers(tmp_path):
-    from tests.pg_reads_support import ServerPair
+    from pg_reads_support import ServerPair
 
     pair = ServerPair(tmp_path, corpus(200, seed=8))
     try:
@@ -151,7 +151,7 @@ def test_two_instances_erasing_one_actor_erase_each_event_once():
     import asyncio
 
     from recalled_lite.storage.postgres.store import PostgresStore
-    from tests.pg_reads_support import SECRET, prepared
+    from pg_reads_support import SECRET, prepared
 
     url = create_database("erase2")
     bodies = [{"action": "doc.viewed", "organization": f"org_{i % 3}",
@@ -190,7 +190,7 @@ def test_the_audit_hook_counts_every_chunk_and_runs_once():
     import asyncio
 
     from recalled_lite.storage.postgres.store import PostgresStore
-    from tests.pg_reads_support import SECRET, prepared
+    from pg_reads_support import SECRET, prepared
 
     url = create_database("eraudit")
 

@@ -12,10 +12,10 @@ import pytest
 from recalled_lite.cursors import Cursor
 from recalled_lite.storage.filters import ListFilters
 from recalled_lite.storage.postgres import reads
-from tests.pg_reads_support import (
+from pg_reads_support import (
     BASE_MS, DAY, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, pg_row_extras, run_sqlite,
 )
-from tests.pg_support import create_database
+from pg_support import create_database
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_no_skip_no_repeat_when_events_are_back_dated_between_pages(tmp_path):
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    from tests.pg_reads_support import ServerPair
+    from pg_reads_support import ServerPair
 
     pair = ServerPair(tmp_path_factory.mktemp("rsrv"), corpus(250, seed=4))
     try:

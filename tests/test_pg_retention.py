@@ -17,11 +17,11 @@ from recalled_lite.storage.base import RecordNotFound
 from recalled_lite.storage.filters import ListFilters
 from recalled_lite.storage.postgres import reads, retention
 from recalled_lite.storage.sqlite import retention as lite_retention
-from tests.pg_reads_support import (
+from pg_reads_support import (
     BASE_MS, SECRET, build_sqlite, copy_to_pg, corpus, drop_pg, export_rows, pg_read, pg_write, run_sqlite,
     with_sqlite,
 )
-from tests.pg_support import create_database
+from pg_support import create_database
 
 AT = BASE_MS + 40 * DAY_MS
 RULES = [("org_acme", None, 38), (None, "invoice.", 45), ("org_globex", "user.", 39), (None, "report.", 0)]
@@ -239,7 +239,7 @@ def test_verification_accounts_for_purged_seqs_through_their_checkpoints(both):
 def test_retention_through_both_servers(tmp_path):
     import time
 
-    from tests.pg_reads_support import ServerPair
+    from pg_reads_support import ServerPair
 
     pair = ServerPair(tmp_path, corpus(200, seed=13))
     try:
@@ -281,7 +281,7 @@ def test_two_instances_share_one_job_and_purge_each_event_once():
     import asyncio
 
     from recalled_lite.storage.postgres.store import PostgresStore
-    from tests.pg_reads_support import prepared
+    from pg_reads_support import prepared
 
     url = create_database("ret2")
     old = "2020-01-01T00:00:00Z"

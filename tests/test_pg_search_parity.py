@@ -16,8 +16,8 @@ from recalled_lite.cursors import Cursor
 from recalled_lite.search_query import parse_search_query
 from recalled_lite.storage.postgres import search_doc
 from recalled_lite.storage.postgres.reads import search_page
-from tests.pg_reads_support import WORDS, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, run_sqlite
-from tests.pg_support import create_database, pg_database  # noqa: F401 (a fixture)
+from pg_reads_support import WORDS, build_sqlite, copy_to_pg, drop_pg, corpus, pg_read, run_sqlite
+from pg_support import create_database, pg_database  # noqa: F401 (a fixture)
 
 _TOKENIZE = "unicode61 remove_diacritics 2 tokenchars '_-@'"
 
@@ -141,7 +141,7 @@ def test_pages_walk_the_same_ids(both):
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    from tests.pg_reads_support import ServerPair
+    from pg_reads_support import ServerPair
 
     pair = ServerPair(tmp_path_factory.mktemp("psrv"), corpus(300, seed=21))
     try:
