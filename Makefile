@@ -36,11 +36,12 @@ serve: $(RUNTIME_STAMP)
 # passes run even if the first fails, so one run shows every failure; the exit status is the
 # first failing pass's.
 test: $(TEST_STAMP)
-	@status=0; \
+	@status=0; pg=0; \
 	RECALLED_TEST_BACKEND=sqlite $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$$RECALLED_TEST_PG_URL" ]; then \
 	  echo "== the same suite on PostgreSQL (RECALLED_TEST_BACKEND=postgres)"; \
-	  RECALLED_TEST_BACKEND=postgres $(PY) -m pytest -q $(PYTEST_ARGS) || { [ $$status -ne 0 ] || status=$$?; }; \
+	  RECALLED_TEST_BACKEND=postgres $(PY) -m pytest -q $(PYTEST_ARGS) || pg=$$?; \
+	  [ $$status -ne 0 ] || status=$$pg; \
 	else \
 	  echo "RECALLED_TEST_PG_URL is not set: the PostgreSQL pass did not run (source .ci/postgres-up)"; \
 	fi; \

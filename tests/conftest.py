@@ -323,7 +323,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     postgres = pg_support.on_postgres()
+    # `make test` names the SQLite pass explicitly; the PostgreSQL-only files (tests/test_pg_*.py)
+    # then wait for the PostgreSQL pass instead of running twice. Run by hand (no
+    # RECALLED_TEST_BACKEND), they run whenever RECALLED_TEST_PG_URL is set.
+    sqlite_pass = os.environ.get("RECALLED_TEST_BACKEND") == "sqlite"
     for item in items:
+        if sqlite_pass and item.path.name.startswith("test_pg_"):
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only: runs in the PostgreSQL pass (make test-postgres)"))
+            continue
         marker = item.get_closest_marker("sqlite_only")
         if marker is None:
             continue

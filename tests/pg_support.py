@@ -60,11 +60,22 @@ def create_database(prefix: str = "t") -> str:
 
 
 def drop_database(url: str) -> None:
+    import time
+
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # FORCE cannot end a backend of another role (an autovacuum worker on the database, seen
+    # as InsufficientPrivilege) and a backend may still be exiting (ObjectInUse): both pass.
+    for attempt in range(50):
+        try:
+            with psycopg.connect(admin_url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 _NAME = re.compile(r"^rl_[a-z0-9]+_(\d+)_\d+_[0-9a-f]{6}$")

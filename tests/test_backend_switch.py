@@ -96,3 +96,12 @@ def test_sqlite_only_without_a_reason_is_refused(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
                            str(probe)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "needs a reason" in done.stdout + done.stderr
+
+
+def test_postgres_only_files_wait_for_the_postgres_pass(tmp_path: Path) -> None:
+    probe = tmp_path / "test_pg_probe.py"
+    probe.write_text("def test_x():\n    pass\n")
+    env = {**os.environ, "RECALLED_TEST_BACKEND": "sqlite", "PYTHONPATH": str(ROOT / "tests")}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "conftest",
+                           str(probe)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "1 skipped" in done.stdout and "runs in the PostgreSQL pass" in done.stdout, done.stdout + done.stderr

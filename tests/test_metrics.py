@@ -85,7 +85,8 @@ def test_metrics_parse_and_carry_every_histogram_after_traffic(make_server):
     sizes = {s.labels["file"]: s.value for s in found["recalled_database_size_bytes"].samples}
     assert sizes["database"] > 0 and "wal" in sizes
     build = found["recalled_build_info"].samples[0]
-    assert build.labels["version"] == __version__ and build.labels["sqlite"] == sqlite3.sqlite_version
+    engine = ("postgresql", srv.query("SHOW server_version")[0][0]) if srv.on_postgres else ("sqlite", sqlite3.sqlite_version)
+    assert build.labels["version"] == __version__ and build.labels[engine[0]] == engine[1]
     assert build.labels["python"]
     assert found["process_resident_memory_bytes"].samples[0].value > 1_000_000
 
@@ -94,7 +95,10 @@ def test_metrics_parse_and_carry_every_histogram_after_traffic(make_server):
     assert found["recalled_writer_groups"].type == "counter"
     assert found["recalled_writer_ops"].samples[0].value >= 5
     info = found["recalled_storage_info"].samples[0]
-    assert info.labels == {"fts": "on", "journal_mode": "wal", "secure_delete": "on", "synchronous": "FULL"}
+    if srv.on_postgres:  # what the write connection runs with, read back from PostgreSQL
+        assert info.labels == {"fsync": "on", "fts": "on", "synchronous_commit": "on"}
+    else:
+        assert info.labels == {"fts": "on", "journal_mode": "wal", "secure_delete": "on", "synchronous": "FULL"}
     statuses = {s.labels["status"]: s.value for s in found["recalled_http_requests"].samples}
     assert statuses["404"] == 30 and statuses["200"] >= 8
     assert samples(found["recalled_webhook_deliveries"], "_total")[0].value >= 4

@@ -68,7 +68,9 @@ def test_metrics_count_writes_and_webhook_deliveries(make_server):
 
             def scrape() -> dict[str, float]:
                 text = c.get("/metrics").text
-                return {line.split(" ")[0]: float(line.split(" ")[1])
+                # The value is the last field: a label value may hold spaces (PostgreSQL's
+                # server_version does, in recalled_build_info).
+                return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                         for line in text.splitlines() if line and not line.startswith("#")}
 
             values = wait_until(lambda: (v := scrape())["recalled_webhook_deliveries_total"] >= 3 and v,
@@ -80,6 +82,11 @@ def test_metrics_count_writes_and_webhook_deliveries(make_server):
             assert values['recalled_http_requests_total{status="200"}'] >= 3
             assert "recalled_webhook_in_flight" in values
             # What the server really runs with, read back from SQLite: the defaults.
-            assert values['recalled_storage_info{fts="on",journal_mode="wal",secure_delete="on",synchronous="FULL"}'] == 1
+            if srv.on_postgres:  # ... or from PostgreSQL
+                (info,) = [k for k in values if k.startswith("recalled_storage_info{")]
+                assert set(info[len("recalled_storage_info{"):-1].split(",")) == {
+                    'fsync="on"', 'fts="on"', 'synchronous_commit="on"'} and values[info] == 1
+            else:
+                assert values['recalled_storage_info{fts="on",journal_mode="wal",secure_delete="on",synchronous="FULL"}'] == 1
     finally:
         receiver.close()
