@@ -35,6 +35,15 @@ def version_text() -> str:
     return f"recalled-lite {__version__} (Python {sys.version.split()[0]}, {engine_description()})"
 
 
+class _PrintVersion(argparse.Action):
+    """argparse's own version action reflows its text to the terminal width; this one prints
+    exactly what `recalled-lite version` prints, on one line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(version_text())
     return 0
@@ -42,7 +51,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recalled-lite", description="Self-hosted audit log server.")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP server")
