@@ -321,8 +321,48 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"recalled-lite test backend: {pg_support.backend()}"
 
 
+# Files whose subject is not storage: they run once, in the SQLite pass, so both passes fit
+# CI's 30 minutes. Every file that stores or reads the log runs on both backends; the reason
+# names where the storage side of each subject is tested on PostgreSQL (docs/testing.md).
+BACKEND_NEUTRAL = {
+    "test_packaging.py": "the wheel and a pip install from a fresh clone, not the database",
+    "test_docs_standalone.py": "the docs' links and words",
+    "test_operations_doc.py": "the operations guide's commands, written for the default SQLite file",
+    "test_quickstart.py": "README's quick start, which uses the default SQLite file",
+    "test_openapi.py": "the OpenAPI document against the routes",
+    "test_fuzz_openapi.py": "request validation against the OpenAPI document (before any store call)",
+    "test_http_framing.py": "HTTP/1.1 framing in front of the app",
+    "test_http_edge.py": "the HTTP edge (headers, sizes, methods) in front of the app",
+    "test_http_tls.py": "TLS termination",
+    "test_http_protocol_units.py": "HTTP parsing units",
+    "test_slow_clients.py": "slow and stalled connections, held before the app",
+    "test_json_depth.py": "JSON decoding limits",
+    "test_abuse.py": "per-address buckets and lockouts, kept in memory",
+    "test_console_browser.py": "a real browser on the console's pages; their store reads run on both "
+                               "backends in test_console_events, _sessions and _webhooks",
+    "test_receipts_browser.py": "a real browser on the receipt page; receipts run on both backends "
+                                "in test_proofs_api",
+    "test_jdk_client.py": "the JDK HTTP client against the API; test_sdk_interop runs on both",
+    "test_ssrf.py": "the webhook destination guard (addresses, not storage)",
+    "test_webhook_ssrf_server.py": "the destination guard through the server",
+    "test_webhook_http1.py": "the own HTTP/1.1 delivery client",
+    "test_webhook_netstream.py": "the delivery client's network stream",
+    "test_webhook_signing.py": "Standard Webhooks signatures",
+    "test_webhook_sloppy.py": "sloppy receivers' responses, classified by the delivery client",
+    "test_search_query.py": "the search query parser",
+    "test_merkle_units.py": "the tree math",
+    "test_retry_schedule.py": "the retry schedule arithmetic",
+    "test_core_units.py": "pure units of intake and the chain",
+    "test_audit_units.py": "how audit events are built",
+    "test_webhook_transitions.py": "the subscription state machine",
+    "test_bench_peer_fallback.py": "the bench's rows",
+    "test_storage_boundary.py": "an import scan of the source",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     postgres = pg_support.on_postgres()
+    postgres_pass = os.environ.get("RECALLED_TEST_BACKEND") == "postgres"
     # `make test` names the SQLite pass explicitly; the PostgreSQL-only files (tests/test_pg_*.py)
     # then wait for the PostgreSQL pass instead of running twice. Run by hand (no
     # RECALLED_TEST_BACKEND), they run whenever RECALLED_TEST_PG_URL is set.
@@ -330,6 +370,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if sqlite_pass and item.path.name.startswith("test_pg_"):
             item.add_marker(pytest.mark.skip(reason="PostgreSQL-only: runs in the PostgreSQL pass (make test-postgres)"))
+            continue
+        neutral = BACKEND_NEUTRAL.get(item.path.name)
+        if postgres_pass and neutral:
+            item.add_marker(pytest.mark.skip(reason=f"backend-neutral, runs in the SQLite pass: {neutral}"))
             continue
         marker = item.get_closest_marker("sqlite_only")
         if marker is None:
