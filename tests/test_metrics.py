@@ -85,7 +85,7 @@ def test_metrics_parse_and_carry_every_histogram_after_traffic(make_server):
     sizes = {s.labels["file"]: s.value for s in found["recalled_database_size_bytes"].samples}
     assert sizes["database"] > 0 and "wal" in sizes
     build = found["recalled_build_info"].samples[0]
-    engine = ("postgresql", srv.query("SHOW server_version")[0][0]) if srv.on_postgres else ("sqlite", sqlite3.sqlite_version)
+    engine = ("postgresql", srv.query("SHOW server_version")[0][0].split()[0]) if srv.on_postgres else ("sqlite", sqlite3.sqlite_version)
     assert build.labels["version"] == __version__ and build.labels[engine[0]] == engine[1]
     assert build.labels["python"]
     assert found["process_resident_memory_bytes"].samples[0].value > 1_000_000

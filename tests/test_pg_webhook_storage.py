@@ -206,8 +206,10 @@ def test_webhook_ops_take_the_chain_head_lock_first(pair, db):
 
 
 def test_a_dead_instances_leased_rows_are_taken_back_after_the_lease_with_the_same_ids(pair, db):
-    a = pair(lease_ms=400)
-    b = pair(lease_ms=400)
+    # A lease long enough that a loaded machine cannot let a's expire between its steps
+    # (400 ms did, under a full test run), short enough to wait out.
+    a = pair(lease_ms=3000)
+    b = pair(lease_ms=3000)
     sub = subscribe(a)
     enable(a, sub.id)
     append(a, ["order.1", "order.2"])
@@ -311,7 +313,7 @@ def test_a_job_is_run_by_one_instance_and_adopted_when_its_lease_ends(pair, db):
     assert rows(db, "SELECT status, scanned FROM webhook_jobs")[0] == ("running", 0)
     assert run(a.wh.job_step(job_id, 1, 100)) == "more"
     # a "dies"; after the lease, b's tick adopts the job and b finishes it.
-    time.sleep(0.5)
+    time.sleep(3.2)
     run(b.wh.reclaim_expired(frozenset()))
     assert job_id in b.jobs()
     while (step := run(b.wh.job_step(job_id, 1, 100))) == "more":
