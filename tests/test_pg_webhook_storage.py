@@ -206,10 +206,8 @@ def test_webhook_ops_take_the_chain_head_lock_first(pair, db):
 
 
 def test_a_dead_instances_leased_rows_are_taken_back_after_the_lease_with_the_same_ids(pair, db):
-    # A lease long enough that a loaded machine cannot let a's expire between its steps
-    # (400 ms did, under a full test run), short enough to wait out.
-    a = pair(lease_ms=3000)
-    b = pair(lease_ms=3000)
+    a = pair(lease_ms=400)
+    b = pair(lease_ms=400)
     sub = subscribe(a)
     enable(a, sub.id)
     append(a, ["order.1", "order.2"])
@@ -298,8 +296,10 @@ def test_notify_makes_the_other_instance_reload_its_subscriptions(pair, db):
 
 
 def test_a_job_is_run_by_one_instance_and_adopted_when_its_lease_ends(pair, db):
-    a = pair(lease_ms=400)
-    b = pair(lease_ms=400)
+    # A lease long enough that a loaded machine cannot let a's expire between its steps
+    # (400 ms did, under a full test run), short enough to wait out.
+    a = pair(lease_ms=3000)
+    b = pair(lease_ms=3000)
     sub = subscribe(a)
     enable(a, sub.id)
     append(a, ["order.1", "order.2", "order.3"])
