@@ -18,8 +18,10 @@ SLOW = 200
 
 async def _trickle(port: int, started: asyncio.Event, result: list) -> None:
     """Send a request head one byte every 0.25 s, for at most 8 s; record what the server did."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # Timed from before the connect: the server's deadline runs from its accept, which can come
+    # well before this task resumes with 200 connections opening at once.
     opened = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = b"GET /v1/events HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
     writer.write(head[:10])
     await writer.drain()
