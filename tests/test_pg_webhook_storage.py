@@ -283,7 +283,9 @@ def test_the_loops_resync_reloads_subscriptions_changed_elsewhere_without_notify
     assert sub.id not in b.wh.subs
     run(b.wh.due_snapshot())  # what delivery/service.py runs every 30 s
     wait_until(lambda: sub.id in b.wh.subs, timeout=5, message="b reloaded")
-    assert any(s is not None and sub.id in s for s, *_ in list(b.told))  # and told its loop
+    # ... and told its loop, which comes just after the reload (so it is waited for too)
+    wait_until(lambda: any(s is not None and sub.id in s for s, *_ in list(b.told)), timeout=5,
+               message="b's loop given the reloaded subscription")
 
 
 def test_notify_makes_the_other_instance_reload_its_subscriptions(pair, db):
