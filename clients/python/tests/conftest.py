@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
 from .harness import DATABASES, Server, drop_databases
+
+HERE = Path(__file__).resolve().parent
+
+# Files about the client itself, not the server's storage: on the PostgreSQL pass of the
+# repository's `make test` they are skipped, each with its reason, and run in the SQLite pass.
+# test_client_api, test_client_sender and test_client_webhooks run on both backends.
+BACKEND_NEUTRAL = {
+    "test_client_packaging.py": "the client's wheel and its examples",
+    "test_client_units.py": "the client's pure units",
+    "test_client_spool.py": "the client's local spool, which holds what the server has not acknowledged",
+    "test_client_processes.py": "the client's spool shared by processes, SIGKILL and exit of the client",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("RECALLED_TEST_BACKEND") != "postgres":
+        return
+    for item in items:
+        reason = BACKEND_NEUTRAL.get(item.path.name)
+        if reason and HERE in item.path.parents:
+            item.add_marker(pytest.mark.skip(reason=f"backend-neutral, runs in the SQLite pass: {reason}"))
 
 
 @pytest.fixture(scope="module", autouse=True)
