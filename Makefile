@@ -14,10 +14,6 @@ TEST_STAMP    := $(VENV)/.test-stamp
 install: $(RUNTIME_STAMP)
 install-test: $(TEST_STAMP)
 
-# In `make test` the PostgreSQL pass runs the backend's own files: the whole suite on
-# PostgreSQL took 19 min on a 2-core machine (fresh clone, 2026-12-03), on top of 17.5 for SQLite, past CI's 30 minutes.
-PG_TESTS := $(wildcard tests/test_pg_*.py)
-
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
@@ -35,21 +31,12 @@ $(TEST_STAMP): $(RUNTIME_STAMP) requirements/test.txt clients/python/pyproject.t
 serve: $(RUNTIME_STAMP)
 	$(VENV)/bin/recalled-lite serve $(ARGS)
 
-# The suite runs on SQLite, then again with every server on a fresh PostgreSQL database when
-# RECALLED_TEST_PG_URL names a cluster (.ci/postgres-up sets it; tests/pg_support.py). Both
-# passes run even if the first fails, so one run shows every failure; the exit status is the
-# first failing pass's.
+# The whole suite on SQLite and, when RECALLED_TEST_PG_URL names a cluster (.ci/postgres-up sets
+# it; tests/pg_support.py), the whole suite again with every server on a fresh PostgreSQL
+# database. The two passes run side by side (tests/run_passes.py says why); both run to the
+# end even if one fails, so one run shows every failure.
 test: $(TEST_STAMP)
-	@status=0; pg=0; \
-	RECALLED_TEST_BACKEND=sqlite $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
-	if [ -n "$$RECALLED_TEST_PG_URL" ]; then \
-	  echo "== the PostgreSQL backend's own tests (tests/test_pg_*.py; the whole suite on PostgreSQL: make test-postgres)"; \
-	  RECALLED_TEST_BACKEND=postgres $(PY) -m pytest -q $(PYTEST_ARGS) $(PG_TESTS) || pg=$$?; \
-	  [ $$status -ne 0 ] || status=$$pg; \
-	else \
-	  echo "RECALLED_TEST_PG_URL is not set: the PostgreSQL pass did not run (source .ci/postgres-up)"; \
-	fi; \
-	exit $$status
+	@$(PY) tests/run_passes.py $(PYTEST_ARGS)
 
 test-sqlite: $(TEST_STAMP)
 	RECALLED_TEST_BACKEND=sqlite $(PY) -m pytest -q $(PYTEST_ARGS)

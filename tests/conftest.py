@@ -369,7 +369,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     sqlite_pass = os.environ.get("RECALLED_TEST_BACKEND") == "sqlite"
     for item in items:
         if sqlite_pass and item.path.name.startswith("test_pg_"):
-            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only: runs in the PostgreSQL pass (make test-postgres)"))
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL-only: runs in the PostgreSQL pass (make test, or make test-postgres)"))
             continue
         neutral = BACKEND_NEUTRAL.get(item.path.name)
         if postgres_pass and neutral:
