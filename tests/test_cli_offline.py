@@ -41,7 +41,7 @@ def listing(directory: Path) -> list[str]:
 def tamper(db: Path, sql: str) -> None:
     """As an attacker with shell access would: the sqlite3 CLI, triggers dropped first."""
     if shutil.which("sqlite3"):
-        subprocess.run(["sqlite3", str(db)], input=sql, text=True, check=True)
+        subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(db)], input=sql, text=True, check=True)
     else:
         conn = sqlite3.connect(db)
         conn.executescript(sql)

@@ -114,7 +114,7 @@ PG_OPEN = "ALTER TABLE events DISABLE TRIGGER USER; "  # every append-only trigg
 def run_sql(db_path, sql: str) -> None:
     """Alter the file the way an attacker with shell access would: the sqlite3 CLI."""
     if shutil.which("sqlite3"):
-        subprocess.run(["sqlite3", str(db_path)], input=sql, text=True, check=True)
+        subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(db_path)], input=sql, text=True, check=True)
     else:  # same effect through the library, on machines without the CLI
         conn = sqlite3.connect(db_path)
         conn.executescript(sql)

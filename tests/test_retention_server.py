@@ -249,7 +249,7 @@ def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_ser
         db.close()
     # With the trigger dropped, the row goes: the forged tombstone is not covered by its
     # signed retention checkpoint (there is no checkpoint 99), so verify fails at that seq.
-    subprocess.run(["sqlite3", str(srv.db_path),
+    subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(srv.db_path),
                     f"DROP TRIGGER events_append_only_delete; DELETE FROM events WHERE seq = {victim};"],
                    check=True, timeout=30)
     with srv.client() as c:
@@ -258,7 +258,7 @@ def test_a_row_deleted_behind_the_servers_back_is_tampering_not_a_purge(make_ser
     assert "not accounted for" in result["firstInvalid"]["reason"]
     # A deletion with no tombstone at all is a plain gap.
     other = stored[8]["seq"]
-    subprocess.run(["sqlite3", str(srv.db_path), f"DELETE FROM events WHERE seq = {other};"], check=True, timeout=30)
+    subprocess.run(["sqlite3", "-cmd", ".timeout 10000", str(srv.db_path), f"DELETE FROM events WHERE seq = {other};"], check=True, timeout=30)
     with srv.client() as c:
         result = c.get("/v1/events/verify", params={"from_seq": victim + 1}).json()["data"]
     assert not result["valid"] and result["firstInvalid"]["reason"] == f"seq gap: expected {other}, found {other + 1}"
