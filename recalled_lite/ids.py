@@ -75,6 +75,12 @@ class UlidGenerator:
     def new(self) -> str:
         return self.batch(1)[0]
 
+    def last_ms(self) -> int:
+        """The time part of the last id issued (0 before the first): ahead of the clock after
+        continue_after() met an id from a clock that was ahead."""
+        with self._lock:
+            return self._last >> 80
+
     def continue_after(self, ulid: str) -> None:
         """Never issue an id at or below `ulid` (the last one stored): keeps ids ordered across a
         restart even if the clock is now behind the last id's time."""

@@ -355,6 +355,7 @@ BACKEND_NEUTRAL = {
     "test_core_units.py": "pure units of intake and the chain",
     "test_audit_units.py": "how audit events are built",
     "test_webhook_transitions.py": "the subscription state machine",
+    "test_webhook_job_bounds.py": "a recover job's id range, pure",
     "test_bench_peer_fallback.py": "the bench's rows",
     "test_storage_boundary.py": "an import scan of the source",
 }

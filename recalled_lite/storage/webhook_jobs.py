@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 from ..delivery.replay import recover_bounds, replay_candidates
 from ..delivery.subscriptions import SubscriptionInfo, TypeFilter
+from ..ids import ulids
 
 Conn = Any
 
@@ -51,7 +52,9 @@ def job_start(q: JobQueries, conn: Conn, kind: str, sub_id: str, begin: int, end
         first = q.first_seq_for_replay(conn, begin)
         cursor_seq = (first if first is not None else stop_seq + 1) - 1
         return JobStart(cursor_seq, stop_seq, None, None, max(stop_seq - cursor_seq, 0))
-    cursor_id, stop_id = recover_bounds(begin, end, now)
+    # Message ids come from the id clock, which continue_after() keeps ahead of every stored id
+    # (another instance's clock, or ours set back): "up to now" must reach the ids issued so far.
+    cursor_id, stop_id = recover_bounds(begin, end, max(now, ulids.last_ms()))
     return JobStart(None, None, cursor_id, stop_id, q.count_failed(conn, sub_id, cursor_id, stop_id))
 
 
