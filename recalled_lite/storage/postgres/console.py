@@ -46,7 +46,7 @@ def touch_sessions(conn: Any, seen: dict[str, int]) -> None:
 
 def delete_sessions(conn: Any, token_hashes: list[str]) -> None:
     if token_hashes:
-        conn.execute("DELETE FROM console_sessions WHERE token_hash = ANY(%s::text[])", (list(token_hashes),))
+        conn.execute("DELETE FROM console_sessions WHERE token_hash = ANY(%b::text[])", (list(token_hashes),))
 
 
 def purge(conn: Any, idle_before: int, now: int) -> int:

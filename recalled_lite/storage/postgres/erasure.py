@@ -42,7 +42,7 @@ _ERASE_ROW = (
     "actor_name = CASE WHEN actor_name IS NULL THEN NULL ELSE %s END, "
     "actor_email = CASE WHEN actor_email IS NULL THEN NULL ELSE %s END, "
     "metadata = NULL, ip_address = NULL, user_agent = NULL, personal_salt = NULL, "
-    "request_digest = NULL, erased_at = %s, keys = %s::text[], search = %s::tsvector "
+    "request_digest = NULL, erased_at = %s, keys = %b::text[], search = %s::tsvector "
     "WHERE seq = %s AND erased_at IS NULL"
 )
 

@@ -239,7 +239,7 @@ def purge_batch(conn: Any, job_id: str, project_id: str, secret: bytes, default_
 
 def _delete_events(conn: Any, job: RetentionJob, project_id: str, secret: bytes, seqs: list[int],
                    per_rule: dict[str, dict[str, Any]], at: int) -> None:
-    stones = conn.execute("SELECT seq, hash, signature FROM events WHERE seq = ANY(%s::bigint[]) ORDER BY seq",
+    stones = conn.execute("SELECT seq, hash, signature FROM events WHERE seq = ANY(%b::bigint[]) ORDER BY seq",
                           (seqs,)).fetchall()
     previous = conn.execute("SELECT id, hash FROM retention_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
     row = checkpoint_row(job, project_id, secret, stones, previous, per_rule, at)
@@ -249,11 +249,11 @@ def _delete_events(conn: Any, job: RetentionJob, project_id: str, secret: bytes,
         cur.executemany("INSERT INTO retention_tombstones (seq, hash, signature, checkpoint_id) "
                         "VALUES (%s,%s,%s,%s)", [(seq, h, s, cp_id) for seq, h, s in stones])
     for table in ("webhook_attempts", "webhook_messages", "receipts"):
-        conn.execute(f"DELETE FROM {table} WHERE event_seq = ANY(%s::bigint[])", (seqs,))
+        conn.execute(f"DELETE FROM {table} WHERE event_seq = ANY(%b::bigint[])", (seqs,))
     # Set only around the DELETE and cleared right after: the flag is transaction-local, and
     # the rest of the write group must not run with it.
     conn.execute("SELECT set_config('recalled.retention_purge', 'on', true)")
-    deleted = conn.execute("DELETE FROM events WHERE seq = ANY(%s::bigint[])", (seqs,)).rowcount
+    deleted = conn.execute("DELETE FROM events WHERE seq = ANY(%b::bigint[])", (seqs,)).rowcount
     conn.execute("SELECT set_config('recalled.retention_purge', 'off', true)")
     if deleted != len(seqs):
         raise psycopg.DataError(f"retention: {deleted} of {len(seqs)} events deleted; batch abandoned")

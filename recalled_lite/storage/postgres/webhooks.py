@@ -54,8 +54,8 @@ log = logging.getLogger("recalled_lite.webhooks")
 _INSERT_MESSAGES = (
     "INSERT INTO webhook_messages (id, subscription_id, event_seq, type, example_action, status, "
     "trigger, attempt_id, created_at, queued_at, next_attempt_at, lease_until, lease_owner) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
-    "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[])"
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[])"
 )
 _FAIL_PENDING = (
     "UPDATE webhook_messages SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, "
