@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -45,8 +46,18 @@ def drop_database(admin: str, url: str) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # After a prefill an autovacuum worker may be on the database: FORCE cannot end a backend
+    # of another role (InsufficientPrivilege), and it is gone a moment later (as in
+    # tests/pg_support.py, where the same happened).
+    for attempt in range(100):
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
 
 
 def count_events(url: str) -> int:
