@@ -46,9 +46,9 @@ def drop_database(admin: str, url: str) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    # After a prefill an autovacuum worker may be on the database: FORCE cannot end a backend
-    # of another role (InsufficientPrivilege), and it is gone a moment later (as in
-    # tests/pg_support.py, where the same happened).
+    # After a prefill or a test an autovacuum worker may be on the database: FORCE cannot end a
+    # backend of another role (InsufficientPrivilege), and a backend may still be exiting
+    # (ObjectInUse); both are gone a moment later. tests/pg_support.py drops through this too.
     for attempt in range(100):
         try:
             with psycopg.connect(admin, autocommit=True) as conn:

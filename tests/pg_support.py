@@ -60,22 +60,11 @@ def create_database(prefix: str = "t") -> str:
 
 
 def drop_database(url: str) -> None:
-    import time
+    # One drop for the bench and the tests: it retries while an autovacuum worker or an exiting
+    # backend holds the database (bench/postgres.py says why).
+    from bench.postgres import drop_database as drop
 
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    # FORCE cannot end a backend of another role (an autovacuum worker on the database, seen
-    # as InsufficientPrivilege) and a backend may still be exiting (ObjectInUse): both pass.
-    for attempt in range(50):
-        try:
-            with psycopg.connect(admin_url(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-            if attempt == 49:
-                raise
-            time.sleep(0.1)
+    drop(admin_url(), url)
 
 
 _NAME = re.compile(r"^rl_[a-z0-9]+_(\d+)_\d+_[0-9a-f]{6}$")
