@@ -46,13 +46,20 @@ def drop_database(admin: str, url: str) -> None:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    # After a prefill or a test an autovacuum worker may be on the database: FORCE cannot end a
-    # backend of another role (InsufficientPrivilege), and a backend may still be exiting
-    # (ObjectInUse); both are gone a moment later. tests/pg_support.py drops through this too.
+    # FORCE cannot end a backend of another role: an autovacuum worker, busy for many seconds
+    # after a big load (InsufficientPrivilege). A plain DROP DATABASE ends autovacuum workers
+    # itself, so then this role's own sessions are ended first and the plain form is used. A
+    # backend still exiting (ObjectInUse) is gone a moment later. tests/pg_support.py drops
+    # through this too.
     for attempt in range(100):
         try:
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except psycopg.errors.InsufficientPrivilege:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                 "AND usename = current_user AND pid <> pg_backend_pid()", (name,))
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             return
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
             if attempt == 99:
