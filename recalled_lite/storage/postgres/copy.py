@@ -161,7 +161,7 @@ def _copy_events(conn: psycopg.Connection, source: Any, columns: list[str], type
     with conn.cursor() as cur:
         for page in source.rows("events", columns):
             # keys and search travel as the text of a text[] and a tsvector: COPY parses them
-            # with the types' own input functions, as `%b::text[]` and `%s::tsvector` would.
+            # with the types' own input functions, as a text parameter cast to them would.
             with cur.copy(f"COPY events ({names}, keys, search) FROM STDIN") as copy:
                 for row in _convert(page, converters):
                     copy.write_row([*row, *_event_extras(row, at)])
