@@ -42,7 +42,7 @@ from .errors import (
 )
 from .ids import new_id
 from .metrics import AppMetrics
-from .routing import merge_routes, serve_trailing_slash
+from .routing import HotRoutes, merge_routes, serve_trailing_slash
 from .timefmt import format_ms
 
 log = logging.getLogger("recalled_lite")
@@ -313,7 +313,7 @@ def create_app(config: Config, store: Any, services: list[Any] | None = None) ->
     app.state.ctx = ctx
     app.state.metrics = metrics
     return RequestContextMiddleware(
-        app,
+        HotRoutes(app, events_api.intake_routes),
         max_request_bytes=config.server.max_request_bytes,
         access_log_enabled=config.server.access_log,
         metrics=metrics,

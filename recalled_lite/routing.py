@@ -21,8 +21,9 @@ proxy, and which a client may not follow with its POST body).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match, Route, Router
 
 from .errors import MethodNotAllowed, NotFound
@@ -102,3 +103,66 @@ def serve_trailing_slash(router: Router) -> None:
         raise NotFound("no such route")
 
     router.default = not_found  # type: ignore[method-assign]
+
+
+class HotRoutes:
+    """The intake routes, answered without Starlette's middleware stack and router.
+
+    `POST /v1/events` and `/v1/events/batch` take nearly all the traffic, and for each of
+    them Starlette's layers (ServerErrorMiddleware, ExceptionMiddleware, the router trying
+    routes in order, request_response) cost about as much Python as the endpoint's own
+    HTTP work (BENCHMARKS.md, "where a single-event request's time goes"). An exact
+    (method, path) match skips them; everything else, including the same paths with a
+    trailing slash or another method, goes through Starlette as before.
+
+    What the layers do is kept: the scope gets what the router would put in it (`app`,
+    `router`, `route`, `endpoint`, `path_params`: the metrics' route label and
+    `request.app` read them), an exception of a kind the app has a handler for is answered
+    by that handler, and any other is answered by the catch-all handler and then re-raised
+    (as ServerErrorMiddleware does) for the outer middleware to log.
+    """
+
+    def __init__(self, app: Any, routes: Iterable[Route]) -> None:
+        self.app = app  # where every other request goes
+        self.starlette = app
+        self.router = app.router
+        self.table: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            for method in route.methods or ():
+                if method != "HEAD":
+                    self.table[(method, route.path)] = route
+        handlers = dict(app.exception_handlers)
+        self.catch_all = handlers.pop(Exception, None) or handlers.pop(500, None)
+        self.handlers = {cls: handler for cls, handler in handlers.items() if isinstance(cls, type)}
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        route = self.table.get((scope.get("method"), scope["path"])) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.starlette
+        scope["router"] = self.router
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is not None:
+                response = await handler(request, exc)
+                exc.__traceback__ = None  # a reused exception instance would keep growing it
+            elif self.catch_all is not None:
+                await (await self.catch_all(request, exc))(scope, receive, send)
+                raise
+            else:
+                raise
+        await response(scope, receive, send)
+
+    def _handler_for(self, exc: Exception) -> Callable | None:
+        for cls in type(exc).__mro__:
+            handler = self.handlers.get(cls)
+            if handler is not None:
+                return handler
+        return None
