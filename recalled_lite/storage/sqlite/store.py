@@ -129,13 +129,19 @@ class AppendEvents(WriteOp):
             records.append(record)
         outcomes = settle(plan)
         seq, prev_hash = records[-1].seq, records[-1].hash
+        # The two FTS5 tables come last. FTS5 keeps a group's rows in memory and writes them
+        # out at COMMIT, or earlier when a later statement opens a statement journal (the
+        # tiles' upsert fires a trigger; the webhook outbox): then that statement pays for
+        # it (the upsert showed 21 us per event in process, groups of 16, against 1 us with
+        # this order). The work is the same either way, give or take: callgrind counted 2 %
+        # fewer instructions in sqlite3_step with this order.
         conn.executemany(_INSERT_EVENT, event_rows)
-        conn.executemany(_INSERT_KEYS, key_rows)
+        tree = append_leaves(conn, state["tree"], records)  # the Merkle tiles, same transaction
         conn.executemany(_UPSERT_BLOCK, [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())])
-        conn.executemany(_INSERT_FTS, fts_rows)
         for hook in state["intake_hooks"]:
             hook(conn, records)
-        tree = append_leaves(conn, state["tree"], records)  # the Merkle tiles, same transaction
+        conn.executemany(_INSERT_KEYS, key_rows)
+        conn.executemany(_INSERT_FTS, fts_rows)
         # Only now, with every statement done, does the head move: an exception
         # above fails the whole group and the writer reloads the head from disk.
         state["head_seq"], state["head_hash"], state["tree"] = seq, prev_hash, tree
