@@ -177,7 +177,7 @@ def _durability_settings(conn: sqlite3.Connection) -> dict[str, str]:
 class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore, IntegrityStore, ConsoleStore):
     shared_writers = False  # one server per file (the instance lock); a CLI append is rare
     def __init__(self, path: Path, *, secret: bytes, synchronous: str = "FULL",
-                 busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 32,
+                 busy_timeout_ms: int = 5000, readers: int = 4, cache_mb: int = 16,
                  max_page_count: int = 0) -> None:
         self.path = Path(path)
         self._secret = secret
