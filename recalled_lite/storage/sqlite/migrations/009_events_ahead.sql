@@ -7,21 +7,12 @@
 -- instead of 2 ms for 100,000 matches. Now max_below covers only events dated at most
 -- keys.AHEAD_MS (60 s) after their received_at; the others are listed here and merged into
 -- each page on their own (storage/sqlite/reads.py, keyed_page).
+--
+-- migrate.py fills the table and recomputes max_below over the other events, with a progress
+-- bar, in this same transaction. A block that holds nothing else keeps the bound it had:
+-- looser than it need be, still true.
 CREATE TABLE events_ahead (
     seq         INTEGER PRIMARY KEY,   -- events.seq
     occurred_at INTEGER NOT NULL       -- events.occurred_at, for the merge's range scan
 );
 CREATE INDEX events_ahead_by_time ON events_ahead (occurred_at, seq);
-
-INSERT INTO events_ahead (seq, occurred_at)
-SELECT seq, occurred_at FROM events WHERE occurred_at > received_at + 60000;
-
--- max_below again, over the other events only. A block that holds nothing else keeps the
--- bound it had: looser than it need be, still true.
-WITH per_block AS (
-    SELECT seq >> 10 AS block, max(occurred_at) AS hi FROM events
-    WHERE occurred_at <= received_at + 60000 GROUP BY seq >> 10
-), running AS (
-    SELECT block, max(hi) OVER (ORDER BY block ROWS UNBOUNDED PRECEDING) AS below FROM per_block
-)
-UPDATE event_blocks SET max_below = running.below FROM running WHERE running.block = event_blocks.block;
