@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,17 @@ pytestmark = pytest.mark.sqlite_only("rewrites an SQLite file back to the pre-00
 
 CLI = [sys.executable, "-m", "recalled_lite.cli"]
 
+# The release before 009 (events_ahead): max_below over every event, as 007 computed it.
+BEFORE_009 = """
+DROP TABLE events_ahead;
+UPDATE event_blocks SET max_below = r.below FROM (
+    SELECT block, max(hi) OVER (ORDER BY block ROWS UNBOUNDED PRECEDING) AS below
+    FROM (SELECT seq >> 10 AS block, max(occurred_at) AS hi FROM events GROUP BY seq >> 10)) AS r
+WHERE r.block = event_blocks.block;
+"""
+
 OLD_LAYOUT = """
+DROP TABLE events_ahead;
 DROP TABLE events_keys;
 DROP TABLE event_blocks;
 CREATE INDEX events_by_org_time ON events (organization, occurred_at, seq);
@@ -75,8 +86,12 @@ def event(rng: random.Random, i: int) -> dict:
             "metadata": {"n": i}}
     if rng.random() < 0.7:
         body["targets"] = [{"type": rng.choice(["invoice", "doc"]), "id": f"t{rng.randrange(5)}"}]
-    if rng.random() < 0.3:  # back-dated
+    r = rng.random()
+    if r < 0.3:  # back-dated
         body["occurred_at"] = f"2026-0{rng.randrange(1, 9)}-1{rng.randrange(10)}T10:00:00.000Z"
+    elif r < 0.35:  # dated ahead of its arrival, as by a clock running fast (migration 009)
+        ahead = time.time() + rng.randrange(120, 1800)
+        body["occurred_at"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ahead))
     return body
 
 
@@ -106,7 +121,7 @@ FILTERS = [{"organization": "org_a"}, {"organization": "org_b", "action": "invoi
            {"organization": "org_a", "actor_id": "u1", "target_type": "invoice"}, {}]
 
 
-@pytest.fixture(scope="module", params=[8, 6], ids=["placeholders-applied", "version-6"])
+@pytest.fixture(scope="module", params=["009", 8, 6], ids=["before-009", "placeholders-applied", "version-6"])
 def old_db(tmp_path_factory, request):
     """(a database in the old layout, the seqs each filter listed before, the event bodies)."""
     srv = ServerProcess(tmp_path_factory.mktemp("layout-old")).start()
@@ -123,6 +138,10 @@ def old_db(tmp_path_factory, request):
     finally:
         srv.stop()
     conn = sqlite3.connect(srv.db_path)
+    if request.param == "009":  # the previous release: 007 and 008 real, no 009 yet
+        conn.executescript(BEFORE_009 + "PRAGMA user_version = 8;")
+        conn.close()
+        return srv.workdir, before, 8
     conn.executescript(OLD_LAYOUT + f"PRAGMA user_version = {request.param};")
     assert conn.execute("SELECT count(*) FROM event_targets").fetchone()[0] > 1000
     conn.close()
@@ -147,6 +166,15 @@ def check_migrated(srv: ServerProcess, rows_before: list[tuple], before: dict) -
         trigger = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'events_append_only_delete'").fetchone()[0]
         assert "retention_guard" in trigger
         assert conn.execute("SELECT count(*) FROM events_keys").fetchone()[0] == len(rows_before)
+        # 009: the events dated more than a minute ahead of their arrival are listed apart, and
+        # each block's bound covers only the others.
+        ahead = conn.execute("SELECT seq FROM events WHERE occurred_at > received_at + 60000").fetchall()
+        assert len(ahead) > 20
+        assert conn.execute("SELECT seq FROM events_ahead ORDER BY seq").fetchall() == ahead
+        bounds = conn.execute(
+            "SELECT b.block, b.max_below = (SELECT max(occurred_at) FROM events WHERE seq >> 10 <= b.block "
+            "AND occurred_at <= received_at + 60000) FROM event_blocks AS b").fetchall()
+        assert bounds and all(exact for _, exact in bounds), bounds
     finally:
         conn.close()
     after = {json.dumps(f): listing(srv, f) for f in FILTERS}

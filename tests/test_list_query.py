@@ -11,7 +11,7 @@ import re
 import sqlite3
 import unicodedata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,9 +37,10 @@ from recalled_lite.search_query import (
     parse_search_query,
 )
 from recalled_lite.storage.fts import fts_columns
-from recalled_lite.storage.keys import BLOCK_SHIFT, event_keys, key
+from recalled_lite.storage.keys import AHEAD_MS, BLOCK_SHIFT, event_keys, key
 from recalled_lite.storage.sqlite.reads import list_page, search_page
 from recalled_lite.storage.sqlite.store import _INSERT_KEYS, _UPSERT_BLOCK
+_INSERT_AHEAD = "INSERT INTO events_ahead (seq, occurred_at) VALUES (?, ?)"
 from recalled_lite.storage.sqlite.filters import (
     COLUMN_INDEX,
     EVENT_COLUMNS,
@@ -67,7 +68,7 @@ BASE = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 def open_db() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
     # The schema these queries read (007 fills events_keys from events: there are none yet).
-    for name in ("001_core.sql", "002_read_indexes.sql", "007_layout.sql"):
+    for name in ("001_core.sql", "002_read_indexes.sql", "007_layout.sql", "009_events_ahead.sql"):
         conn.executescript((MIGRATIONS / name).read_text())
     return conn
 
@@ -83,10 +84,12 @@ class Ev:
     targets: list[dict[str, str]] | None
     metadata: dict[str, Any] | None
     occurred_at: int
+    received_at: int | None = None  # None: long after every occurred_at
 
 
 def insert(conn: sqlite3.Connection, events: list[Ev]) -> None:
     for e in events:
+        received_at = e.received_at if e.received_at is not None else BASE + 1000 * HOUR + e.seq
         targets_json = json.dumps(e.targets) if e.targets else None
         metadata_json = json.dumps(e.metadata) if e.metadata is not None else None
         conn.execute(
@@ -96,11 +99,15 @@ def insert(conn: sqlite3.Connection, events: list[Ev]) -> None:
             (
                 e.seq, f"evt_{e.seq:026d}", e.organization, e.action, "user" if e.actor_id else None,
                 e.actor_id, e.actor_name, e.actor_email, targets_json, metadata_json, e.occurred_at,
-                BASE + 1000 * HOUR + e.seq, "sha256:d", "sha256:h", "hmac-sha256:s",
+                received_at, "sha256:d", "sha256:h", "hmac-sha256:s",
             ),
         )
         conn.execute(_INSERT_KEYS, (e.seq, event_keys(e.organization, e.action, e.actor_id, e.targets)))
-        conn.execute(_UPSERT_BLOCK, (e.seq >> BLOCK_SHIFT, e.occurred_at, e.occurred_at))
+        ahead = e.occurred_at > received_at + AHEAD_MS
+        conn.execute(_UPSERT_BLOCK, (e.seq >> BLOCK_SHIFT, e.occurred_at, e.occurred_at,
+                                     None if ahead else e.occurred_at))
+        if ahead:
+            conn.execute(_INSERT_AHEAD, (e.seq, e.occurred_at))
         conn.execute(
             "INSERT INTO events_fts (rowid, action, actor, organization, targets, metadata)"
             " VALUES (?,?,?,?,?,?)",
@@ -447,7 +454,7 @@ def generate_layered(n: int, seed: int) -> list[Ev]:
             occurred = BASE + (e.seq // 37) * 37 * 500  # ties
         else:
             occurred = base
-        out.append(dataclasses.replace(e, occurred_at=occurred))
+        out.append(dataclasses.replace(e, occurred_at=occurred, received_at=base))
     return out
 
 
@@ -467,6 +474,10 @@ def test_layered_data_spans_blocks_and_is_out_of_order(layered_db: sqlite3.Conne
     assert blocks[0] == 5000 // (1 << BLOCK_SHIFT) + 1
     assert newest_first(LAYERED) != sorted((e.seq for e in LAYERED), reverse=True)
     assert any(e.occurred_at > BASE + e.seq * 500 + 1000 for e in LAYERED)  # future-dated
+    # Those more than a minute ahead of their arrival are listed apart (migration 009).
+    ahead = {e.seq for e in LAYERED if e.occurred_at > e.received_at + AHEAD_MS}
+    assert len(ahead) > 50
+    assert {seq for (seq,) in layered_db.execute("SELECT seq FROM events_ahead")} == ahead
 
 
 layered_times = [BASE + k * 250_000 for k in range(11)] + [BASE - 10 * 24 * HOUR]
@@ -905,3 +916,48 @@ def test_cursor_encode_rejects_out_of_range() -> None:
         encode_cursor(1 << 63, 1)
     with pytest.raises(ValueError):
         encode_tail_cursor(-1)
+
+
+def _in_arrival_order(n: int, ahead_at: int | None) -> list[Ev]:
+    """`n` events of one organization, each dated when it arrived; the one at seq `ahead_at`
+    dated half an hour ahead of its arrival (a client whose clock runs fast)."""
+    out = []
+    for seq in range(1, n + 1):
+        received = BASE + seq * 100  # ten a second: 8,100 take 13.5 minutes
+        occurred = received + 30 * 60_000 if seq == ahead_at else received
+        out.append(Ev(seq, "org_a", "user.login", f"user_{seq % 7}", None, None, None, None,
+                      occurred, received))
+    return out
+
+
+def _vm_steps(conn: sqlite3.Connection, fn: Callable[[], Any]) -> tuple[Any, int]:
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)
+    try:
+        return fn(), steps[0] * 100
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+def test_an_event_dated_ahead_does_not_make_pages_read_every_later_match() -> None:
+    # Before migration 009 it raised the stop bound of every later block: the first page of
+    # the filter read all 8,000 matches after it instead of about one page.
+    f = ListFilters(organization="org_a", limit=50)
+    costs = {}
+    for ahead_at in (None, 100):
+        conn = open_db()
+        events = _in_arrival_order(8100, ahead_at)
+        insert(conn, events)
+        (page, more), costs[ahead_at] = _vm_steps(conn, lambda: list_page(conn, f, None))
+        assert [e.seq for e in page] == newest_first(events)[:50] and more
+        if ahead_at is not None:
+            assert page[0].seq == ahead_at  # it sorts first: it is dated latest
+            # ...and every later page still has it exactly once.
+            assert walk_list_pages(conn, f) == newest_first(events)
+        conn.close()
+    assert costs[100] < 3 * costs[None], costs

@@ -26,6 +26,13 @@ from typing import Any, Iterable
 # makes a longer summary to read.
 BLOCK_SHIFT = 10
 
+# An event dated more than this after it was received is "ahead" (migration 009): it is left
+# out of the blocks' bound and merged into each page on its own, so that one client with a
+# clock running fast cannot make every page of a filter read every match for the next hour.
+# An event up to this much ahead stays in the bound, which then reads at most this much more
+# of the log. Migration 009 writes the same number (60000) into its SQL.
+AHEAD_MS = 60_000
+
 
 _KINDS = {"o": "zo", "oa": "zp", "of": "zq", "a": "zr", "t": "zs", "ti": "zt", "i": "zu"}
 

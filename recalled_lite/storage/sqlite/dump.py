@@ -21,7 +21,7 @@ from .reads import chain_head
 # Tables that are SQLite's own way of answering a query, rebuilt from the events by the
 # other backend (the filter keys, the full-text index, the list-order summary), or that
 # never hold a committed row (retention_guard, migration 008).
-DERIVED_TABLES = frozenset({"events_fts", "events_keys", "event_blocks", "retention_guard"})
+DERIVED_TABLES = frozenset({"events_fts", "events_keys", "event_blocks", "events_ahead", "retention_guard"})
 # Rows are read in pages of this many (memory stays flat at any log size).
 FETCH = 5000
 

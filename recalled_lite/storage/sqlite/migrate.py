@@ -11,10 +11,12 @@ from typing import Callable
 
 from ...progress import Progress
 from .. import migration_files
-from ..keys import BLOCK_SHIFT, event_keys
+from ..keys import AHEAD_MS, BLOCK_SHIFT, event_keys
 
 # Events read and keyed per statement while filling events_keys: bounds memory.
 KEYS_CHUNK = 5000
+# Events read per statement while listing those dated ahead (009).
+AHEAD_CHUNK = 50_000
 
 
 def available() -> list[tuple[int, str, str]]:
@@ -56,7 +58,54 @@ def fill_event_keys(conn: sqlite3.Connection, progress: Progress | None = None) 
     return done
 
 
-_STEPS: dict[int, Callable[[sqlite3.Connection], object]] = {7: fill_event_keys}
+def fill_events_ahead(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
+    """Migration 009: list the events dated more than AHEAD_MS after their arrival, and make each
+    block's max_below the latest occurred_at of the other events at or below it. Returns the
+    events listed."""
+    total = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    bar = progress or Progress("migration 009: events dated ahead", total)
+    bar.update(0, total)
+    done, after, ahead, running = 0, 0, 0, None
+    bounds: list[tuple[int, int]] = []  # (max_below, block), in block order
+    block, block_max = None, None
+
+    def close_block() -> None:
+        nonlocal running
+        if block is not None and block_max is not None:
+            running = block_max if running is None else max(running, block_max)
+            bounds.append((running, block))
+        elif block is not None and running is not None:
+            bounds.append((running, block))
+
+    while True:
+        rows = conn.execute(
+            "SELECT seq, occurred_at, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, AHEAD_CHUNK)).fetchall()
+        if not rows:
+            break
+        listed = []
+        for seq, occurred, received in rows:
+            if seq >> BLOCK_SHIFT != block:
+                close_block()
+                block, block_max = seq >> BLOCK_SHIFT, None
+            if occurred > received + AHEAD_MS:
+                listed.append((seq, occurred))
+            elif block_max is None or occurred > block_max:
+                block_max = occurred
+        conn.executemany("INSERT INTO events_ahead (seq, occurred_at) VALUES (?, ?)", listed)
+        conn.executemany("UPDATE event_blocks SET max_below = ? WHERE block = ?", bounds)
+        bounds.clear()
+        ahead += len(listed)
+        after = rows[-1][0]
+        done += len(rows)
+        bar.update(done)
+    close_block()
+    conn.executemany("UPDATE event_blocks SET max_below = ? WHERE block = ?", bounds)
+    bar.finish()
+    return ahead
+
+
+_STEPS: dict[int, Callable[[sqlite3.Connection], object]] = {7: fill_event_keys, 9: fill_events_ahead}
 # Migrations that shipped first as empty placeholders (user_version moved past them with
 # nothing done): the object each creates tells whether a database really has it.
 _CREATES = {7: "events_keys", 8: "retention_rules"}

@@ -161,11 +161,42 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
             if done:
                 break
         blocks.close()
+        _merge_ahead(conn, best, need, where, args, hi, lo)
     finally:
         if began:
             conn.execute("COMMIT")
     best.sort(reverse=True)
     return [row for _, _, row in best]
+
+
+# The events dated ahead of their arrival that the filter takes (migration 009), latest first.
+_AHEAD = (_SELECT_COLUMNS + " FROM events_ahead CROSS JOIN events ON events.seq = events_ahead.seq "
+          "WHERE events_ahead.occurred_at BETWEEN ? AND ?{where} "
+          "ORDER BY events_ahead.occurred_at DESC, events_ahead.seq DESC")
+
+
+def _merge_ahead(conn: sqlite3.Connection, best: list, need: int, where: list[str], args: list[Any],
+                 hi: int, lo: int) -> None:
+    """Merge into `best` the events dated ahead of their arrival: the blocks' bound leaves them
+    out, so the walk may have stopped above them. Read latest first, and only until one sorts
+    after the worst row kept (the rest sort after it too). One the walk already kept is not
+    taken twice; one it dropped sorts after the worst row, so it stops this read."""
+    sql = _AHEAD.format(where="".join(f" AND ({c})" for c in where))
+    kept = {entry[1] for entry in best}
+    rows = conn.execute(sql, [lo, hi, *args])
+    try:
+        for row in rows:
+            occ, seq = row[_OCC], row[_SEQ]
+            if seq in kept:
+                continue
+            if len(best) < need:
+                heapq.heappush(best, (occ, seq, row))
+            elif (occ, seq) > best[0][:2]:
+                heapq.heapreplace(best, (occ, seq, row))
+            else:
+                break
+    finally:
+        rows.close()
 
 
 def chain_head(conn: sqlite3.Connection) -> tuple[int, str | None]:

@@ -265,6 +265,7 @@ def _delete_events(conn: sqlite3.Connection, job: RetentionJob, project_id: str,
     conn.execute("INSERT INTO retention_guard (token) VALUES (1)")
     conn.executemany(_FTS_DELETE, fts)
     conn.execute(f"DELETE FROM events_keys WHERE rowid IN ({marks})", seqs)
+    conn.execute(f"DELETE FROM events_ahead WHERE seq IN ({marks})", seqs)
     conn.execute(f"DELETE FROM webhook_attempts WHERE event_seq IN ({marks})", seqs)
     conn.execute(f"DELETE FROM webhook_messages WHERE event_seq IN ({marks})", seqs)
     conn.execute(f"DELETE FROM receipts WHERE event_seq IN ({marks})", seqs)

@@ -22,7 +22,7 @@ from ..append_plan import chain_events, plan_group, settle
 from .. import secret_check
 from ..base import AppendResult, AuditHook, EventRecord, PreparedEvent, StorageGauges
 from .connection import open_writer
-from ..keys import BLOCK_SHIFT
+from ..keys import AHEAD_MS, BLOCK_SHIFT
 from .migrate import migrate
 from . import erasure, gauges
 from .audited import call_op
@@ -49,15 +49,18 @@ _INSERT_EVENT = (
 )
 _INSERT_KEYS = "INSERT INTO events_keys (rowid, keys) VALUES (?,?)"
 # One row per block of seqs the group touched, oldest block first, so `max_below` can
-# take the block before's (migration 007). Only the newest blocks ever change.
+# take the block before's (migration 007). Only the newest blocks ever change. ?4 is the
+# latest occurred_at of the group's events in the block that are not ahead of their arrival
+# (NULL if all are: migration 009); `max_below` covers only those.
 _UPSERT_BLOCK = (
     "INSERT INTO event_blocks (block, min_occurred, max_occurred, max_below) "
-    "VALUES (?1, ?2, ?3, max(?3, ifnull((SELECT max_below FROM event_blocks WHERE block < ?1 "
-    "ORDER BY block DESC LIMIT 1), ?3))) "
+    "SELECT ?1, ?2, ?3, coalesce(max(?4, below), ?4, below, ?2) FROM (SELECT (SELECT max_below "
+    "FROM event_blocks WHERE block < ?1 ORDER BY block DESC LIMIT 1) AS below) WHERE 1 "
     "ON CONFLICT (block) DO UPDATE SET min_occurred = min(min_occurred, excluded.min_occurred), "
     "max_occurred = max(max_occurred, excluded.max_occurred), "
-    "max_below = max(max_below, excluded.max_below)"
+    "max_below = max(max_below, coalesce(?4, max_below))"
 )
+_INSERT_AHEAD = "INSERT INTO events_ahead (seq, occurred_at) VALUES (?, ?)"
 _INSERT_FTS = "INSERT INTO events_fts (rowid, action, actor, organization, targets, metadata) VALUES (?,?,?,?,?,?)"
 _FIND_IDEMPOTENT = (
     f"SELECT {EVENT_COLUMNS}, request_digest FROM events "
@@ -104,8 +107,8 @@ class AppendEvents(WriteOp):
         if not plan.fresh:
             return plan.outcomes
 
-        event_rows, key_rows, fts_rows, records = [], [], [], []
-        blocks: dict[int, list[int]] = {}
+        event_rows, key_rows, fts_rows, records, ahead_rows = [], [], [], [], []
+        blocks: dict[int, list[Any]] = {}
         for ev, record in chain_events(plan, project_id=state["project_id"], secret=state["secret"],
                                        ulids=state["ulids"], head_seq=state["head_seq"],
                                        head_hash=state["head_hash"]):
@@ -118,13 +121,19 @@ class AppendEvents(WriteOp):
                 record.prev_hash, record.hash, record.signature,
             ))
             key_rows.append((seq, ev.keys))
+            occurred = ev.occurred_at
+            # [min, max, max of those not ahead of their arrival] per block.
             bounds = blocks.get(seq >> BLOCK_SHIFT)
             if bounds is None:
-                blocks[seq >> BLOCK_SHIFT] = [ev.occurred_at, ev.occurred_at]
-            elif ev.occurred_at < bounds[0]:
-                bounds[0] = ev.occurred_at
-            elif ev.occurred_at > bounds[1]:
-                bounds[1] = ev.occurred_at
+                bounds = blocks[seq >> BLOCK_SHIFT] = [occurred, occurred, None]
+            elif occurred < bounds[0]:
+                bounds[0] = occurred
+            elif occurred > bounds[1]:
+                bounds[1] = occurred
+            if occurred > ev.received_at + AHEAD_MS:
+                ahead_rows.append((seq, occurred))
+            elif bounds[2] is None or occurred > bounds[2]:
+                bounds[2] = occurred
             fts_rows.append((seq, *ev.fts))
             records.append(record)
         outcomes = settle(plan)
@@ -137,7 +146,9 @@ class AppendEvents(WriteOp):
         # fewer instructions in sqlite3_step with this order.
         conn.executemany(_INSERT_EVENT, event_rows)
         tree = append_leaves(conn, state["tree"], records)  # the Merkle tiles, same transaction
-        conn.executemany(_UPSERT_BLOCK, [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())])
+        conn.executemany(_UPSERT_BLOCK, [(b, *bounds) for b, bounds in sorted(blocks.items())])
+        if ahead_rows:
+            conn.executemany(_INSERT_AHEAD, ahead_rows)
         for hook in state["intake_hooks"]:
             hook(conn, records)
         conn.executemany(_INSERT_KEYS, key_rows)
