@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 from .. import __version__
 from ..config import Config
 from ..errors import ConfigError
+from ..gc_tuning import tune_garbage_collector
 from .common import _audited, _load, _open_store
 
 log = logging.getLogger("recalled_lite")
@@ -105,10 +107,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "db": config.db_description, "project_id": store.project_id, "version": __version__,
             "pid": os.getpid(), "lock": str(lock.path) if lock is not None else None,
             "scheme": "https" if config.server.tls_cert else "http",
+            "gc_frozen_objects": frozen, "gc_threshold": gc.get_threshold()[0],
         }})
 
     ensure_file_descriptors(config.server.max_connections)
     server = Server(server_config, on_listening=listening)
+    frozen = tune_garbage_collector()
     try:
         server.run()
     finally:
