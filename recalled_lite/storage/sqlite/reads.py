@@ -104,12 +104,12 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
     Seq order is not list order (back-dated and future-dated events), so the walk cannot
     stop after ``limit + 1`` matches. It keeps the best ``limit + 1`` rows seen, and stops
     when the summary of the block it has reached (event_blocks.max_below: the latest
-    occurred_at of any event at or below that block) is no later than the worst of them:
-    every event not yet seen has a lower seq and an occurred_at no later, so it sorts
-    after. Where events are back-dated that bound proves nothing and the walk reads every
-    match (the fallback: sorting all matches). Blocks that cannot hold a row the page wants
-    (all too new for the cursor, or outside the dates) are skipped. ``clauses`` (filters.py)
-    re-check every filter on the rows themselves.
+    occurred_at of any event at or below that block, leaving out those dated ahead of their
+    arrival) is no later than the worst of them: every event not yet seen has a lower seq and
+    an occurred_at no later, so it sorts after, except those dated ahead, which
+    ``_merge_ahead`` adds afterwards (migration 009). Blocks that cannot hold a row the page
+    wants (all too new for the cursor, or outside the dates) are skipped. ``clauses``
+    (filters.py) re-check every filter on the rows themselves.
     """
     need = limit + 1
     hi = _FAR if cursor is None else cursor.occurred_at_ms
