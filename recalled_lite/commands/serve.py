@@ -101,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=config.server.graceful_shutdown_seconds,
     )
 
+    frozen = tune_garbage_collector()  # the imports, config and store are made: see gc_tuning.py
+
     def listening(addresses: list[tuple[str, int]]) -> None:
         log.info("recalled-lite listening", extra={"fields": {
             "host": config.server.host, "port": addresses[0][1] if addresses else config.server.port,
@@ -112,7 +114,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     ensure_file_descriptors(config.server.max_connections)
     server = Server(server_config, on_listening=listening)
-    frozen = tune_garbage_collector()
     try:
         server.run()
     finally:

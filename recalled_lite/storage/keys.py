@@ -30,7 +30,7 @@ BLOCK_SHIFT = 10
 # out of the blocks' bound and merged into each page on its own, so that one client with a
 # clock running fast cannot make every page of a filter read every match for the next hour.
 # An event up to this much ahead stays in the bound, which then reads at most this much more
-# of the log. Migration 009 writes the same number (60000) into its SQL.
+# of the log. The writer (sqlite/store.py) and migration 009 (sqlite/migrate.py) both use it.
 AHEAD_MS = 60_000
 
 

@@ -9,8 +9,9 @@
 -- each page on their own (storage/sqlite/reads.py, keyed_page).
 --
 -- migrate.py fills the table and recomputes max_below over the other events, with a progress
--- bar, in this same transaction. A block that holds nothing else keeps the bound it had:
--- looser than it need be, still true.
+-- bar, in this same transaction. A block that holds only events dated ahead takes the bound
+-- of the blocks below it; with nothing below, it keeps the bound it had: looser than it need
+-- be, still true.
 CREATE TABLE events_ahead (
     seq         INTEGER PRIMARY KEY,   -- events.seq
     occurred_at INTEGER NOT NULL       -- events.occurred_at, for the merge's range scan
