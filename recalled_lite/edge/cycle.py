@@ -34,7 +34,7 @@ class RequestCycle:
     __slots__ = (
         "conn", "scope", "keep_alive", "more_body", "body_error", "disconnected",
         "response_started", "response_complete", "waiting_for_100_continue",
-        "_parts", "_buffered", "_final_sent", "_waiter", "_chunked", "_length_left",
+        "_parts", "_buffered", "_final_sent", "_waiter", "_chunked", "_length_left", "_head",
     )
 
     def __init__(self, conn: EdgeProtocol, scope: dict[str, Any], keep_alive: bool) -> None:
@@ -53,6 +53,9 @@ class RequestCycle:
         self._waiter: asyncio.Future | None = None
         self._chunked: bool | None = None
         self._length_left = 0
+        # A fixed-length response's head, held until its first body message (which Starlette
+        # sends right after the start) so that head and body leave in one send(), not two.
+        self._head: bytes | None = None
 
     # -- fed by the connection --------------------------------------------------------------
 
@@ -164,20 +167,24 @@ class RequestCycle:
                 raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
+            head = self._head
+            out = [head] if head is not None else []
+            self._head = None
             if self.scope["method"] == "HEAD":
                 self._length_left = 0
             elif self._chunked:
-                out = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+                if body:
+                    out += (b"%x\r\n" % len(body), body, b"\r\n")
                 if not more_body:
                     out.append(b"0\r\n\r\n")
-                if out:
-                    conn.write(b"".join(out))
             else:
                 if len(body) > self._length_left:
                     raise RuntimeError("response content longer than Content-Length")
                 self._length_left -= len(body)
                 if body:
-                    conn.write(body)
+                    out.append(body)
+            if out:
+                conn.write(out[0] if len(out) == 1 else b"".join(out))
             if not more_body:
                 if self._length_left:
                     raise RuntimeError("response content shorter than Content-Length")
@@ -217,4 +224,7 @@ class RequestCycle:
             self._chunked = True
             out.append(b"transfer-encoding: chunked\r\n")
         out.append(b"\r\n")
-        conn.write(b"".join(out))
+        if self._chunked:
+            conn.write(b"".join(out))  # a stream: its head goes now, whenever its body comes
+        else:
+            self._head = b"".join(out)
