@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -43,74 +41,9 @@ from .errors import (
 from .ids import new_id
 from .metrics import AppMetrics
 from .routing import HotRoutes, merge_routes, serve_trailing_slash
-from .timefmt import format_ms
+from .logs import write_access_line
 
 log = logging.getLogger("recalled_lite")
-access_log = logging.getLogger("recalled_lite.access")
-
-_encode = msgspec.json.Encoder().encode
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per line: easy to grep, easy to ship."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        extra = getattr(record, "fields", None)
-        if extra:
-            entry.update(extra)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return _encode(entry).decode()
-
-
-_lib_log = logging.getLogger("recalled_lite")
-_INFO = logging.INFO
-
-
-def write_access_line(fields: dict[str, Any]) -> None:
-    """The access line, the same JSON as JsonLineFormatter makes of access_log.info("request").
-
-    While logging is as configure_logging() left it (one JSON stream handler on
-    "recalled_lite", nothing on the access logger), the line is written straight to that
-    handler's stream: ~2 us instead of ~9 us through Logger.info (LogRecord, findCaller).
-    Any other setup (a test's handler, a filter, another formatter) takes the logging path.
-    """
-    handlers = _lib_log.handlers
-    if (len(handlers) == 1 and not access_log.handlers and access_log.propagate
-            and not _lib_log.propagate and not access_log.filters and not _lib_log.filters):
-        handler = handlers[0]
-        if (type(handler) is logging.StreamHandler and type(handler.formatter) is JsonLineFormatter
-                and not handler.filters and handler.level <= _INFO and access_log.isEnabledFor(_INFO)):
-            line = _encode({"ts": format_ms(time.time_ns() // 1_000_000), "level": "info",
-                            "logger": access_log.name, "msg": "request", **fields})
-            try:
-                with handler.lock:  # type: ignore[union-attr]
-                    handler.stream.write(line.decode() + "\n")
-                    handler.stream.flush()
-                return
-            except Exception:
-                pass  # let logging report the failure its own way
-        else:
-            if not access_log.isEnabledFor(_INFO):
-                return
-    access_log.info("request", extra={"fields": fields})
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
-    # uvicorn's own messages (startup, protocol errors) go through the same formatter.
-    for name in ("recalled_lite", "uvicorn"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())
-        logger.propagate = False
 
 
 def _error_response(exc: APIError) -> Response:

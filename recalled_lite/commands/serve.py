@@ -56,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from ..app import configure_logging, create_app
+    from ..app import create_app
+    from ..logs import configure_logging
     from ..edge import EdgeSettings, ensure_file_descriptors, protocol_class
     from ..listening import Server
 
