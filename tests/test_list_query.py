@@ -649,6 +649,9 @@ def search_all(conn: sqlite3.Connection, query: SearchQuery, wall: str | None, l
                mode: str) -> list[int]:
     if mode == "page":  # what the server runs: keyed qualifiers through events_keys
         return walk_pages(lambda c: search_page(conn, query, wall, limit, c), limit, kind="search")
+    if mode == "walk":  # what the server runs on many matches: the block walk, never the sort
+        return walk_pages(lambda c: search_page(conn, query, wall, limit, c, sparse_below=0), limit,
+                          kind="search")
 
     def build(cursor: Cursor | None) -> tuple[str, list[Any]]:
         if mode == "planned":
@@ -659,7 +662,7 @@ def search_all(conn: sqlite3.Connection, query: SearchQuery, wall: str | None, l
     return walk(conn, build, limit, kind="search")
 
 
-MODES = ["planned", "sparse", "dense", "unknown", "page"]
+MODES = ["planned", "sparse", "dense", "unknown", "page", "walk"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -692,15 +695,19 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9_\-@]+", folded.lower())
 
 
-FTS_TEXT = {e.seq: [_tokens(col) for col in fts_columns(
-    e.action, e.actor_id, e.actor_name, e.actor_email, e.organization,
-    json.dumps(e.targets) if e.targets else None,
-    json.dumps(e.metadata) if e.metadata is not None else None)] for e in EVENTS}
+def fts_text(events: list[Ev]) -> dict[int, list[list[str]]]:
+    return {e.seq: [_tokens(col) for col in fts_columns(
+        e.action, e.actor_id, e.actor_name, e.actor_email, e.organization,
+        json.dumps(e.targets) if e.targets else None,
+        json.dumps(e.metadata) if e.metadata is not None else None)] for e in events}
 
 
-def text_matches(seq: int, term: TextTerm) -> bool:
+FTS_TEXT = fts_text(EVENTS)
+
+
+def text_matches(seq: int, term: TextTerm, texts: dict[int, list[list[str]]] = FTS_TEXT) -> bool:
     want = _tokens(term.text)
-    for col in FTS_TEXT[seq]:
+    for col in texts[seq]:
         for i in range(len(col) - len(want) + 1):
             window = col[i : i + len(want)]
             if window[:-1] == want[:-1] and (
@@ -710,9 +717,10 @@ def text_matches(seq: int, term: TextTerm) -> bool:
     return False
 
 
-def search_model(query: SearchQuery, wall: str | None) -> list[int]:
+def search_model(query: SearchQuery, wall: str | None, events: list[Ev] = EVENTS,
+                 texts: dict[int, list[list[str]]] = FTS_TEXT) -> list[int]:
     out = []
-    for e in EVENTS:
+    for e in events:
         if wall is not None and e.organization != wall:
             continue
         ok = True
@@ -720,7 +728,7 @@ def search_model(query: SearchQuery, wall: str | None) -> list[int]:
             if isinstance(t, TextTerm):
                 if not _tokens(t.text):
                     continue  # ignored
-                hit = text_matches(e.seq, t)
+                hit = text_matches(e.seq, t, texts)
             elif isinstance(t, ActionTerm):
                 hit = e.action.startswith(t.value) if t.prefix else e.action == t.value
             elif isinstance(t, ActorTerm):
@@ -776,6 +784,43 @@ def test_search_pages_return_exactly_the_matching_events(db: sqlite3.Connection,
     assert got == search_model(query, wall), q
 
 
+LAYERED_TEXT: dict[int, list[list[str]]] = {}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          database=None)
+@given(q=_query, wall=_maybe(["org_a", "org_b"]), limit=st.sampled_from([7, 50]),
+       mode=st.sampled_from(["page", "walk"]))
+def test_search_walks_over_blocks_with_back_and_future_dated_events(
+        layered_db: sqlite3.Connection, q: str, wall: str | None, limit: int, mode: str) -> None:
+    # The block walk through the full-text matches (no keyed qualifier) or through the keys
+    # with the text checked run by run, over blocks with back-dated and ahead events.
+    LAYERED_TEXT or LAYERED_TEXT.update(fts_text(LAYERED))
+    query = parse_search_query(q)
+    assert search_all(layered_db, query, wall, limit, mode) == search_model(
+        query, wall, LAYERED, LAYERED_TEXT), q
+
+
+def test_a_dense_search_page_costs_the_same_at_four_times_the_matches() -> None:
+    # "login" matches every event. Materialising the matches (the one-statement plan) costs
+    # every match, so 4x the events cost ~4x; the walk through events_fts reads about a
+    # block of rows whatever the size of the log. One event dated ahead still comes first.
+    query = parse_search_query("login")
+    walked, materialised = {}, {}
+    for n in (4100, 16400):
+        conn = open_db()
+        events = _in_arrival_order(n, n // 2)
+        insert(conn, events)
+        (page, more), walked[n] = _vm_steps(conn, lambda: search_page(conn, query, None, 50, None))
+        rows, materialised[n] = _vm_steps(conn, lambda: conn.execute(*build_search_query(
+            query, limit=50, match_count=SPARSE_MATCH_LIMIT)).fetchall())
+        assert [e.seq for e in page] == newest_first(events)[:50] == [r[SEQ] for r in rows[:50]]
+        assert page[0].seq == n // 2 and more
+        conn.close()
+    assert materialised[16400] > 3 * materialised[4100], materialised
+    assert walked[16400] < 1.3 * walked[4100], walked
+
+
 def test_search_model_is_not_vacuous(db: sqlite3.Connection) -> None:
     for q in ["alpha", '"paid late"', "-alpha", "inv*", "action:invoice.* -bravo", "target:doc:inv_1 lov*"]:
         expected = search_model(parse_search_query(q), None)
@@ -800,9 +845,9 @@ def run_query(conn: sqlite3.Connection, q: str) -> None:
         return
     for mode in MODES:
         for wall in (None, "org_a"):
-            if mode == "page":
+            if mode in ("page", "walk"):
                 try:
-                    search_page(conn, query, wall, 5, None)
+                    search_page(conn, query, wall, 5, None, sparse_below=0 if mode == "walk" else SPARSE_MATCH_LIMIT)
                 except QueryError:
                     pass
                 continue

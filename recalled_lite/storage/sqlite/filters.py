@@ -17,11 +17,13 @@ row. ``build_list_query`` is the one-statement form of any filter (the time inde
 walked newest first, each row checked); the server uses it for filters without
 keys (none, dates, an action alone) and for tailing.
 
-Search has two plans with identical results (use ``plan_search_query``, which
-picks one with a capped count of full-text matches): few matches drive the
-query (look each one up, sort them); many matches are materialised once and
-either the keys of the qualifiers (``reads.search_page``) or the time index is
-walked until the page is full.
+Search picks its plan with a capped count of full-text matches. Few matches drive the query
+(look each one up, sort them). With many, ``reads.search_page`` walks either the keys of the
+qualifiers or the full-text matches themselves newest seq first, the same block walk as a
+keyed list (``search_walk`` gives the expression and the predicates), so that a page costs
+about the rows it reads, not every match. ``build_search_query`` is the one-statement form
+(``plan_search_query`` picks between its two plans): many matches are then materialised
+once and the time index is walked until the page is full.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "list_where",
     "search_filter_keys",
     "search_where",
+    "search_walk",
     "build_match_count_query",
     "build_search_query",
     "plan_search_query",
@@ -313,33 +316,40 @@ def search_filter_keys(query: SearchQuery, organization_wall: str | None = None)
                        target_id=target.target_id if target else None)
 
 
-def search_where(query: SearchQuery, *, organization_wall: str | None = None,
-                 sparse: bool = False) -> tuple[str, list[str], list[Any]]:
-    """(FROM clause, predicates, params) of a search; ``sparse``: the full-text matches drive."""
-    w = _Where()
-    texts: list[TextTerm] = []
-    for term in query.terms:
-        if isinstance(term, TextTerm):
-            texts.append(term)
+def search_walk(query: SearchQuery, organization_wall: str | None = None
+                ) -> tuple[str | None, list[str], list[Any]]:
+    """(full-text expression, predicates, params) of a search as the block walk takes it.
+
+    The expression (``fts_match_expressions``: the positive text terms with the negated ones
+    folded in) is what a row must match in events_fts; the walk drives with it or checks it
+    per range of seqs, so it is not a predicate here. Without a positive text term it is None,
+    and negated text stays a predicate (NOT IN), as in ``search_where``.
+    """
+    texts = [term for term in query.terms if isinstance(term, TextTerm)]
     match, no_match = fts_match_expressions(texts)
-    if sparse and match is not None:
-        source = _SELECT_FTS_DRIVEN
-        w.add("events_fts MATCH ?", match)
-    else:
-        source = _SELECT
-        if match is not None:
-            # The unary + stops the planner from driving with the matches
-            # (and then sorting all of them).
-            w.add(f"+events.seq IN ({_FTS_ROWIDS})", match)
-        elif no_match is not None:
-            w.add(f"events.seq NOT IN ({_FTS_ROWIDS})", no_match)
+    w = _Where()
+    if no_match is not None:
+        w.add(f"events.seq NOT IN ({_FTS_ROWIDS})", no_match)
     if organization_wall is not None:
         w.add("events.organization = ?", organization_wall)
     for term in query.terms:
         if not isinstance(term, TextTerm):
             clause, params = _qualifier_clause(term)
             w.add(clause, *params)
-    return source, w.clauses, w.params
+    return match, w.clauses, w.params
+
+
+def search_where(query: SearchQuery, *, organization_wall: str | None = None,
+                 sparse: bool = False) -> tuple[str, list[str], list[Any]]:
+    """(FROM clause, predicates, params) of a search; ``sparse``: the full-text matches drive."""
+    match, clauses, params = search_walk(query, organization_wall)
+    if match is None:
+        return _SELECT, clauses, params
+    if sparse:
+        return _SELECT_FTS_DRIVEN, ["events_fts MATCH ?", *clauses], [match, *params]
+    # The unary + stops the planner from driving with the matches (and then sorting all of
+    # them).
+    return _SELECT, [f"+events.seq IN ({_FTS_ROWIDS})", *clauses], [match, *params]
 
 
 def build_search_query(

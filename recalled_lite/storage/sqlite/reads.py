@@ -33,7 +33,7 @@ from .filters import (
     list_filter_keys,
     list_where,
     search_filter_keys,
-    search_where,
+    search_walk,
     split_page,
 )
 from ..keys import BLOCK_SHIFT
@@ -59,17 +59,29 @@ def list_page(conn: sqlite3.Connection, filters: ListFilters,
 
 
 def search_page(conn: sqlite3.Connection, query: SearchQuery, organization_wall: str | None,
-                limit: int, cursor: Cursor | None) -> tuple[list[EventRecord], bool]:
-    """One page of `GET /v1/events/search`. An FTS5 complaint is a bad query (400), not a 500."""
+                limit: int, cursor: Cursor | None, *,
+                sparse_below: int = SPARSE_MATCH_LIMIT) -> tuple[list[EventRecord], bool]:
+    """One page of `GET /v1/events/search`. An FTS5 complaint is a bad query (400), not a 500.
+
+    Fewer than ``sparse_below`` full-text matches (a capped count) drive the query: each is
+    looked up and they are sorted. Otherwise the page is a block walk (``walk_page``), newest
+    seq first: through the qualifiers' keys when there are any, each range of seqs checked
+    against the full-text matches in that range; else through the full-text matches
+    themselves. A page then costs about the rows it reads, not every match of the log.
+    """
     try:
         count_query = build_match_count_query(query)
         match_count = conn.execute(*count_query).fetchone()[0] if count_query else None
+        sparse = match_count is not None and match_count < sparse_below
         keys = search_filter_keys(query, organization_wall)
-        if keys and not (match_count is not None and match_count < SPARSE_MATCH_LIMIT):
-            # Qualifiers with keys narrow best (few full-text matches drive instead).
+        text, clauses, params = search_walk(query, organization_wall)
+        if not sparse and keys:
             _check_limit(limit)
-            _, clauses, params = search_where(query, organization_wall=organization_wall)
-            rows = keyed_page(conn, keys, clauses, params, cursor, limit, None, None)
+            rows = walk_page(conn, "events_keys", " AND ".join(keys), clauses, params, cursor,
+                             limit, None, None, text=text)
+        elif not sparse and text is not None:
+            _check_limit(limit)
+            rows = walk_page(conn, "events_fts", text, clauses, params, cursor, limit, None, None)
         else:
             sql, params = build_search_query(query, organization_wall=organization_wall, limit=limit,
                                              cursor=cursor, match_count=match_count)
@@ -91,6 +103,10 @@ _OCC = COLUMN_INDEX["occurred_at"]
 _FAR = 1 << 62
 # Summary rows read per step, newest block first; a run of consecutive blocks is one query.
 BLOCKS_PER_STEP = 256
+# A run whose rows are also checked against full-text matches is at most this many blocks:
+# the matches in its range are materialised (16,384 seqs: ~1,000 matches of a word in 6 % of
+# the events), and the walk usually stops within the first run.
+TEXT_BLOCKS_PER_RUN = 16
 _BLOCKS = ("SELECT block, max_below FROM event_blocks WHERE min_occurred <= ? AND max_occurred >= ? "
            "ORDER BY block DESC")
 
@@ -98,8 +114,28 @@ _BLOCKS = ("SELECT block, max_below FROM event_blocks WHERE min_occurred <= ? AN
 def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
                params: list[Any], cursor: Cursor | None, limit: int,
                date_from_ms: int | None, date_to_ms: int | None) -> list[tuple]:
+    """Up to ``limit + 1`` rows in list order, read through the events carrying every key."""
+    return walk_page(conn, "events_keys", " AND ".join(keys), clauses, params, cursor, limit,
+                     date_from_ms, date_to_ms)
+
+
+# A row of the walk that must also match a full-text expression: checked against the matches
+# in the run's range of seqs only (TEXT_BLOCKS_PER_RUN blocks at most), never against every
+# match of the log.
+_TEXT_IN_RANGE = ("+events.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ? "
+                  "AND rowid BETWEEN ? AND ?)")
+# The same check for one row (the few events dated ahead): FTS5 seeks to the rowid.
+_TEXT_FOR_ROW = "EXISTS (SELECT 1 FROM events_fts WHERE events_fts MATCH ? AND rowid = events.seq)"
+
+
+def walk_page(conn: sqlite3.Connection, index: str, match: str, clauses: list[str],
+              params: list[Any], cursor: Cursor | None, limit: int,
+              date_from_ms: int | None, date_to_ms: int | None, *,
+              text: str | None = None) -> list[tuple]:
     """Up to ``limit + 1`` rows in list order (newest occurred_at first, then seq), read
-    through the events carrying every key, newest seq first.
+    through the rows of the FTS5 table ``index`` (events_keys or events_fts, whose rowid is
+    the event's seq) that match ``match``, newest seq first; with ``text``, each row must
+    also match that expression in events_fts.
 
     Seq order is not list order (back-dated and future-dated events), so the walk cannot
     stop after ``limit + 1`` matches. It keeps the best ``limit + 1`` rows seen, and stops
@@ -121,10 +157,17 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
     if cursor is not None:
         where.append("(events.occurred_at, events.seq) < (?, ?)")
         args += [cursor.occurred_at_ms, cursor.seq]
-    sql = (_SELECT_COLUMNS + " FROM events_keys CROSS JOIN events ON events.seq = events_keys.rowid "
-           "WHERE events_keys MATCH ? AND events_keys.rowid BETWEEN ? AND ?"
-           + "".join(f" AND ({c})" for c in where) + " ORDER BY events_keys.rowid DESC")
-    match = " AND ".join(keys)
+    sql = (_SELECT_COLUMNS + f" FROM {index} CROSS JOIN events ON events.seq = {index}.rowid "
+           f"WHERE {index} MATCH ? AND {index}.rowid BETWEEN ? AND ?"
+           + (f" AND {_TEXT_IN_RANGE}" if text is not None else "")
+           + "".join(f" AND ({c})" for c in where) + f" ORDER BY {index}.rowid DESC")
+    # What the events dated ahead must match too: they are not read through ``index``.
+    ahead_where, ahead_args = [*where], [*args]
+    for expression in (match if index == "events_fts" else None, text):
+        if expression is not None:
+            ahead_where.append(_TEXT_FOR_ROW)
+            ahead_args.append(expression)
+    most = BLOCKS_PER_STEP if text is None else TEXT_BLOCKS_PER_RUN
     best: list[tuple[int, int, tuple]] = []  # a min-heap: best[0] is the worst row kept
     # One read transaction: the summary and the rows are the same snapshot.
     began = not conn.in_transaction
@@ -136,7 +179,7 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
         while pending:
             run = [pending[0]]
             i = 1
-            while i < len(pending) and pending[i][0] == run[-1][0] - 1:
+            while i < len(pending) and pending[i][0] == run[-1][0] - 1 and len(run) < most:
                 run.append(pending[i])
                 i += 1
             pending = pending[i:] or blocks.fetchmany(BLOCKS_PER_STEP)
@@ -144,8 +187,9 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
             if bound < lo or (len(best) >= need and bound <= best[0][0]):
                 break
             bounds = dict(run)
-            rows = conn.execute(sql, [match, run[-1][0] << BLOCK_SHIFT,
-                                      ((run[0][0] + 1) << BLOCK_SHIFT) - 1, *args])
+            first, last = run[-1][0] << BLOCK_SHIFT, ((run[0][0] + 1) << BLOCK_SHIFT) - 1
+            in_range = [text, first, last] if text is not None else []
+            rows = conn.execute(sql, [match, first, last, *in_range, *args])
             done = False
             for row in rows:
                 occ, seq = row[_OCC], row[_SEQ]
@@ -161,7 +205,7 @@ def keyed_page(conn: sqlite3.Connection, keys: list[str], clauses: list[str],
             if done:
                 break
         blocks.close()
-        _merge_ahead(conn, best, need, where, args, hi, lo)
+        _merge_ahead(conn, best, need, ahead_where, ahead_args, hi, lo)
     finally:
         if began:
             conn.execute("COMMIT")
