@@ -63,35 +63,6 @@ REQUESTS = [
 ]
 
 
-def test_requests_leave_no_reference_cycles_behind():
-    # A cycle per request (the head and its parser, say) is freed only by the cyclic GC, whose
-    # pauses then show up as a p99 several times the p50.
-    async def main():
-        config = uvicorn.Config(echo_app, log_config=None, access_log=False)
-        config.load()
-        state = ServerState()
-        protocol = protocol_class(EdgeSettings())(config=config, server_state=state, app_state={})
-        transport = MemoryTransport()
-        protocol.connection_made(transport)
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(50):
-                for wire in REQUESTS:
-                    protocol.data_received(wire)
-                    while state.tasks:
-                        await asyncio.sleep(0)
-            garbage = gc.collect()
-        finally:
-            gc.enable()
-        return garbage, bytes(transport.written)
-
-    garbage, written = asyncio.run(main())
-    assert written.count(b"HTTP/1.1 200 OK") == 50 * len(REQUESTS)
-    assert written.count(b"hello") == 50 * 3
-    assert garbage == 0
-
-
 class CountingTransport(MemoryTransport):
     def __init__(self) -> None:
         super().__init__()
@@ -110,6 +81,30 @@ def _serve(app):
     transport = CountingTransport()
     protocol.connection_made(transport)
     return protocol, state, transport
+
+
+def test_requests_leave_no_reference_cycles_behind():
+    # A cycle per request (the head and its parser, say) is freed only by the cyclic GC, whose
+    # pauses then show up as a p99 several times the p50.
+    async def main():
+        protocol, state, transport = _serve(echo_app)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                for wire in REQUESTS:
+                    protocol.data_received(wire)
+                    while state.tasks:
+                        await asyncio.sleep(0)
+            garbage = gc.collect()
+        finally:
+            gc.enable()
+        return garbage, bytes(transport.written)
+
+    garbage, written = asyncio.run(main())
+    assert written.count(b"HTTP/1.1 200 OK") == 50 * len(REQUESTS)
+    assert written.count(b"hello") == 50 * 3
+    assert garbage == 0
 
 
 def test_a_fixed_length_response_leaves_in_one_write_head_and_body_together():
