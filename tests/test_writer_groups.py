@@ -96,3 +96,41 @@ def test_durability_settings_are_read_back_from_sqlite(tmp_path, synchronous):
                                 "secure_delete": "on", "fts": "on"}
     finally:
         s.close()
+
+
+def test_a_between_groups_op_runs_alone_with_no_transaction_open(store):
+    """It ends the group it was queued in, runs outside BEGIN/COMMIT (what a WAL checkpoint
+    needs), and a failure fails only itself."""
+    import asyncio
+    import threading
+
+    from recalled_lite.storage.group_writer import BetweenGroupsOp
+
+    release = threading.Event()
+    seen: list[tuple[bool, int, int]] = []
+
+    def look(conn):
+        head = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        seen.append((conn.in_transaction, head, store.writer.groups_committed))
+        return "looked"
+
+    def fail(conn):
+        raise ValueError("not now")
+
+    async def scenario():
+        store.start(asyncio.get_running_loop())
+        hold = store.writer.submit(CallOp(lambda conn: release.wait(5)))
+        await asyncio.sleep(0.05)  # the writer is now inside the first group, blocked
+        futures = [store.writer.submit(o) for o in
+                   (op("a"), BetweenGroupsOp(look), op("b"), BetweenGroupsOp(fail), op("c"))]
+        release.set()
+        await hold
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    a, looked, b, failed, c = asyncio.run(scenario())
+    assert looked == "looked" and isinstance(failed, ValueError)
+    assert [r.event.seq for r in (a[0], b[0], c[0])] == [1, 2, 3]
+    # Alone and outside a transaction, after the group holding "a" committed, before "b".
+    ((in_transaction, head, groups),) = seen
+    assert in_transaction is False and head == 1
+    assert store.writer.groups_committed == groups + 2  # "b" and "c" each in a group of their own

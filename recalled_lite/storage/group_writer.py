@@ -24,6 +24,9 @@ What fails what:
 * Nothing an op, a hook, an after_commit callback or a state reload raises can
   end the thread. If it ends anyway (a bug), every pending and later write is
   refused at once with 503 and `dead` says why (GET /readyz reports it).
+* A BetweenGroupsOp runs alone, outside any transaction, between two groups: for
+  work that must not sit inside BEGIN/COMMIT (SQLite's WAL checkpoint) and that
+  nothing else on the writer's connection may race (storage/sqlite/checkpoint.py).
 * `stop()` closes the gate first: a write submitted after it is refused with
   503 at once, one submitted before it is committed (the stop marker is the
   last item ever queued).
@@ -122,6 +125,18 @@ class CallOp(WriteOp):
     def after_commit(self, writer: "Writer", result: Any) -> None:
         if self.on_commit is not None:
             self.on_commit(result)
+
+
+class BetweenGroupsOp(WriteOp):
+    """`fn(conn)` on the writer thread with no transaction open, alone between two groups."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def apply(self, conn: Any, writer: "Writer") -> Any:
+        return self.fn(conn)
 
 
 class Writer:
@@ -232,8 +247,12 @@ class Writer:
             first = self._queue.get()
             if first is _STOP:
                 return
+            if isinstance(first[0], BetweenGroupsOp):
+                self._run_alone(first)
+                continue
             group = [first]
             stopping = False
+            alone = None  # a BetweenGroupsOp ends the group and runs right after it
             while len(group) < self.max_group_ops:
                 try:
                     item = self._queue.get_nowait()
@@ -241,6 +260,9 @@ class Writer:
                     break
                 if item is _STOP:
                     stopping = True
+                    break
+                if isinstance(item[0], BetweenGroupsOp):
+                    alone = item
                     break
                 group.append(item)
             self._inflight, self._inflight_results = group, None
@@ -254,8 +276,18 @@ class Writer:
             self._inflight_results = results
             self._deliver(results)
             self._inflight = self._inflight_results = None
+            if alone is not None:
+                self._run_alone(alone)
             if stopping:
                 return
+
+    def _run_alone(self, item: tuple[BetweenGroupsOp, Any]) -> None:
+        op, future = item
+        try:
+            results = [(future, op.apply(self.conn, self), None)]
+        except Exception as exc:
+            results = [(future, None, self._op_error(exc, op))]
+        self._deliver(results)
 
     def _deliver(self, results: list[tuple[Any, Any, BaseException | None]]) -> None:
         loop = self._loop

@@ -8,11 +8,16 @@ open (`GET /v1/events/verify` on a big log), each attempt of the first release h
 writer off for its whole 1 s busy timeout, ten times over (erase_actor 10.5 s, intake
 requests up to 1.0 s).
 
-Here every attempt runs with busy_timeout=0 on a connection of its own, on an executor
-thread: when the write lock is taken or a reader is behind, the attempt copies what it can
-(as a PASSIVE checkpoint would) and gives up at once. Attempts come in short bursts (the
-writer frees the lock between groups, for tens of microseconds) with a growing pause
-between bursts while readers keep it from finishing, until one succeeds or the store closes.
+Every attempt runs with busy_timeout=0, so a reader that is behind makes it copy what it
+can (as a PASSIVE checkpoint would) and give up at once. It runs on the writer's own
+connection, between two write groups (group_writer.BetweenGroupsOp): the writer never
+contends with itself, so only readers can make an attempt fail. (An earlier version tried
+from a connection of its own on an executor thread; under continuous intake on a loaded
+machine it could go seconds without catching the lock in the tens of microseconds the
+writer frees it between groups.) A checkpoint that copies frames holds the write lock
+while it copies wherever it runs, so intake pays the same either way. Attempts come in
+short bursts, with a growing pause between bursts while readers keep it from finishing,
+until one succeeds or the store closes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import asyncio
 import logging
 import sqlite3
 import time
-from pathlib import Path
 from typing import Awaitable, Callable
 
 log = logging.getLogger("recalled_lite.erasure")
@@ -35,18 +39,17 @@ WARN_AFTER_SECONDS = 10.0
 
 
 def truncate_wal_once(conn: sqlite3.Connection) -> bool:
-    """One non-blocking attempt; True when the WAL is now empty."""
+    """One non-blocking attempt (no transaction may be open on `conn`); True when the WAL is
+    now empty."""
+    (busy_timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute("PRAGMA busy_timeout=0")
     try:
         busy, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.OperationalError:
         return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
     return busy == 0 and log_frames in (0, -1)  # -1: not in WAL mode, nothing to empty
-
-
-def open_checkpointer(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=0")
-    return conn
 
 
 class WalTruncator:
@@ -56,8 +59,10 @@ class WalTruncator:
     after the request; `on_truncated(generation)` runs after it (the store clears its
     marker row there)."""
 
-    def __init__(self, path: Path, on_truncated: Callable[[str], Awaitable[None]]) -> None:
-        self._path = path
+    def __init__(self, between_groups: Callable[[Callable[[sqlite3.Connection], bool]], Awaitable[bool]],
+                 on_truncated: Callable[[str], Awaitable[None]]) -> None:
+        # Runs a function on the writer's connection between two groups (SqliteStore).
+        self._between_groups = between_groups
         self._on_truncated = on_truncated
         self._tickets = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -85,13 +90,12 @@ class WalTruncator:
         self._closed = True
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
         pause = FIRST_PAUSE_SECONDS
         warned = False
         while self._waiters and not self._closed:
             covered, generation = self._tickets, self._generation
-            if await loop.run_in_executor(None, self._burst):
+            if await self._burst():
                 done = [f for t, f in self._waiters if t <= covered]
                 self._waiters = [(t, f) for t, f in self._waiters if t > covered]
                 if generation is not None and generation == self._generation:
@@ -118,18 +122,15 @@ class WalTruncator:
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE_SECONDS)
 
-    def _burst(self) -> bool:
-        try:
-            conn = open_checkpointer(self._path)
-        except sqlite3.Error:
-            return False
-        try:
-            for attempt in range(BURST_ATTEMPTS):
-                if self._closed:
-                    return False
-                if truncate_wal_once(conn):
+    async def _burst(self) -> bool:
+        for attempt in range(BURST_ATTEMPTS):
+            if self._closed:
+                return False
+            try:
+                if await self._between_groups(truncate_wal_once):
                     return True
-                time.sleep(BURST_PAUSE_SECONDS)
-            return False
-        finally:
-            conn.close()
+            except Exception as exc:  # the writer refused (shutting down, or dead): not now
+                log.debug("WAL truncation attempt refused: %s", exc)
+                return False
+            await asyncio.sleep(BURST_PAUSE_SECONDS)
+        return False

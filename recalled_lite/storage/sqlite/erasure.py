@@ -25,7 +25,7 @@ op, queued behind whatever intake is waiting. When a step does no work (fewer th
 changed, the FTS5 documentation's test) the merge is complete and the deleted terms are
 gone. The writer runs with secure_delete=ON (connection.py), so every page and cell the
 merge frees is zeroed. Finally the WAL, which still holds the pre-erasure page images, is
-truncated off the writer's path (checkpoint.WalTruncator).
+truncated between two write groups, never waiting on a reader (checkpoint.WalTruncator).
 
 Two marker rows in `meta` make this crash-safe. `erasure_purge_pending` is bumped by every
 chunk, in the chunk's transaction; the purge deletes it in its last step only if no chunk

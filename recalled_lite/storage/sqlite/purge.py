@@ -3,9 +3,10 @@
 Each step is its own write op with a fixed page budget, submitted only when the previous
 one has committed, so it queues behind whatever intake is waiting: a write group holds at
 most one step, and the writer never spends longer on erasure than on about one normal
-group before it serves intake again. Once the index is merged, the WAL is truncated off
-the writer's path (checkpoint.WalTruncator); the erasure's answer waits for that only
-briefly (WAL_WAIT_SECONDS), the truncation itself retries until it succeeds.
+group before it serves intake again. Once the index is merged, the WAL is truncated
+between two groups, never waiting for a reader (checkpoint.WalTruncator); the erasure's
+answer waits for that only briefly (WAL_WAIT_SECONDS), the truncation itself retries until
+it succeeds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import erasure
@@ -30,10 +30,10 @@ Write = Callable[..., Awaitable[Any]]
 
 
 class ErasurePurge:
-    def __init__(self, path: Path, write: Write) -> None:
+    def __init__(self, write: Write, between_groups: Write) -> None:
         self._write = write
         self._lock: asyncio.Lock | None = None
-        self.truncator = WalTruncator(path, self._clear_wal_marker)
+        self.truncator = WalTruncator(between_groups, self._clear_wal_marker)
         self.rounds = 0  # purge rounds completed by this process (observability, tests)
 
     async def _clear_wal_marker(self, generation: str) -> None:

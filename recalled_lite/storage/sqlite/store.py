@@ -35,7 +35,7 @@ from .merkle import MerkleStore, append_leaves
 from .readers import ReaderPool
 from .reads_store import ReadStore
 from .retention_store import RetentionStore
-from .writer import CallOp, Writer, WriteOp, deferred_foreign_keys
+from .writer import BetweenGroupsOp, CallOp, Writer, WriteOp, deferred_foreign_keys
 
 log = logging.getLogger("recalled_lite.store")
 
@@ -213,7 +213,7 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
         self._keys = {record.prefix: record for record in select_all_keys(self._conn)}
         self.readers: ReaderPool | None = None
         self.started = False
-        self.purge = ErasurePurge(self.path, self.write)
+        self.purge = ErasurePurge(self.write, self.between_groups)
         # Work a previous process left owed (it crashed mid-purge, or before the WAL was emptied).
         self._owed_at_start = (erasure.purge_pending(self._conn), erasure.wal_truncation_owed(self._conn))
         self._background: set[asyncio.Task[Any]] = set()
@@ -297,6 +297,11 @@ class SqliteStore(MerkleStore, RetentionStore, ReadStore, ErasureStore, KeyStore
         """Run `fn(conn, *args)` inside a group transaction; resolves after COMMIT.
         With `audit`, its events are appended in the same op, after `fn` (AuditedCall)."""
         return await self.writer.submit(call_op(fn, args, on_commit, audit, append_in_op))
+
+    async def between_groups(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn(conn)` on the writer's connection with no transaction open, between two
+        groups (the WAL checkpoint after an erasure)."""
+        return await self.writer.submit(BetweenGroupsOp(fn))
 
     def write_sync(self, fn: Callable[..., Any], *args: Any, on_commit: Callable[[Any], None] | None = None,
                    audit: AuditHook | None = None) -> Any:

@@ -13,10 +13,10 @@ import sqlite3
 from typing import Any
 
 from ...errors import StorageError, StorageUnavailable
-from ..group_writer import AuditAppendFailed, CallOp, WriteEngine, WriteOp
+from ..group_writer import AuditAppendFailed, BetweenGroupsOp, CallOp, WriteEngine, WriteOp
 from ..group_writer import Writer as GroupWriter
 
-__all__ = ["AuditAppendFailed", "CallOp", "SqliteEngine", "WriteOp", "Writer", "abandons_group",
+__all__ = ["AuditAppendFailed", "BetweenGroupsOp", "CallOp", "SqliteEngine", "WriteOp", "Writer", "abandons_group",
            "classify_sqlite_error", "deferred_foreign_keys"]
 
 # Primary result codes (the low byte of an extended code) that mean the database
