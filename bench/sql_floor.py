@@ -1,12 +1,13 @@
 """The SQLite floor: what the storage alone costs per event, with no HTTP and no Python per event.
 
 The rows are the ones the server would write (real `prepare_event`, real chain, the
-bench's own event shape), captured from `AppendEvents.apply_group` and then inserted
-with `executemany` on a connection opened by the server's own `open_writer` (the
-same pragmas: WAL, synchronous=FULL, secure_delete, the cache size), committed in
-groups of 32, 64 or 1000 events, which is the group commit's size under 32 or 64
-single-event clients and under batch requests. It is what the intake figures are
-compared with (BENCHMARKS.md). It starts on a cold SQLite page cache, so on a large
+bench's own event shape): every statement `AppendEvents.apply_group` makes for a write
+group (the events, the Merkle tiles, the block bounds, the keys, the FTS rows), captured
+group by group and then replayed with `executemany` on a connection opened by the
+server's own `open_writer` (the same pragmas: WAL, synchronous=FULL, secure_delete, the
+cache size), committed in groups of 32, 64 or 1000 events, which is the group
+commit's size under 32 or 64 single-event clients and under batch requests. It is what
+the intake figures are compared with (BENCHMARKS.md). It starts on a cold SQLite page cache, so on a large
 database a warmed-up server can come out slightly ahead of it.
 
 Run by `make bench` next to the intake rows, or alone:
@@ -35,7 +36,6 @@ from recalled_lite.schemas import decode_event
 from recalled_lite.storage.base import ApiKeyRecord
 from recalled_lite.storage.sqlite import store as S
 from recalled_lite.storage.sqlite.connection import open_writer
-from recalled_lite.storage.keys import BLOCK_SHIFT
 
 from . import dataset
 
@@ -46,7 +46,8 @@ _KEY = ApiKeyRecord(id="key_floor", name="floor", prefix="floor000", secret_hash
 
 
 class _Capture:
-    """Stands in for the connection: keeps the rows apply_group would insert."""
+    """Stands in for the connection: keeps, in order, the statements and rows apply_group
+    would write. Reads go to the real connection."""
 
     def __init__(self, conn) -> None:
         self.conn, self.rows = conn, {}
@@ -58,17 +59,24 @@ class _Capture:
         return self.conn.execute(*args)
 
 
-def _rows(db: Path, secret: bytes, n: int, seed: int) -> dict[str, list]:
+def _groups(db: Path, secret: bytes, n: int, group: int, seed: int) -> list[dict[str, list]]:
+    """The statements and rows of each write group, as the server's own apply_group makes
+    them (events, the Merkle tiles, the block bounds, the events dated ahead, the keys,
+    the FTS rows), one group of `group` events after another. Capturing per group, rather
+    than recomputing the block rows here, keeps the floor in step with the store's layout."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     prepared = [prepare_event(decode_event(msgspec.json.encode(dataset.make_event(rng))), _KEY,
                               EventsConfig(), now + i) for i in range(n)]
     store = S.SqliteStore(db, secret=secret)
     try:
-        capture = _Capture(store._conn)
-        op = S.AppendEvents(prepared)
-        S.AppendEvents.apply_group(capture, store.writer, [op])
-        return capture.rows
+        out = []
+        for start in range(0, n, group):
+            capture = _Capture(store._conn)
+            # apply_group moves the writer's in-memory head, so the next group chains on.
+            S.AppendEvents.apply_group(capture, store.writer, [S.AppendEvents(prepared[start:start + group])])
+            out.append(capture.rows)
+        return out
     finally:
         store.close()
 
@@ -83,22 +91,14 @@ VARIANTS = {
 }
 
 
-def _block_rows(chunk: list) -> list[tuple[int, int, int]]:
-    """What AppendEvents.apply_group upserts into event_blocks for these event rows."""
-    blocks: dict[int, list[int]] = {}
-    for row in chunk:
-        seq, occurred = row[0], row[12]
-        b = blocks.setdefault(seq >> BLOCK_SHIFT, [occurred, occurred])
-        b[0], b[1] = min(b[0], occurred), max(b[1], occurred)
-    return [(b, lo, hi) for b, (lo, hi) in sorted(blocks.items())]
-
-
 def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1,
             leave_out: tuple[str, ...] = ()) -> dict:
     """Append n events to `db` in commits of `group` events. Returns events/s and
     CPU µs per event (insert and COMMIT apart)."""
-    rows = _rows(db, secret, n, seed)
-    events, keys, fts = rows[S._INSERT_EVENT], rows[S._INSERT_KEYS], rows[S._INSERT_FTS]
+    skipped = {S._INSERT_FTS} if "fts" in leave_out else set()
+    if "keys" in leave_out:
+        skipped.add(S._INSERT_KEYS)
+    groups = _groups(db, secret, n, group, seed)
     conn = open_writer(db, synchronous="FULL", busy_timeout_ms=5000, cache_mb=32)
     for statement in leave_out:
         if statement.startswith("DROP"):
@@ -106,16 +106,12 @@ def measure(db: Path, secret: bytes, group: int, n: int, seed: int = 1,
     insert_s = commit_s = 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
-        for start in range(0, len(events), group):
-            chunk = events[start:start + group]
+        for statements in groups:
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(S._INSERT_EVENT, chunk)
-            if "keys" not in leave_out:
-                conn.executemany(S._INSERT_KEYS, keys[start:start + group])
-            conn.executemany(S._UPSERT_BLOCK, _block_rows(chunk))
-            if "fts" not in leave_out:
-                conn.executemany(S._INSERT_FTS, fts[start:start + group])
+            for sql, rows in statements.items():
+                if sql not in skipped:
+                    conn.executemany(sql, rows)
             t1 = time.perf_counter()
             conn.execute("COMMIT")
             insert_s += t1 - t0
