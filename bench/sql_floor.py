@@ -7,8 +7,8 @@ group by group and then replayed with `executemany` on a connection opened by th
 server's own `open_writer` (the same pragmas: WAL, synchronous=FULL, secure_delete, the
 cache size), committed in groups of 32, 64 or 1000 events, which is the group
 commit's size under 32 or 64 single-event clients and under batch requests. It is what
-the intake figures are compared with (BENCHMARKS.md). It starts on a cold SQLite page cache, so on a large
-database a warmed-up server can come out slightly ahead of it.
+the intake figures are compared with (BENCHMARKS.md). It starts on a cold SQLite page
+cache, so on a large database a warmed-up server can come out slightly ahead of it.
 
 Run by `make bench` next to the intake rows, or alone:
     .venv/bin/python -m bench.sql_floor [DB_DIR ...]   (an empty database if none)
